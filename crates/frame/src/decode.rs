@@ -1,0 +1,360 @@
+//! The streaming decoder.
+//!
+//! Bytes go in through [`Decoder::read_buf`] + [`Decoder::commit`] (read
+//! straight from a socket into the decoder's buffer) or [`Decoder::feed`]
+//! (copy from a transport's own buffer); frames come out of
+//! [`Decoder::decode`] as zero-copy slices of that buffer.
+//!
+//! ```text
+//!   transport bytes ──► [ buffer: frame | frame | partial ] ──► decode() ──► Frame { meta: Bytes, body: Bytes }
+//!                         ▲ bounded by the frame limit                       (slices of the same allocation)
+//! ```
+//!
+//! Any split of the stream yields the same frames. The first error is
+//! sticky: the stream cannot be resynchronised, so every later call returns
+//! it and the buffer is released.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::body;
+use crate::error::{DecodeError, FrameError};
+use crate::frame::Frame;
+use crate::header::{FrameHeader, HEADER_LEN, OVERHEAD, TRAILER_LEN};
+use crate::meta;
+
+/// Default limit on meta_len + body_len: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
+
+/// Default size of the region [`Decoder::read_buf`] offers: large enough
+/// that a socket read drains a typical receive burst, small enough that
+/// 10,000 idle connections cost little.
+pub const DEFAULT_READ_CHUNK: usize = 16 * 1024;
+
+/// Decoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderConfig {
+    /// Limit on meta_len + body_len; larger frames are refused with
+    /// FRAME_TOO_LARGE as soon as their header arrives.
+    pub max_payload: u32,
+    /// Size of the writable region offered by [`Decoder::read_buf`].
+    pub read_chunk: usize,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        Self {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            read_chunk: DEFAULT_READ_CHUNK,
+        }
+    }
+}
+
+impl DecoderConfig {
+    /// Most bytes the decoder ever buffers: one largest frame, or one read
+    /// chunk, whichever is larger.
+    pub fn buffer_limit(&self) -> usize {
+        (OVERHEAD + self.max_payload as usize).max(self.read_chunk.max(HEADER_LEN))
+    }
+}
+
+/// A streaming frame decoder for one byte stream (one connection).
+#[derive(Debug)]
+pub struct Decoder {
+    /// Initialised bytes; `..filled` holds received data, the rest is
+    /// scratch space offered by `read_buf`.
+    buf: BytesMut,
+    filled: usize,
+    /// Length of the frame whose header is at the front, once known.
+    pending: Option<usize>,
+    config: DecoderConfig,
+    error: Option<DecodeError>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(DecoderConfig::default())
+    }
+}
+
+impl Decoder {
+    /// A decoder with the given settings.
+    pub fn new(config: DecoderConfig) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            filled: 0,
+            pending: None,
+            config,
+            error: None,
+        }
+    }
+
+    /// A decoder with the default settings and this payload limit.
+    pub fn with_max_payload(max_payload: u32) -> Self {
+        Self::new(DecoderConfig {
+            max_payload,
+            ..DecoderConfig::default()
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Bytes received and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.filled
+    }
+
+    /// The sticky error, if the stream has failed.
+    pub fn error(&self) -> Option<DecodeError> {
+        self.error
+    }
+
+    /// A writable region to receive into; follow with [`Decoder::commit`].
+    ///
+    /// Empty when the stream has failed, or when the buffer already holds
+    /// [`DecoderConfig::buffer_limit`] bytes: call [`Decoder::decode`] until
+    /// it returns `Ok(None)` and the room comes back.
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        if self.error.is_some() {
+            return &mut [];
+        }
+        let room = self.config.buffer_limit().saturating_sub(self.filled);
+        // While a large frame is arriving, offer the rest of it at once.
+        let rest_of_frame = self.pending.map_or(0, |n| n.saturating_sub(self.filled));
+        let want = self.config.read_chunk.max(rest_of_frame).min(room);
+        if self.buf.len() - self.filled < want {
+            // Zero only the bytes that were never initialised; `resize`
+            // reclaims the consumed front when no frame still holds it.
+            self.buf.resize(self.filled + want, 0);
+        }
+        &mut self.buf[self.filled..self.filled + want]
+    }
+
+    /// Marks `n` bytes of the last [`Decoder::read_buf`] region as received.
+    /// `n` is clamped to the region's initialised length.
+    pub fn commit(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buf.len());
+    }
+
+    /// Copies as much of `data` as the buffer limit allows; returns how many
+    /// bytes were taken. Decode, then feed the rest.
+    pub fn feed(&mut self, mut data: &[u8]) -> usize {
+        let mut taken = 0;
+        while !data.is_empty() {
+            let dst = self.read_buf();
+            if dst.is_empty() {
+                break;
+            }
+            let n = dst.len().min(data.len());
+            dst[..n].copy_from_slice(&data[..n]);
+            self.commit(n);
+            taken += n;
+            data = &data[n..];
+        }
+        taken
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or the
+    /// stream's (sticky) error.
+    pub fn decode(&mut self) -> Result<Option<Frame>, DecodeError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let avail = &self.buf[..self.filled];
+        let header = match FrameHeader::new_checked(avail, self.config.max_payload) {
+            Ok(Some(h)) => h.repr(),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let request_id = FrameHeader::new_checked(avail, u32::MAX)
+                    .ok()
+                    .flatten()
+                    .map(|h| h.request_id())
+                    .or_else(|| raw_request_id(avail));
+                return Err(self.fail(e, request_id));
+            }
+        };
+        let meta_len = usize::from(header.meta_len);
+        let body_len = header.body_len as usize;
+        let frame_len = OVERHEAD + meta_len + body_len;
+        if avail.len() < frame_len {
+            self.pending = Some(frame_len);
+            return Ok(None);
+        }
+        let payload_end = frame_len - TRAILER_LEN;
+        let computed = crc32fast::hash(&avail[..payload_end]);
+        let mut trailer = &avail[payload_end..frame_len];
+        let received = trailer.get_u32();
+        let rid = Some(header.request_id);
+        if computed != received {
+            return Err(self.fail(FrameError::BadChecksum { received, computed }, rid));
+        }
+        let meta_end = HEADER_LEN + meta_len;
+        if let Err(e) = meta::validate(&avail[HEADER_LEN..meta_end]) {
+            return Err(self.fail(e.into(), rid));
+        }
+        if let Err(e) = body::check(header.msg_type, &avail[meta_end..payload_end]) {
+            return Err(self.fail(e, rid));
+        }
+
+        let mut bytes = self.buf.split_to(frame_len);
+        self.filled -= frame_len;
+        self.pending = None;
+        bytes.advance(HEADER_LEN);
+        let meta = if meta_len == 0 {
+            Bytes::new()
+        } else {
+            bytes.split_to(meta_len).freeze()
+        };
+        bytes.truncate(body_len);
+        Ok(Some(Frame {
+            msg_type: header.msg_type,
+            flags: header.flags,
+            request_id: header.request_id,
+            meta,
+            body: bytes.freeze(),
+        }))
+    }
+
+    fn fail(&mut self, error: FrameError, request_id: Option<u64>) -> DecodeError {
+        let e = DecodeError { error, request_id };
+        self.error = Some(e);
+        self.buf = BytesMut::new();
+        self.filled = 0;
+        self.pending = None;
+        e
+    }
+}
+
+/// The request_id of a 20-byte header that failed validation early, when
+/// its magic and version are right (otherwise the id means nothing).
+fn raw_request_id(b: &[u8]) -> Option<u64> {
+    let h = b.first_chunk::<HEADER_LEN>()?;
+    if h[0..3] != [crate::MAGIC[0], crate::MAGIC[1], crate::VERSION] {
+        return None;
+    }
+    let id: [u8; 8] = h[12..20].try_into().ok()?;
+    Some(u64::from_be_bytes(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ErrorCode, Flags, MessageType};
+
+    fn enc(f: &Frame) -> Vec<u8> {
+        f.to_bytes().unwrap().to_vec()
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let frames = [
+            Frame::new(MessageType::ECHO, 1, &b"hello"[..]),
+            Frame::new(MessageType::PING, 2, 7u64.to_be_bytes().to_vec()),
+            Frame::response(MessageType::ECHO_REPLY, 3, Bytes::new()),
+        ];
+        let stream: Vec<u8> = frames.iter().flat_map(enc).collect();
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        for b in stream {
+            assert_eq!(d.feed(&[b]), 1);
+            while let Some(f) = d.decode().unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, frames);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn read_buf_commit_path() {
+        let f =
+            Frame::new(MessageType::DATA, 9, vec![7u8; 100_000]).with_flags(Flags::ACK_REQUESTED);
+        let bytes = enc(&f);
+        let mut d = Decoder::default();
+        let mut off = 0;
+        let mut got = None;
+        while off < bytes.len() {
+            let dst = d.read_buf();
+            assert!(!dst.is_empty());
+            let n = dst.len().min(bytes.len() - off).min(5000);
+            dst[..n].copy_from_slice(&bytes[off..off + n]);
+            d.commit(n);
+            off += n;
+            if let Some(fr) = d.decode().unwrap() {
+                got = Some(fr);
+            }
+        }
+        assert_eq!(got, Some(f));
+    }
+
+    #[test]
+    fn body_is_a_slice_of_the_receive_buffer() {
+        let bytes = enc(&Frame::new(MessageType::ECHO, 1, vec![1u8; 64]));
+        let mut d = Decoder::default();
+        let before = d.read_buf().as_ptr() as usize;
+        d.feed(&bytes);
+        let f = d.decode().unwrap().unwrap();
+        assert_eq!(f.body.as_ptr() as usize, before + HEADER_LEN);
+    }
+
+    #[test]
+    fn errors_are_sticky_and_carry_codes() {
+        let mut d = Decoder::default();
+        d.feed(b"GET / HTTP/1.1\r\n\r\n");
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadMagic);
+        assert_eq!(e.request_id, None);
+        assert_eq!(d.decode().unwrap_err(), e);
+        assert_eq!(d.feed(b"Ww"), 0);
+        assert!(d.read_buf().is_empty());
+    }
+
+    #[test]
+    fn bad_crc_carries_request_id() {
+        let mut bytes = enc(&Frame::new(MessageType::ECHO, 77, &b"abc"[..]));
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        let mut d = Decoder::default();
+        d.feed(&bytes);
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadChecksum);
+        assert_eq!(e.request_id, Some(77));
+    }
+
+    #[test]
+    fn oversize_refused_before_body() {
+        let mut d = Decoder::with_max_payload(1000);
+        let h = crate::Header {
+            msg_type: MessageType::DATA,
+            flags: Flags::NONE,
+            meta_len: 0,
+            body_len: 1001,
+            request_id: 5,
+        };
+        d.feed(&h.to_bytes());
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::FrameTooLarge);
+        assert_eq!(e.request_id, Some(5));
+    }
+
+    #[test]
+    fn memory_bounded_by_limit() {
+        let cfg = DecoderConfig {
+            max_payload: 4096,
+            read_chunk: 1024,
+        };
+        let mut d = Decoder::new(cfg);
+        // A frame of exactly the limit buffers fully; the decoder never takes more.
+        let f = Frame::new(MessageType::ECHO, 1, vec![0u8; 4096]);
+        let bytes = enc(&f);
+        let mut stream = bytes.clone();
+        stream.extend_from_slice(&bytes);
+        let taken = d.feed(&stream);
+        assert_eq!(taken, cfg.buffer_limit());
+        assert_eq!(d.decode().unwrap(), Some(f.clone()));
+        assert_eq!(d.feed(&stream[taken..]), stream.len() - taken);
+        assert_eq!(d.decode().unwrap(), Some(f));
+    }
+}

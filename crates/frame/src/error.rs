@@ -1,0 +1,143 @@
+//! Errors of the frame crate.
+
+use crate::types::{ErrorCode, MessageType};
+
+/// Why a frame was refused. Every variant maps onto one PROTOCOL.md error
+/// code through [`FrameError::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The stream does not start with "Ww".
+    #[error("bad magic {found:02x?}, expected \"Ww\"")]
+    BadMagic {
+        /// The bytes found where the magic belongs (as many as had arrived).
+        found: [u8; 2],
+    },
+    /// The version byte is not 1.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// A reserved flag bit (2-7) is set.
+    #[error("reserved flag bits set in {0:#04x}")]
+    ReservedFlags(u8),
+    /// The reserved header byte 5 is not zero.
+    #[error("reserved header byte is {0:#04x}, must be 0")]
+    ReservedByte(u8),
+    /// meta_len + body_len exceeds the receiver's limit.
+    #[error("frame of {len} metadata and body bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// meta_len + body_len as announced by the header.
+        len: u64,
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The trailer does not match the CRC-32 of the frame.
+    #[error("checksum mismatch: trailer {received:#010x}, computed {computed:#010x}")]
+    BadChecksum {
+        /// CRC carried in the trailer.
+        received: u32,
+        /// CRC computed over header, metadata and body.
+        computed: u32,
+    },
+    /// The metadata section does not follow PROTOCOL.md.
+    #[error("malformed metadata: {0}")]
+    Metadata(#[from] MetaError),
+    /// The body is too short or too long for the message type.
+    #[error("{ty} body of {len} bytes; the type requires {min}..={max}")]
+    BodyLength {
+        /// The message type.
+        ty: MessageType,
+        /// The body length announced by the header.
+        len: u32,
+        /// Smallest length the type allows.
+        min: u32,
+        /// Largest length the type allows (`u32::MAX`: unbounded).
+        max: u32,
+    },
+    /// A typed body's contents are invalid (bad UTF-8, a length prefix that
+    /// runs past the body, a flag byte out of range).
+    #[error("malformed {ty} body: {reason}")]
+    BadBody {
+        /// The message type.
+        ty: MessageType,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl FrameError {
+    /// The PROTOCOL.md error code the peer is sent for this error.
+    pub const fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadMagic { .. } => ErrorCode::BadMagic,
+            Self::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            Self::BadChecksum { .. } => ErrorCode::BadChecksum,
+            Self::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            Self::ReservedFlags(_)
+            | Self::ReservedByte(_)
+            | Self::Metadata(_)
+            | Self::BodyLength { .. }
+            | Self::BadBody { .. } => ErrorCode::Malformed,
+        }
+    }
+}
+
+/// What is wrong with a metadata section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// The section ends inside the count, an entry's lengths, key or value.
+    #[error("section truncated")]
+    Truncated,
+    /// Bytes remain after the last entry.
+    #[error("{0} trailing bytes after the last entry")]
+    TrailingBytes(usize),
+    /// A key is not valid UTF-8.
+    #[error("key is not UTF-8")]
+    KeyNotUtf8,
+    /// A key occurs twice.
+    #[error("duplicate key")]
+    DuplicateKey,
+    /// An encoder was given a key longer than 255 bytes, a value longer than
+    /// 65,535 bytes, more than 65,535 entries or a section over 65,535 bytes.
+    #[error("entry or section too long to encode")]
+    TooLong,
+}
+
+/// A decode error with the request_id of the offending frame when its
+/// header had arrived, so the ERROR sent back can carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct DecodeError {
+    /// What is wrong.
+    #[source]
+    pub error: FrameError,
+    /// The request_id of the offending frame, if its header was complete.
+    pub request_id: Option<u64>,
+}
+
+impl DecodeError {
+    /// The PROTOCOL.md error code.
+    pub const fn code(&self) -> ErrorCode {
+        self.error.code()
+    }
+}
+
+/// Why a frame could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The metadata section is longer than the 16-bit meta_len allows.
+    #[error("metadata of {0} bytes exceeds 65535")]
+    MetaTooLong(usize),
+    /// The body is longer than the 32-bit body_len allows.
+    #[error("body of {0} bytes exceeds u32::MAX")]
+    BodyTooLong(usize),
+    /// The destination slice is too small.
+    #[error("destination holds {have} bytes, the frame needs {need}")]
+    BufferTooSmall {
+        /// Bytes the frame needs.
+        need: usize,
+        /// Bytes the destination has.
+        have: usize,
+    },
+    /// Metadata entries could not be encoded.
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetaError),
+}
