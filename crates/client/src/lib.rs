@@ -1,0 +1,1 @@
+//! warpwire client library (in progress).

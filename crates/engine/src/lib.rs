@@ -1,0 +1,1 @@
+//! warpwire server engine (in progress).

@@ -1,0 +1,649 @@
+//! # warpwire-socket: kernel TCP through mio
+//!
+//! The fallback [`Transport`]: works on any Linux laptop, speaks to any TCP
+//! peer, and is the yardstick the bypass backends are measured against.
+//!
+//! ```text
+//!   Transport::poll ──► epoll_wait (one syscall per batch, zero timeout)
+//!        │                 │ edge events
+//!        ▼                 ▼
+//!   Events (level) ◄── readable set: a connection stays readable until a
+//!                      recv comes back short or WouldBlock
+//!   recv  ──► read(2) straight into the caller's (decoder's) buffer
+//!   send  ──► write(2) / writev(2); a short write is backpressure,
+//!             Event::Writable follows
+//!   close ──► shutdown(SHUT_WR), drain input until the peer's FIN or a
+//!             linger deadline, so an ERROR sent just before is not lost
+//!             to a RST
+//! ```
+//!
+//! Each worker owns one instance with its own listener on the same address
+//! (SO_REUSEPORT): the kernel spreads connections, nothing is shared.
+//!
+//! Not here: framing, sessions, timers beyond the close linger. No `unsafe`.
+
+#![forbid(unsafe_code)]
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Poll, Token};
+use slab::Slab;
+use warpwire_transport::{
+    BackendKind, Capabilities, CloseReason, ConnId, Event, Events, LatencyClass, ProbeReport,
+    Transport, TransportError, Wake,
+};
+
+/// Token of the cross-thread waker.
+const WAKER: Token = Token(usize::MAX);
+/// Listener tokens start here; connection tokens are slab indices below it.
+const LISTENER_BASE: usize = usize::MAX / 2;
+/// At most this many iovecs go to one writev; a frame needs four.
+const MAX_IOV: usize = 16;
+
+/// Settings of a socket transport instance.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    /// Disable Nagle (TCP_NODELAY) on every connection.
+    pub nodelay: bool,
+    /// Connections accepted per listener per poll: bounds the work one poll
+    /// does under a connection storm; the rest are accepted on the next.
+    pub accept_batch: usize,
+    /// Capacity of the epoll event array (events taken per syscall).
+    pub events_capacity: usize,
+    /// Kernel listen backlog.
+    pub backlog: i32,
+    /// How long a closed connection waits for the peer's FIN while
+    /// discarding input, before it is dropped.
+    pub close_linger: Duration,
+    /// SO_SNDBUF / SO_RCVBUF, when set.
+    pub socket_buffer: Option<usize>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            // Enough to take a burst of a few hundred connections in a
+            // handful of polls without starving established ones.
+            accept_batch: 128,
+            events_capacity: 1024,
+            backlog: 4096,
+            close_linger: Duration::from_secs(2),
+            socket_buffer: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    id: ConnId,
+    peer: SocketAddr,
+    /// Bytes may be waiting (level emulation over edge-triggered epoll).
+    readable: bool,
+    /// A send came back short; report Writable on the next writable edge.
+    write_blocked: bool,
+    /// Outgoing connect not yet confirmed.
+    connecting: bool,
+    /// close() was called: discarding input until FIN or the deadline.
+    closing: Option<Instant>,
+}
+
+/// The kernel-TCP transport.
+pub struct SocketTransport {
+    poll: Poll,
+    mio_events: mio::Events,
+    listeners: Vec<TcpListener>,
+    /// Listeners with connections possibly left in their backlog.
+    listener_ready: Vec<bool>,
+    conns: Slab<Conn>,
+    /// Generation per slab slot, bumped when a slot is freed.
+    generations: Vec<u32>,
+    /// Events produced outside `poll` (failures found by recv/send).
+    pending: Vec<Event>,
+    /// Connections currently in the closing linger.
+    closing: usize,
+    waker: Arc<MioWaker>,
+    config: SocketConfig,
+}
+
+struct MioWaker(mio::Waker);
+
+impl Wake for MioWaker {
+    fn wake(&self) {
+        // A failed wake means the poll instance is gone; nothing to wake.
+        let _ = self.0.wake();
+    }
+}
+
+impl std::fmt::Debug for SocketTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketTransport")
+            .field("listeners", &self.listeners.len())
+            .field("conns", &self.conns.len())
+            .finish()
+    }
+}
+
+fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+impl SocketTransport {
+    /// A transport with default settings.
+    pub fn new() -> Result<Self, TransportError> {
+        Self::with_config(SocketConfig::default())
+    }
+
+    /// A transport with the given settings.
+    pub fn with_config(config: SocketConfig) -> Result<Self, TransportError> {
+        let poll = Poll::new().map_err(TransportError::Poll)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(TransportError::Poll)?;
+        Ok(Self {
+            poll,
+            mio_events: mio::Events::with_capacity(config.events_capacity),
+            listeners: Vec::new(),
+            listener_ready: Vec::new(),
+            conns: Slab::new(),
+            generations: Vec::new(),
+            pending: Vec::new(),
+            closing: 0,
+            waker: Arc::new(MioWaker(waker)),
+            config,
+        })
+    }
+
+    /// Number of open connections (closing ones included).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Result<&mut Conn, TransportError> {
+        match self.conns.get_mut(id.index()) {
+            Some(c) if c.id == id && c.closing.is_none() => Ok(c),
+            _ => Err(TransportError::UnknownConn(id)),
+        }
+    }
+
+    fn insert(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        connecting: bool,
+    ) -> io::Result<ConnId> {
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        if self.generations.len() <= index {
+            self.generations.resize(index + 1, 0);
+        }
+        let id = ConnId::new(index as u32, self.generations[index]);
+        let mut stream = stream;
+        self.poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Conn {
+            stream,
+            id,
+            peer,
+            readable: false,
+            write_blocked: false,
+            connecting,
+            closing: None,
+        });
+        Ok(id)
+    }
+
+    fn tune(&self, stream: &TcpStream) {
+        // Tuning failures leave a working (if slower) connection.
+        if self.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        if let Some(n) = self.config.socket_buffer {
+            let s = socket2::SockRef::from(stream);
+            let _ = s.set_send_buffer_size(n);
+            let _ = s.set_recv_buffer_size(n);
+        }
+    }
+
+    /// Drops a connection now and queues its Closed event.
+    fn remove(&mut self, index: usize, reason: CloseReason) {
+        if !self.conns.contains(index) {
+            return;
+        }
+        let mut c = self.conns.remove(index);
+        if c.closing.is_some() {
+            self.closing -= 1;
+        }
+        // Deregistering a socket that is about to be closed cannot matter.
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        self.pending.push(Event::Closed(c.id, reason));
+    }
+
+    fn accept_from(&mut self, li: usize, events: &mut Vec<Event>) {
+        for _ in 0..self.config.accept_batch {
+            match self.listeners[li].accept() {
+                Ok((stream, peer)) => {
+                    self.tune(&stream);
+                    match self.insert(stream, peer, false) {
+                        Ok(conn) => events.push(Event::Accepted { conn, peer }),
+                        // Registration failed (fd limits): the stream drops, the peer sees a reset.
+                        Err(_) => continue,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready[li] = false;
+                    return;
+                }
+                // EMFILE/ENFILE/ECONNABORTED: leave the listener marked
+                // ready and retry on the next poll rather than spin here.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Drains input of a closing connection; true when it is finished.
+    fn drain_closing(c: &mut Conn, now: Instant) -> bool {
+        let mut sink = [0u8; 4096];
+        loop {
+            match c.stream.read(&mut sink) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return c.closing.is_some_and(|t| now >= t);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for epoll events and folds them into state.
+    fn pump(&mut self, timeout: Option<Duration>, now: Instant) -> Result<(), TransportError> {
+        match self.poll.poll(&mut self.mio_events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(TransportError::Poll(e)),
+        }
+        let mut finished = Vec::new();
+        let mut failed = Vec::new();
+        for ev in self.mio_events.iter() {
+            let t = ev.token();
+            if t == WAKER {
+                continue;
+            }
+            if t.0 >= LISTENER_BASE {
+                if let Some(r) = self.listener_ready.get_mut(t.0 - LISTENER_BASE) {
+                    *r = true;
+                }
+                continue;
+            }
+            let Some(c) = self.conns.get_mut(t.0) else {
+                continue;
+            };
+            if c.closing.is_some() {
+                if Self::drain_closing(c, now) {
+                    finished.push(t.0);
+                }
+                continue;
+            }
+            if c.connecting {
+                if ev.is_writable() || ev.is_error() || ev.is_write_closed() {
+                    match c.stream.take_error() {
+                        Ok(None) if c.stream.peer_addr().is_ok() => {
+                            c.connecting = false;
+                            self.pending.push(Event::Connected(c.id));
+                        }
+                        Ok(None) => {}
+                        Ok(Some(e)) | Err(e) => {
+                            failed.push((t.0, CloseReason::ConnectFailed(errno(&e))));
+                            continue;
+                        }
+                    }
+                }
+                continue;
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                c.readable = true;
+            }
+            if ev.is_writable() && c.write_blocked {
+                c.write_blocked = false;
+                self.pending.push(Event::Writable(c.id));
+            }
+        }
+        for i in finished {
+            self.remove(i, CloseReason::Local);
+        }
+        for (i, reason) in failed {
+            self.remove(i, reason);
+        }
+        Ok(())
+    }
+
+    fn expire_closing(&mut self, now: Instant) {
+        if self.closing == 0 {
+            return;
+        }
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_some_and(|t| now >= t))
+            .map(|(i, _)| i)
+            .collect();
+        for i in expired {
+            self.remove(i, CloseReason::Local);
+        }
+    }
+
+    fn io_error(&mut self, id: ConnId, e: io::Error) -> TransportError {
+        self.remove(id.index(), CloseReason::Reset(errno(&e)));
+        TransportError::Io {
+            conn: id,
+            source: e,
+        }
+    }
+}
+
+impl Transport for SocketTransport {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "socket",
+            latency: LatencyClass::Kernel,
+            kernel_bypass: false,
+            busy_poll: false,
+            vectored_send: true,
+            max_segment: 64 * 1024,
+        }
+    }
+
+    fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        let err = |source| TransportError::Listen { addr, source };
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(err)?;
+        sock.set_reuse_address(true).map_err(err)?;
+        sock.set_reuse_port(true).map_err(err)?;
+        sock.set_nonblocking(true).map_err(err)?;
+        sock.bind(&addr.into()).map_err(err)?;
+        sock.listen(self.config.backlog).map_err(err)?;
+        let mut l = TcpListener::from_std(sock.into());
+        let local = l.local_addr().map_err(err)?;
+        let token = Token(LISTENER_BASE + self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut l, token, Interest::READABLE)
+            .map_err(err)?;
+        self.listeners.push(l);
+        self.listener_ready.push(true);
+        Ok(local)
+    }
+
+    fn connect(&mut self, addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
+        let err = |source| TransportError::Connect { addr, source };
+        let stream = TcpStream::connect(addr).map_err(err)?;
+        self.tune(&stream);
+        self.insert(stream, addr, true).map_err(err)
+    }
+
+    fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
+        events.clear();
+        self.pump(Some(Duration::ZERO), now)?;
+        self.expire_closing(now);
+        let mut accepted = Vec::new();
+        for li in 0..self.listeners.len() {
+            if self.listener_ready[li] {
+                self.accept_from(li, &mut accepted);
+            }
+        }
+        for ev in self.pending.drain(..) {
+            events.push(ev);
+        }
+        for ev in accepted {
+            events.push(ev);
+        }
+        for (_, c) in self.conns.iter() {
+            if c.readable && c.closing.is_none() {
+                events.push(Event::Readable(c.id));
+            }
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let c = self.conn_mut(conn)?;
+        loop {
+            match c.stream.read(buf) {
+                Ok(0) => {
+                    self.remove(conn.index(), CloseReason::PeerClosed);
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    // A short read drained the socket; epoll reports the next
+                    // arrival as a new edge (what tokio relies on too).
+                    if n < buf.len() {
+                        c.readable = false;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    return Ok(0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(conn, e)),
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {
+        self.send_vectored(conn, &[data])
+    }
+
+    fn send_vectored(&mut self, conn: ConnId, bufs: &[&[u8]]) -> Result<usize, TransportError> {
+        let c = self.conn_mut(conn)?;
+        if c.connecting {
+            return Ok(0);
+        }
+        let mut total = 0;
+        for group in bufs.chunks(MAX_IOV) {
+            let want: usize = group.iter().map(|b| b.len()).sum();
+            if want == 0 {
+                continue;
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            for (slot, b) in iov.iter_mut().zip(group) {
+                *slot = IoSlice::new(b);
+            }
+            let n = loop {
+                match c.stream.write_vectored(&iov[..group.len()]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(self.io_error(conn, e)),
+                }
+            };
+            total += n;
+            if n < want {
+                c.write_blocked = true;
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let linger = self.config.close_linger;
+        let Ok(c) = self.conn_mut(conn) else {
+            return;
+        };
+        // FIN after the queued bytes; keep reading so unread input does not
+        // turn our close into a RST that could destroy the last reply.
+        if c.stream.shutdown(Shutdown::Write).is_err() {
+            self.remove(conn.index(), CloseReason::Local);
+            return;
+        }
+        let now = Instant::now();
+        c.closing = Some(now + linger);
+        c.readable = false;
+        let done = Self::drain_closing(c, now);
+        self.closing += 1;
+        if done {
+            self.remove(conn.index(), CloseReason::Local);
+        }
+    }
+
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.conns
+            .get(conn.index())
+            .filter(|c| c.id == conn)
+            .map(|c| c.peer)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
+        let busy = !self.pending.is_empty()
+            || self.listener_ready.iter().any(|&r| r)
+            || self
+                .conns
+                .iter()
+                .any(|(_, c)| c.readable && c.closing.is_none());
+        let timeout = if busy { Some(Duration::ZERO) } else { timeout };
+        let timeout = match (timeout, self.closing > 0) {
+            // Wake for linger deadlines at least every 100 ms.
+            (Some(t), true) => Some(t.min(Duration::from_millis(100))),
+            (None, true) => Some(Duration::from_millis(100)),
+            (t, false) => t,
+        };
+        self.pump(timeout, Instant::now())
+    }
+
+    fn waker(&self) -> Result<Arc<dyn Wake>, TransportError> {
+        Ok(self.waker.clone())
+    }
+}
+
+/// The socket backend's probe: always available where epoll works.
+pub fn probe() -> ProbeReport {
+    match Poll::new() {
+        Ok(_) => ProbeReport::available(BackendKind::Socket, "kernel TCP via mio (epoll)"),
+        Err(e) => ProbeReport::unavailable(BackendKind::Socket, format!("epoll unavailable: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn until(t: &mut SocketTransport, ev: &mut Events, mut f: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "timed out");
+            t.wait(Some(Duration::from_millis(10))).unwrap();
+            t.poll(Instant::now(), ev).unwrap();
+            if let Some(e) = ev.iter().find(|e| f(e)) {
+                return *e;
+            }
+        }
+    }
+
+    #[test]
+    fn loopback_roundtrip_and_close() {
+        let mut srv = SocketTransport::new().unwrap();
+        let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut cli = SocketTransport::new().unwrap();
+        let c = cli.connect(addr, Instant::now()).unwrap();
+        let mut ev = Events::default();
+        until(&mut cli, &mut ev, |e| *e == Event::Connected(c));
+        let Event::Accepted { conn: s, .. } =
+            until(&mut srv, &mut ev, |e| matches!(e, Event::Accepted { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!(cli.send_vectored(c, &[b"he", b"", b"llo"]).unwrap(), 5);
+        until(&mut srv, &mut ev, |e| *e == Event::Readable(s));
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let n = srv.recv(s, &mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 {
+                srv.wait(Some(Duration::from_millis(10))).unwrap();
+                srv.poll(Instant::now(), &mut ev).unwrap();
+            }
+        }
+        assert_eq!(got, b"hello");
+        srv.send(s, b"bye").unwrap();
+        srv.close(s);
+        assert!(srv.send(s, b"x").is_err(), "closed id is dead");
+        until(&mut cli, &mut ev, |e| *e == Event::Readable(c));
+        let mut got = Vec::new();
+        loop {
+            let n = cli.recv(c, &mut buf);
+            match n {
+                Ok(0) if got.len() == 3 => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("{e}"),
+            }
+            if got.len() < 3 {
+                cli.wait(Some(Duration::from_millis(10))).unwrap();
+            }
+        }
+        assert_eq!(got, b"bye");
+        until(&mut cli, &mut ev, |e| {
+            *e == Event::Closed(c, CloseReason::PeerClosed)
+        });
+        until(&mut srv, &mut ev, |e| {
+            *e == Event::Closed(s, CloseReason::Local)
+        });
+    }
+
+    #[test]
+    fn connect_refused_is_reported() {
+        // Bind then drop to find a port with no listener.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut cli = SocketTransport::new().unwrap();
+        let c = cli.connect(port, Instant::now()).unwrap();
+        let mut ev = Events::default();
+        let e = until(&mut cli, &mut ev, |e| matches!(e, Event::Closed(..)));
+        assert!(
+            matches!(e, Event::Closed(id, CloseReason::ConnectFailed(_)) if id == c),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn reuseport_two_instances_share_an_address() {
+        let mut a = SocketTransport::new().unwrap();
+        let addr = a.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut b = SocketTransport::new().unwrap();
+        assert_eq!(b.listen(addr).unwrap(), addr);
+    }
+
+    #[test]
+    fn waker_interrupts_wait() {
+        let mut t = SocketTransport::new().unwrap();
+        let w = t.waker().unwrap();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w.wake();
+        });
+        let start = Instant::now();
+        t.wait(Some(Duration::from_secs(10))).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        h.join().unwrap();
+    }
+}

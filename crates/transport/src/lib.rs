@@ -1,0 +1,352 @@
+//! # warpwire-transport: what every backend implements
+//!
+//! Two traits, because the backends come in two kinds:
+//!
+//! ```text
+//!  engine / client / bench  ── generic over ──►  Transport   (connections: listen, accept,
+//!                                                  ▲  ▲  ▲     connect, recv, send, close, poll)
+//!                                  socket (mio) ───┘  │  └─── rdma (RC queue pairs)
+//!                                  stack (smoltcp) ───┘
+//!                                       │ generic over
+//!                                       ▼
+//!                                  PacketDevice  (Ethernet frames, lent buffers, bursts)
+//!                                    ▲     ▲     ▲
+//!                                   xdp   dpdk   sim
+//! ```
+//!
+//! Kernel TCP and RDMA reliable connections already deliver bytes in order,
+//! so they implement [`Transport`] directly. AF_XDP, DPDK and the in-memory
+//! simulator move Ethernet frames, so they implement [`PacketDevice`] and one
+//! generic smoltcp stack turns any of them into a [`Transport`].
+//!
+//! Conventions every backend keeps:
+//! - Batches: [`Transport::poll`] makes one native call per burst (epoll
+//!   wait, rx_burst, xsk consume, ibv_poll_cq) and reports what happened
+//!   into caller-owned storage ([`Events`]), mio-style.
+//! - Level-triggered readiness: a connection is reported readable on every
+//!   poll while it has bytes, until a `recv` returns 0. Consumers may bound
+//!   their work per poll without stalling a connection.
+//! - Backpressure is not an error: `send` returns how many bytes it took
+//!   (possibly 0); a [`Event::Writable`] follows when room comes back.
+//! - Time is passed in: backends read no clock of their own.
+//! - [`Transport::wait`] sleeps until something may be ready (epoll, the xsk
+//!   poll fd, a CQ channel) for policies that do not busy-poll.
+//! - No `dyn` on the per-packet path: consumers are generic over the trait.
+//!
+//! What this crate does not do: any I/O. It holds the contracts, the
+//! [`probe`] types and the [`select`] policy only.
+
+#![forbid(unsafe_code)]
+
+mod device;
+pub mod select;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use device::{DeviceCapabilities, DeviceError, PacketDevice, RxToken, TxToken};
+pub use select::{
+    BackendKind, LatencyClass, LatencyPolicy, Probe, ProbeReport, Selection, SelectionError,
+    TransportChoice,
+};
+
+/// Identifies a connection within one [`Transport`] instance. A slot index
+/// plus a generation, so a stale id of a closed connection never reaches the
+/// connection that reuses its slot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    /// Builds an id from a slot index and the slot's generation.
+    pub const fn new(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
+    /// The slot index (dense, small: usable to index per-connection arrays).
+    pub const fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The slot's generation.
+    pub const fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}.{}", self.index, self.generation)
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side (FIN, RDMA disconnect).
+    PeerClosed,
+    /// The connection was reset or failed; the errno when the OS gave one.
+    Reset(Option<i32>),
+    /// An outgoing connect failed; the errno when the OS gave one.
+    ConnectFailed(Option<i32>),
+    /// [`Transport::close`] completed.
+    Local,
+}
+
+/// Something [`Transport::poll`] observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A listener accepted a new connection.
+    Accepted {
+        /// The new connection.
+        conn: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// An outgoing connection completed its handshake.
+    Connected(ConnId),
+    /// The connection has bytes to read (reported on every poll until a
+    /// `recv` returns 0).
+    Readable(ConnId),
+    /// A connection whose `send` was short can take bytes again.
+    Writable(ConnId),
+    /// The connection is gone; its id is dead from now on.
+    Closed(ConnId, CloseReason),
+}
+
+/// Caller-owned event storage, reused across polls (mio's `Events`).
+#[derive(Debug, Default)]
+pub struct Events {
+    list: Vec<Event>,
+}
+
+impl Events {
+    /// Storage for `capacity` events before it grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            list: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Removes every event.
+    pub fn clear(&mut self) {
+        self.list.clear();
+    }
+
+    /// Adds an event (for backends).
+    pub fn push(&mut self, ev: Event) {
+        self.list.push(ev);
+    }
+
+    /// The events of the last poll.
+    pub fn iter(&self) -> std::slice::Iter<'_, Event> {
+        self.list.iter()
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Events {
+    type Item = &'a Event;
+    type IntoIter = std::slice::Iter<'a, Event>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+/// What a transport instance offers, for selection and for sizing buffers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Backend name as on the command line (`socket`, `xdp`, `dpdk`, `rdma`).
+    pub name: &'static str,
+    /// Expected latency class.
+    pub latency: LatencyClass,
+    /// Whether the backend bypasses the kernel on the data path.
+    pub kernel_bypass: bool,
+    /// Whether `poll` without `wait` is the intended mode (poll-mode drivers).
+    pub busy_poll: bool,
+    /// Whether `send_vectored` avoids copying (the kernel gathers iovecs).
+    pub vectored_send: bool,
+    /// Largest payload one native send carries (segment, MTU, RDMA buffer).
+    pub max_segment: usize,
+}
+
+/// Transport errors. Per-connection errors name the connection; the
+/// instance stays usable.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The connection id is not (or no longer) valid.
+    #[error("{0} is not an open connection")]
+    UnknownConn(ConnId),
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Starting an outgoing connection failed.
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O error on a connection; the connection is closed.
+    #[error("i/o error on {conn}")]
+    Io {
+        /// The connection.
+        conn: ConnId,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend's event machinery failed (epoll, rings, CQ).
+    #[error("transport poll failed")]
+    Poll(#[source] std::io::Error),
+    /// The instance holds as many connections as it can.
+    #[error("connection table full ({0} connections)")]
+    TooManyConnections(usize),
+    /// The backend cannot do this (for example listen twice on a stack).
+    #[error("unsupported by the {backend} backend: {what}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// What was asked.
+        what: &'static str,
+    },
+    /// Backend-specific failure with its cause kept.
+    #[error("{backend} backend: {what}")]
+    Backend {
+        /// Backend name.
+        backend: &'static str,
+        /// What failed.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Wakes a thread sleeping in [`Transport::wait`] from another thread.
+pub trait Wake: Send + Sync {
+    /// Makes the current or next `wait` return promptly.
+    fn wake(&self);
+}
+
+/// A connection-level, poll-driven, batched transport. One instance per
+/// worker thread; instances share nothing.
+pub trait Transport {
+    /// What this instance offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts listening. Each worker's instance listens on the same address
+    /// (SO_REUSEPORT, RSS queues); the kernel or NIC spreads connections.
+    /// Returns the bound address (port 0 resolved).
+    fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError>;
+
+    /// Starts an outgoing connection; [`Event::Connected`] or
+    /// [`Event::Closed`] follows.
+    fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError>;
+
+    /// Does one batch of I/O and reports what happened into `events`
+    /// (cleared first). Never blocks.
+    fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError>;
+
+    /// Copies received bytes into `buf`; 0 means nothing more for now.
+    ///
+    /// Every backend makes exactly one copy here, into the caller's buffer
+    /// (the frame decoder's, which then hands out zero-copy frames): from
+    /// the kernel for sockets, from the stack's receive ring for smoltcp,
+    /// from a registered receive buffer for RDMA. A connection that failed
+    /// returns an error once and is then reported [`Event::Closed`].
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError>;
+
+    /// Queues bytes for sending; returns how many were taken (possibly 0:
+    /// backpressure, wait for [`Event::Writable`]).
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError>;
+
+    /// Like [`Transport::send`] over several slices in order (a frame's
+    /// header, metadata, body and trailer). Returns the total taken.
+    fn send_vectored(&mut self, conn: ConnId, bufs: &[&[u8]]) -> Result<usize, TransportError> {
+        let mut total = 0;
+        for b in bufs {
+            let n = self.send(conn, b)?;
+            total += n;
+            if n < b.len() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Pushes queued output towards the wire (TX burst, doorbell, kick).
+    /// Backends that send synchronously do nothing.
+    fn flush(&mut self, _now: Instant) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    /// Closes a connection after what was sent has left (graceful FIN).
+    /// [`Event::Closed`] with [`CloseReason::Local`] follows.
+    fn close(&mut self, conn: ConnId);
+
+    /// The peer address of a connection.
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
+
+    /// Sleeps until something may be ready, or `timeout` passes, or a
+    /// [`Wake`] fires. `None` waits indefinitely.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError>;
+
+    /// A handle other threads use to interrupt [`Transport::wait`].
+    fn waker(&self) -> Result<std::sync::Arc<dyn Wake>, TransportError>;
+
+    /// The earliest time the backend needs `poll` again for its own timers
+    /// (TCP retransmits, delayed ACKs), if any.
+    fn poll_at(&self, _now: Instant) -> Option<Instant> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_id_identity() {
+        let a = ConnId::new(3, 1);
+        let b = ConnId::new(3, 2);
+        assert_ne!(a, b);
+        assert_eq!(a.index(), 3);
+        assert_eq!(format!("{a}"), "conn#3.1");
+    }
+
+    #[test]
+    fn events_reuse() {
+        let mut ev = Events::with_capacity(4);
+        ev.push(Event::Readable(ConnId::new(0, 0)));
+        assert_eq!(ev.len(), 1);
+        ev.clear();
+        assert!(ev.is_empty());
+    }
+}

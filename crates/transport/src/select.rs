@@ -1,0 +1,435 @@
+//! Backend probing results and the latency policy that picks a transport.
+//!
+//! Each backend crate probes itself (is the hardware there, can the socket
+//! or EAL be opened) and returns a [`ProbeReport`]; backends not compiled in
+//! report so. [`select`] ranks the available ones by the policy. A forced
+//! transport that is unavailable is an error, never a silent fallback.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The four backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// Kernel TCP through mio.
+    Socket,
+    /// AF_XDP sockets through smoltcp.
+    Xdp,
+    /// DPDK poll-mode drivers through smoltcp.
+    Dpdk,
+    /// RDMA reliable connections.
+    Rdma,
+}
+
+impl BackendKind {
+    /// All backends, in the order `probe` prints them.
+    pub const ALL: [Self; 4] = [Self::Socket, Self::Xdp, Self::Dpdk, Self::Rdma];
+
+    /// Name on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Xdp => "xdp",
+            Self::Dpdk => "dpdk",
+            Self::Rdma => "rdma",
+        }
+    }
+
+    /// The cargo feature that compiles the backend in (`None`: always in).
+    pub const fn feature(self) -> Option<&'static str> {
+        match self {
+            Self::Socket => None,
+            Self::Xdp => Some("xdp"),
+            Self::Dpdk => Some("dpdk"),
+            Self::Rdma => Some("rdma"),
+        }
+    }
+
+    /// The latency class a working backend of this kind is expected to reach.
+    pub const fn latency_class(self) -> LatencyClass {
+        match self {
+            Self::Socket => LatencyClass::Kernel,
+            Self::Xdp => LatencyClass::Bypass,
+            Self::Dpdk | Self::Rdma => LatencyClass::PollMode,
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown transport {s:?} (socket, xdp, dpdk, rdma)"))
+    }
+}
+
+/// Expected one-way latency class, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LatencyClass {
+    /// Poll-mode user-space NIC access or RDMA: around a microsecond.
+    PollMode,
+    /// Kernel bypass through AF_XDP: a few microseconds.
+    Bypass,
+    /// Kernel TCP: tens of microseconds, syscalls on every batch.
+    Kernel,
+}
+
+impl fmt::Display for LatencyClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PollMode => "~1us (poll-mode)",
+            Self::Bypass => "~5us (bypass)",
+            Self::Kernel => "~20us+ (kernel)",
+        })
+    }
+}
+
+/// How to trade latency against CPU use and compatibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum LatencyPolicy {
+    /// Lowest latency: prefer RDMA, then DPDK, then AF_XDP; workers busy-poll.
+    Lowest,
+    /// Bypass without dedicating cores: RDMA, then AF_XDP, then sockets;
+    /// workers sleep when idle. DPDK only when forced (it owns the NIC and
+    /// burns a core per queue).
+    #[default]
+    Balanced,
+    /// Kernel sockets: every peer, firewall and capture tool works.
+    Compatible,
+}
+
+impl LatencyPolicy {
+    /// Backends this policy considers, in preference order.
+    pub const fn preference(self) -> &'static [BackendKind] {
+        match self {
+            Self::Lowest => &[
+                BackendKind::Rdma,
+                BackendKind::Dpdk,
+                BackendKind::Xdp,
+                BackendKind::Socket,
+            ],
+            Self::Balanced => &[BackendKind::Rdma, BackendKind::Xdp, BackendKind::Socket],
+            Self::Compatible => &[BackendKind::Socket],
+        }
+    }
+
+    /// Whether workers spin on `poll` instead of sleeping in `wait`.
+    pub const fn busy_poll(self) -> bool {
+        matches!(self, Self::Lowest)
+    }
+
+    /// Name on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Lowest => "lowest",
+            Self::Balanced => "balanced",
+            Self::Compatible => "compatible",
+        }
+    }
+}
+
+impl FromStr for LatencyPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lowest" => Ok(Self::Lowest),
+            "balanced" => Ok(Self::Balanced),
+            "compatible" => Ok(Self::Compatible),
+            _ => Err(format!(
+                "unknown latency policy {s:?} (lowest, balanced, compatible)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LatencyPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `--transport`: automatic or forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// Pick by policy among the available backends.
+    #[default]
+    Auto,
+    /// Use this backend or fail.
+    Forced(BackendKind),
+}
+
+impl FromStr for TransportChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            Ok(Self::Auto)
+        } else {
+            s.parse().map(Self::Forced)
+        }
+    }
+}
+
+impl fmt::Display for TransportChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Forced(k) => f.write_str(k.name()),
+        }
+    }
+}
+
+/// What probing one backend found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The backend.
+    pub kind: BackendKind,
+    /// Whether this binary contains it.
+    pub compiled_in: bool,
+    /// Whether it can run here with the given configuration.
+    pub available: bool,
+    /// Why it is unavailable, or what was found when it is.
+    pub detail: String,
+}
+
+impl ProbeReport {
+    /// The report of a backend this binary was built without.
+    pub fn not_compiled_in(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            compiled_in: false,
+            available: false,
+            detail: format!(
+                "not compiled in: build with --features {}",
+                kind.feature().unwrap_or("default")
+            ),
+        }
+    }
+
+    /// An available backend.
+    pub fn available(kind: BackendKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            compiled_in: true,
+            available: true,
+            detail: detail.into(),
+        }
+    }
+
+    /// A compiled-in backend that cannot run here.
+    pub fn unavailable(kind: BackendKind, why: impl Into<String>) -> Self {
+        Self {
+            kind,
+            compiled_in: true,
+            available: false,
+            detail: why.into(),
+        }
+    }
+}
+
+/// Something that can probe one backend.
+pub trait Probe {
+    /// Probes and reports.
+    fn probe(&self) -> ProbeReport;
+}
+
+/// The chosen backend and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The backend.
+    pub kind: BackendKind,
+    /// A sentence saying why.
+    pub reason: String,
+}
+
+/// Why no backend could be selected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectionError {
+    /// The forced backend is not available.
+    #[error("transport {kind} was requested but is unavailable: {detail}")]
+    ForcedUnavailable {
+        /// The backend.
+        kind: BackendKind,
+        /// The probe's reason.
+        detail: String,
+    },
+    /// No backend the policy allows is available.
+    #[error("no transport allowed by policy {policy} is available")]
+    NoneAvailable {
+        /// The policy.
+        policy: LatencyPolicy,
+    },
+}
+
+/// Picks a backend from probe reports.
+pub fn select(
+    reports: &[ProbeReport],
+    choice: TransportChoice,
+    policy: LatencyPolicy,
+) -> Result<Selection, SelectionError> {
+    let find = |k: BackendKind| reports.iter().find(|r| r.kind == k);
+    match choice {
+        TransportChoice::Forced(kind) => match find(kind) {
+            Some(r) if r.available => Ok(Selection {
+                kind,
+                reason: format!("forced with --transport {kind}"),
+            }),
+            Some(r) => Err(SelectionError::ForcedUnavailable {
+                kind,
+                detail: r.detail.clone(),
+            }),
+            None => Err(SelectionError::ForcedUnavailable {
+                kind,
+                detail: "not probed".into(),
+            }),
+        },
+        TransportChoice::Auto => {
+            let prefs = policy.preference();
+            for (rank, &kind) in prefs.iter().enumerate() {
+                if find(kind).is_some_and(|r| r.available) {
+                    let skipped: Vec<&str> = prefs[..rank].iter().map(|k| k.name()).collect();
+                    let reason = if skipped.is_empty() {
+                        format!("policy {policy} prefers {kind} first and it is available")
+                    } else {
+                        format!(
+                            "policy {policy} prefers {} but {} unavailable; {kind} is next",
+                            skipped.join(", "),
+                            if skipped.len() == 1 {
+                                "it is"
+                            } else {
+                                "they are"
+                            }
+                        )
+                    };
+                    return Ok(Selection { kind, reason });
+                }
+            }
+            Err(SelectionError::NoneAvailable { policy })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports(avail: &[BackendKind]) -> Vec<ProbeReport> {
+        BackendKind::ALL
+            .iter()
+            .map(|&k| {
+                if avail.contains(&k) {
+                    ProbeReport::available(k, "ok")
+                } else {
+                    ProbeReport::unavailable(k, "absent")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auto_follows_policy() {
+        use BackendKind::*;
+        let all = reports(&[Socket, Xdp, Dpdk, Rdma]);
+        assert_eq!(
+            select(&all, TransportChoice::Auto, LatencyPolicy::Lowest)
+                .unwrap()
+                .kind,
+            Rdma
+        );
+        assert_eq!(
+            select(&all, TransportChoice::Auto, LatencyPolicy::Balanced)
+                .unwrap()
+                .kind,
+            Rdma
+        );
+        assert_eq!(
+            select(&all, TransportChoice::Auto, LatencyPolicy::Compatible)
+                .unwrap()
+                .kind,
+            Socket
+        );
+        let no_rdma = reports(&[Socket, Xdp, Dpdk]);
+        assert_eq!(
+            select(&no_rdma, TransportChoice::Auto, LatencyPolicy::Lowest)
+                .unwrap()
+                .kind,
+            Dpdk
+        );
+        let s = select(&no_rdma, TransportChoice::Auto, LatencyPolicy::Balanced).unwrap();
+        assert_eq!(s.kind, Xdp);
+        assert!(s.reason.contains("rdma"), "{}", s.reason);
+        let laptop = reports(&[Socket]);
+        for p in [
+            LatencyPolicy::Lowest,
+            LatencyPolicy::Balanced,
+            LatencyPolicy::Compatible,
+        ] {
+            assert_eq!(
+                select(&laptop, TransportChoice::Auto, p).unwrap().kind,
+                Socket
+            );
+        }
+        assert_eq!(
+            select(
+                &reports(&[]),
+                TransportChoice::Auto,
+                LatencyPolicy::Compatible
+            ),
+            Err(SelectionError::NoneAvailable {
+                policy: LatencyPolicy::Compatible
+            })
+        );
+    }
+
+    #[test]
+    fn forced_never_falls_back() {
+        let r = reports(&[BackendKind::Socket]);
+        let e = select(
+            &r,
+            TransportChoice::Forced(BackendKind::Xdp),
+            LatencyPolicy::Lowest,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            SelectionError::ForcedUnavailable {
+                kind: BackendKind::Xdp,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("absent"));
+        let ok = select(
+            &r,
+            TransportChoice::Forced(BackendKind::Socket),
+            LatencyPolicy::Lowest,
+        )
+        .unwrap();
+        assert_eq!(ok.kind, BackendKind::Socket);
+    }
+
+    #[test]
+    fn parse_names() {
+        assert_eq!("auto".parse::<TransportChoice>(), Ok(TransportChoice::Auto));
+        assert_eq!(
+            "rdma".parse::<TransportChoice>(),
+            Ok(TransportChoice::Forced(BackendKind::Rdma))
+        );
+        assert!("tcp".parse::<TransportChoice>().is_err());
+        assert_eq!(
+            "balanced".parse::<LatencyPolicy>(),
+            Ok(LatencyPolicy::Balanced)
+        );
+        assert!("fast".parse::<LatencyPolicy>().is_err());
+        assert_eq!(
+            ProbeReport::not_compiled_in(BackendKind::Dpdk).detail,
+            "not compiled in: build with --features dpdk"
+        );
+    }
+}
