@@ -1,9 +1,37 @@
-//! The `warpwire` command line.
+//! The `warpwire` command line: argument parsing, configuration and wiring.
+//! Everything else lives in the crates under `crates/`.
 
-fn main() {
-    println!(
-        "warpwire {} ({})",
-        env!("CARGO_PKG_VERSION"),
-        env!("WARPWIRE_GIT_REV")
-    );
+mod cli;
+mod probe;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        cli::Command::Serve(a) => serve::run(args.config.as_deref(), a),
+        cli::Command::Probe(a) => probe::run(args.config.as_deref(), a),
+        cli::Command::Users(a) => serve::users(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warpwire: {e}");
+            let mut src = std::error::Error::source(&*e);
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,376 @@
-//! warpwire server engine (in progress).
+//! # warpwire-engine: the server
+//!
+//! Shared-nothing workers, one per core (and per NIC queue for the bypass
+//! backends), each owning one [`Transport`] instance and running to
+//! completion: poll, decode, handle, encode, flush. Workers meet only for
+//! broadcast (bounded lock-free inboxes of encoded relay frames), the
+//! server-wide connection count and the metrics.
+//!
+//! ```text
+//!            ┌──────────── Server::start(factory) ─────────────┐
+//!            ▼                                                  ▼
+//!   worker 0: Transport ─ sessions ─ handlers      worker N: Transport ─ sessions
+//!        │  ▲                                            │  ▲
+//!        │  └──── inbox (ArrayQueue<Bytes>) ◄─ broadcast ─┘  │
+//!        └──────► inbox ──────────────────────────────────────┘
+//!                 Metrics (relaxed atomics + histograms) ─► STATS, /metrics
+//! ```
+//!
+//! The engine is generic over [`Transport`]: the same code serves kernel
+//! sockets, smoltcp over AF_XDP or DPDK, and RDMA. It implements every
+//! message type and limit of PROTOCOL.md; see `docs/protocol.md` for the
+//! choices where the protocol is silent.
+//!
+//! Not here: argument parsing, signal handling, transport construction
+//! (the binary passes a factory).
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod config;
+mod handler;
+mod limits;
+pub mod metrics;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use warpwire_transport::{Transport, TransportError, Wake};
+
+pub use auth::{AuthError, UserDb, generate_token};
+pub use config::{DEFAULT_PORT, ServerConfig};
+pub use handler::{
+    AppHandler, DataHandler, DiscardData, HandlerError, Handlers, REVERSE, SessionInfo, UPPERCASE,
+    reverse, uppercase,
+};
+pub use limits::{Limit, TokenBucket};
+pub use metrics::Metrics;
+
+/// Relays a worker's inbox holds before further broadcasts to it are
+/// dropped (and counted): a slow worker cannot make others buffer without
+/// bound.
+const INBOX_CAPACITY: usize = 4096;
+
+/// Engine errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Creating or driving a transport failed.
+    #[error("worker {worker}: transport failed")]
+    Transport {
+        /// The worker.
+        worker: usize,
+        /// The cause.
+        #[source]
+        source: TransportError,
+    },
+    /// A handler was registered for a type outside 0x80..=0xFE.
+    #[error("type {0:#04x} is not an application type (0x80..=0xFE)")]
+    NotApplicationType(u8),
+    /// The users file could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `require_auth` without a users file.
+    #[error("require_auth is set but no users file is configured")]
+    AuthWithoutUsers,
+    /// The metrics endpoint could not be started.
+    #[error("metrics endpoint on {addr}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker thread could not be spawned or panicked.
+    #[error("worker thread: {0}")]
+    Thread(&'static str),
+}
+
+impl From<TransportError> for EngineError {
+    fn from(source: TransportError) -> Self {
+        Self::Transport {
+            worker: usize::MAX,
+            source,
+        }
+    }
+}
+
+/// State shared by all workers.
+pub(crate) struct Shared {
+    config: ServerConfig,
+    handlers: Handlers,
+    users: Option<UserDb>,
+    metrics: Arc<Metrics>,
+    inboxes: Vec<ArrayQueue<Bytes>>,
+    /// Broadcast-eligible connections per worker.
+    eligible: Vec<AtomicU64>,
+    wakers: OnceLock<Vec<Arc<dyn Wake>>>,
+    connections: AtomicUsize,
+    shutdown: AtomicBool,
+}
+
+/// A configured, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    handlers: Handlers,
+}
+
+impl Server {
+    /// A server with the REVERSE and UPPERCASE example handlers registered
+    /// and the discarding DATA sink.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            handlers: Handlers::with_examples(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Registers an application handler for a type in 0x80..=0xFE.
+    pub fn register(
+        &mut self,
+        msg_type: u8,
+        handler: impl AppHandler,
+    ) -> Result<&mut Self, EngineError> {
+        self.handlers.register(msg_type, handler)?;
+        Ok(self)
+    }
+
+    /// Sets the DATA sink.
+    pub fn data_handler(&mut self, handler: impl DataHandler) -> &mut Self {
+        self.handlers.set_data_handler(handler);
+        self
+    }
+
+    /// Starts the workers. `factory(i)` builds worker `i`'s transport on the
+    /// worker's own thread; worker 0 binds `config.listen` first, the others
+    /// bind the address it got (so port 0 works with many workers).
+    pub fn start<T, F>(self, factory: F) -> Result<ServerHandle, EngineError>
+    where
+        T: Transport + 'static,
+        F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+    {
+        let users = match &self.config.users_file {
+            Some(p) => Some(UserDb::load(p)?),
+            None if self.config.require_auth => return Err(EngineError::AuthWithoutUsers),
+            None => None,
+        };
+        let n = self.config.worker_count();
+        let factory = Arc::new(factory);
+        // Worker 0 builds its transport first so the metrics know its name.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared_slot: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
+        let mut threads = Vec::with_capacity(n);
+        let mut listen = self.config.listen;
+        let mut pending = Some((self.config, self.handlers, users));
+        let mut wakers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (f, tx, slot) = (factory.clone(), tx.clone(), shared_slot.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("warpwire-w{i}"))
+                .spawn(move || -> Result<(), EngineError> {
+                    let wrap = |source| EngineError::Transport { worker: i, source };
+                    let setup = (|| {
+                        let mut t = f(i)?;
+                        let addr = t.listen(listen)?;
+                        let waker = t.waker()?;
+                        Ok::<_, TransportError>((t, addr, waker))
+                    })();
+                    let t = match setup {
+                        Ok((t, addr, waker)) => {
+                            let name = t.capabilities().name;
+                            let _ = tx.send(Ok((addr, waker, name)));
+                            t
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(wrap(e)));
+                            return Ok(());
+                        }
+                    };
+                    let shared = loop {
+                        if let Some(s) = slot.get() {
+                            break s.clone();
+                        }
+                        std::thread::park_timeout(std::time::Duration::from_millis(5));
+                    };
+                    worker::Worker::new(i, t, shared)
+                        .run()
+                        .map_err(|e| match e {
+                            EngineError::Transport { source, .. } => wrap(source),
+                            other => other,
+                        })
+                })
+                .map_err(|_| EngineError::Thread("spawn failed"))?;
+            threads.push(h);
+            let res = rx
+                .recv()
+                .map_err(|_| EngineError::Thread("worker died during setup"));
+            match res.and_then(|r| r) {
+                Ok((addr, waker, name)) => {
+                    listen = addr;
+                    wakers.push(waker);
+                    if i == 0 {
+                        if let Some((config, handlers, users)) = pending.take() {
+                            let metrics = Arc::new(Metrics::new(n, name));
+                            let shared = Arc::new(Shared {
+                                inboxes: (0..n).map(|_| ArrayQueue::new(INBOX_CAPACITY)).collect(),
+                                eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                                wakers: OnceLock::new(),
+                                connections: AtomicUsize::new(0),
+                                shutdown: AtomicBool::new(false),
+                                config,
+                                handlers,
+                                users,
+                                metrics,
+                            });
+                            let _ = shared_slot.set(shared);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(s) = shared_slot.get() {
+                        s.shutdown.store(true, Ordering::Release);
+                    }
+                    for w in &wakers {
+                        w.wake();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let shared = shared_slot
+            .get()
+            .cloned()
+            .ok_or(EngineError::Thread("no workers"))?;
+        let _ = shared.wakers.set(wakers);
+        for t in &threads {
+            t.thread().unpark();
+        }
+        let metrics_thread = match shared.config.metrics {
+            Some(addr) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let (local, h) = metrics::serve_metrics(addr, shared.metrics.clone(), stop.clone())
+                    .map_err(|source| EngineError::Metrics { addr, source })?;
+                tracing::info!(%local, "metrics endpoint listening");
+                Some((local, stop, h))
+            }
+            None => None,
+        };
+        tracing::info!(%listen, workers = n, "warpwire serving");
+        Ok(ServerHandle {
+            local_addr: listen,
+            shared,
+            threads,
+            metrics_thread,
+        })
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<Result<(), EngineError>>>,
+    metrics_thread: Option<(SocketAddr, Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("workers", &self.threads.len())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the workers listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics endpoint's address, when one runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_thread.as_ref().map(|m| m.0)
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// A cloneable trigger that starts a graceful shutdown (for signal handlers).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger(self.shared.clone())
+    }
+
+    /// Starts a graceful shutdown: workers stop accepting, flush replies,
+    /// close connections, and exit within the configured grace period.
+    pub fn shutdown(&self) {
+        self.shutdown_trigger().trigger();
+    }
+
+    /// Waits for every worker to exit; the first worker error, if any.
+    pub fn join(self) -> Result<(), EngineError> {
+        let mut result = Ok(());
+        for t in self.threads {
+            let r = t
+                .join()
+                .unwrap_or(Err(EngineError::Thread("worker panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        if let Some((_, stop, h)) = self.metrics_thread {
+            stop.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
+        result
+    }
+
+    /// Shuts down and waits.
+    pub fn stop(self) -> Result<(), EngineError> {
+        self.shutdown();
+        self.join()
+    }
+}
+
+/// Starts a graceful shutdown from any thread.
+#[derive(Clone)]
+pub struct ShutdownTrigger(Arc<Shared>);
+
+impl std::fmt::Debug for ShutdownTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShutdownTrigger")
+    }
+}
+
+impl ShutdownTrigger {
+    /// Sets the flag and wakes every worker.
+    pub fn trigger(&self) {
+        self.0.shutdown.store(true, Ordering::Release);
+        if let Some(w) = self.0.wakers.get() {
+            for w in w {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether a shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.0.shutdown.load(Ordering::Acquire)
+    }
+}

@@ -89,6 +89,8 @@ struct Conn {
     write_blocked: bool,
     /// Outgoing connect not yet confirmed.
     connecting: bool,
+    /// The consumer asked not to be told about input (backpressure).
+    paused: bool,
     /// close() was called: discarding input until FIN or the deadline.
     closing: Option<Instant>,
 }
@@ -194,6 +196,7 @@ impl SocketTransport {
             readable: false,
             write_blocked: false,
             connecting,
+            paused: false,
             closing: None,
         });
         Ok(id)
@@ -411,7 +414,7 @@ impl Transport for SocketTransport {
             events.push(ev);
         }
         for (_, c) in self.conns.iter() {
-            if c.readable && c.closing.is_none() {
+            if c.readable && !c.paused && c.closing.is_none() {
                 events.push(Event::Readable(c.id));
             }
         }
@@ -483,6 +486,12 @@ impl Transport for SocketTransport {
         Ok(total)
     }
 
+    fn pause_recv(&mut self, conn: ConnId, paused: bool) {
+        if let Ok(c) = self.conn_mut(conn) {
+            c.paused = paused;
+        }
+    }
+
     fn close(&mut self, conn: ConnId) {
         let linger = self.config.close_linger;
         let Ok(c) = self.conn_mut(conn) else {
@@ -517,7 +526,7 @@ impl Transport for SocketTransport {
             || self
                 .conns
                 .iter()
-                .any(|(_, c)| c.readable && c.closing.is_none());
+                .any(|(_, c)| c.readable && !c.paused && c.closing.is_none());
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
         let timeout = match (timeout, self.closing > 0) {
             // Wake for linger deadlines at least every 100 ms.

@@ -307,6 +307,12 @@ pub trait Transport {
         Ok(())
     }
 
+    /// Stops (or resumes) reporting a connection readable, so a consumer
+    /// applying backpressure (its reply queue is full) or closing it does
+    /// not spin on level-triggered readiness. Bytes stay queued in the
+    /// transport, and the peer is slowed by flow control.
+    fn pause_recv(&mut self, conn: ConnId, paused: bool);
+
     /// Closes a connection after what was sent has left (graceful FIN).
     /// [`Event::Closed`] with [`CloseReason::Local`] follows.
     fn close(&mut self, conn: ConnId);

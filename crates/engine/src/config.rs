@@ -1,0 +1,118 @@
+//! Server settings, readable from a TOML file (every field optional).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a server needs to know. `Default` gives the documented
+/// defaults; a TOML file overrides any subset (`deny_unknown_fields`, so a
+/// misspelt key is an error rather than silently ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address every worker listens on.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// Largest meta_len + body_len accepted (FRAME_TOO_LARGE above it).
+    pub max_frame: u32,
+    /// Open connections across all workers (SERVER_BUSY above it).
+    pub max_connections: usize,
+    /// Per-connection rate limit, frames per second (none when unset).
+    pub conn_rate: Option<f64>,
+    /// Per-connection burst, frames (defaults to one second of `conn_rate`).
+    pub conn_burst: Option<f64>,
+    /// Server-wide rate limit, frames per second, split across workers.
+    pub global_rate: Option<f64>,
+    /// Server-wide burst, frames (defaults to one second of `global_rate`).
+    pub global_burst: Option<f64>,
+    /// Close connections silent this long with IDLE_TIMEOUT.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Answer everything but PING and AUTH with UNAUTHENTICATED until AUTH succeeds.
+    pub require_auth: bool,
+    /// The users file (salted token hashes), see `UserDb`.
+    pub users_file: Option<PathBuf>,
+    /// UNAUTHENTICATED answers before the connection is closed.
+    pub max_unauthenticated: u32,
+    /// AUTH_FAILED answers before the connection is closed.
+    pub max_auth_failures: u32,
+    /// Bytes of replies queued per connection before reading from it pauses
+    /// (and before a broadcast recipient counts as a slow reader and is dropped).
+    pub max_output: usize,
+    /// Spin on the transport instead of sleeping when idle.
+    pub busy_poll: bool,
+    /// How long a shutdown waits for replies to flush and peers to close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Prometheus text endpoint address, when set.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The default port, "Ww" is 0x5777 = 22391 on the wire but 7077 is easier to type.
+pub const DEFAULT_PORT: u16 = 7077;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            workers: 0,
+            max_frame: warpwire_frame::DEFAULT_MAX_PAYLOAD,
+            max_connections: 10_000,
+            conn_rate: None,
+            conn_burst: None,
+            global_rate: None,
+            global_burst: None,
+            idle_timeout: Duration::from_secs(60),
+            require_auth: false,
+            users_file: None,
+            max_unauthenticated: 3,
+            max_auth_failures: 3,
+            max_output: 4 << 20,
+            busy_poll: false,
+            shutdown_grace: Duration::from_secs(5),
+            metrics: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Worker count with 0 resolved to the core count.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_subset() {
+        let c = ServerConfig::from_toml(
+            "listen = \"0.0.0.0:9000\"\nidle_timeout = \"1500ms\"\nconn_rate = 100.0\nrequire_auth = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.conn_rate, Some(100.0));
+        assert!(c.require_auth);
+        assert_eq!(c.max_frame, warpwire_frame::DEFAULT_MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn unknown_keys_rejected() {
+        assert!(ServerConfig::from_toml("idle_timeot = \"1s\"").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Application handlers: message types 0x80-0xFE, and the DATA sink.
+
+use bytes::Bytes;
+use warpwire_frame::Frame;
+
+/// A failed handler; the peer gets INTERNAL and the connection stays open.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    /// Sent to the peer in the ERROR body; keep it free of secrets.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// A handler error with a message for the peer.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// What a handler knows about the connection it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionInfo<'a> {
+    /// The 16-byte session id (also the `from` of relayed broadcasts).
+    pub session_id: &'a [u8; 16],
+    /// The authenticated user, if any.
+    pub user: Option<&'a str>,
+    /// The worker serving the connection.
+    pub worker: usize,
+}
+
+/// Handles one application message type. Called on the worker thread:
+/// must not block. The reply goes out with the same type, the RESPONSE flag
+/// and the request's id; `Ok(None)` sends nothing.
+pub trait AppHandler: Send + Sync + 'static {
+    /// Handles a request.
+    fn handle(
+        &self,
+        session: &SessionInfo<'_>,
+        request: &Frame,
+    ) -> Result<Option<Bytes>, HandlerError>;
+}
+
+impl<F> AppHandler for F
+where
+    F: Fn(&SessionInfo<'_>, &Frame) -> Result<Option<Bytes>, HandlerError> + Send + Sync + 'static,
+{
+    fn handle(
+        &self,
+        session: &SessionInfo<'_>,
+        request: &Frame,
+    ) -> Result<Option<Bytes>, HandlerError> {
+        self(session, request)
+    }
+}
+
+/// Receives DATA bodies in arrival order per connection. Returns how many
+/// bytes it accepted (echoed in DATA_ACK).
+pub trait DataHandler: Send + Sync + 'static {
+    /// Takes one DATA body. The `Bytes` is a zero-copy slice of the receive
+    /// buffer; keep it (cheap clone) or copy what you need.
+    fn on_data(&self, session: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError>;
+}
+
+/// The default sink: accepts and discards (counters still count it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardData;
+
+impl DataHandler for DiscardData {
+    fn on_data(&self, _: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError> {
+        Ok(body.len() as u64)
+    }
+}
+
+/// Example application type 0x80: replies with the body's bytes reversed.
+pub const REVERSE: u8 = 0x80;
+/// Example application type 0x81: replies with the body ASCII-uppercased.
+pub const UPPERCASE: u8 = 0x81;
+
+/// The REVERSE example handler.
+pub fn reverse(_: &SessionInfo<'_>, req: &Frame) -> Result<Option<Bytes>, HandlerError> {
+    let mut v = req.body.to_vec();
+    v.reverse();
+    Ok(Some(v.into()))
+}
+
+/// The UPPERCASE example handler.
+pub fn uppercase(_: &SessionInfo<'_>, req: &Frame) -> Result<Option<Bytes>, HandlerError> {
+    Ok(Some(req.body.to_ascii_uppercase().into()))
+}
+
+/// The handler table shared by all workers.
+pub struct Handlers {
+    app: Vec<Option<Box<dyn AppHandler>>>,
+    data: Box<dyn DataHandler>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let types: Vec<String> = self
+            .app
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.is_some())
+            .map(|(i, _)| format!("{:#04x}", i + 0x80))
+            .collect();
+        f.debug_struct("Handlers").field("app", &types).finish()
+    }
+}
+
+impl Default for Handlers {
+    fn default() -> Self {
+        Self {
+            app: (0x80..=0xFE).map(|_| None).collect(),
+            data: Box::new(DiscardData),
+        }
+    }
+}
+
+impl Handlers {
+    /// A table with the REVERSE and UPPERCASE examples registered.
+    pub fn with_examples() -> Self {
+        let mut h = Self::default();
+        // Both codes are in range, so registration cannot fail.
+        let _ = h.register(REVERSE, reverse);
+        let _ = h.register(UPPERCASE, uppercase);
+        h
+    }
+
+    /// Registers `handler` for `msg_type` (0x80..=0xFE); replaces an earlier one.
+    pub fn register(
+        &mut self,
+        msg_type: u8,
+        handler: impl AppHandler,
+    ) -> Result<(), crate::EngineError> {
+        let slot = msg_type
+            .checked_sub(0x80)
+            .and_then(|i| self.app.get_mut(usize::from(i)))
+            .ok_or(crate::EngineError::NotApplicationType(msg_type))?;
+        *slot = Some(Box::new(handler));
+        Ok(())
+    }
+
+    /// Sets the DATA sink.
+    pub fn set_data_handler(&mut self, handler: impl DataHandler) {
+        self.data = Box::new(handler);
+    }
+
+    pub(crate) fn app(&self, msg_type: u8) -> Option<&dyn AppHandler> {
+        let i = usize::from(msg_type.checked_sub(0x80)?);
+        self.app.get(i)?.as_deref()
+    }
+
+    pub(crate) fn data(&self) -> &dyn DataHandler {
+        &*self.data
+    }
+}

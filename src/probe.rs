@@ -1,0 +1,97 @@
+//! Backend probing and transport selection (`warpwire probe`, and the
+//! choice `serve`, `client` and `bench` make at start-up).
+
+use std::path::Path;
+
+use warpwire_transport::{
+    BackendKind, LatencyPolicy, ProbeReport, Selection, TransportChoice, select::select,
+};
+
+use crate::cli::SelectArgs;
+use crate::serve::{BoxError, load_file};
+
+/// Probes every backend this binary knows.
+pub fn probe_all() -> Vec<ProbeReport> {
+    BackendKind::ALL.iter().map(|&k| probe_one(k)).collect()
+}
+
+fn probe_one(kind: BackendKind) -> ProbeReport {
+    match kind {
+        BackendKind::Socket => warpwire_socket::probe(),
+        BackendKind::Xdp if cfg!(feature = "xdp") => ProbeReport::unavailable(
+            kind,
+            "compiled in, but the AF_XDP backend is not implemented yet",
+        ),
+        BackendKind::Dpdk if cfg!(feature = "dpdk") => ProbeReport::unavailable(
+            kind,
+            "compiled in, but the DPDK backend is not implemented yet",
+        ),
+        BackendKind::Rdma if cfg!(feature = "rdma") => ProbeReport::unavailable(
+            kind,
+            "compiled in, but the RDMA backend is not implemented yet",
+        ),
+        other => ProbeReport::not_compiled_in(other),
+    }
+}
+
+/// Resolves `--transport` / `--latency-policy` (flag > env > file > default).
+pub fn resolve(
+    config: Option<&Path>,
+    args: &SelectArgs,
+) -> Result<(TransportChoice, LatencyPolicy), BoxError> {
+    let file = load_file(config)?;
+    let choice = match (&args.transport, &file.transport) {
+        (Some(c), _) => *c,
+        (None, Some(s)) => s.parse().map_err(BoxError::from)?,
+        (None, None) => TransportChoice::Auto,
+    };
+    let policy = match (&args.latency_policy, &file.latency_policy) {
+        (Some(p), _) => *p,
+        (None, Some(s)) => s.parse().map_err(BoxError::from)?,
+        (None, None) => LatencyPolicy::default(),
+    };
+    Ok((choice, policy))
+}
+
+/// Probes and selects, or fails with the reason.
+pub fn choose(
+    config: Option<&Path>,
+    args: &SelectArgs,
+) -> Result<(Selection, LatencyPolicy), BoxError> {
+    let (choice, policy) = resolve(config, args)?;
+    let sel = select(&probe_all(), choice, policy)?;
+    Ok((sel, policy))
+}
+
+/// `warpwire probe`.
+pub fn run(config: Option<&Path>, args: SelectArgs) -> Result<(), BoxError> {
+    let (choice, policy) = resolve(config, &args)?;
+    let reports = probe_all();
+    println!(
+        "{:<8} {:<9} {:<9} {:<18} detail",
+        "backend", "compiled", "available", "latency class"
+    );
+    for r in &reports {
+        println!(
+            "{:<8} {:<9} {:<9} {:<18} {}",
+            r.kind.name(),
+            if r.compiled_in { "yes" } else { "no" },
+            if r.available { "yes" } else { "no" },
+            r.kind.latency_class().to_string(),
+            r.detail
+        );
+    }
+    match select(&reports, choice, policy) {
+        Ok(s) => {
+            println!(
+                "\nchoice: {} (--transport {choice}, --latency-policy {policy}): {}",
+                s.kind, s.reason
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("\nchoice: none (--transport {choice}, --latency-policy {policy})");
+            Err(e.into())
+        }
+    }
+}
