@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The README's test command: everything CI runs, runnable on a fresh
+# Debian machine as root (or as a user with sudo for the apt step).
+#
+#   1. installs the system packages the build and the tests need (apt);
+#   2. checks formatting and runs clippy on every target and feature;
+#   3. builds every feature;
+#   4. runs every test (unit, integration, property, golden, fuzz-corpus
+#      replay, CLI end to end) with cargo-nextest, doc tests with cargo test.
+#
+# Tests that need root or hardware print why they skip and are never
+# counted as passed. Network traffic stays on loopback (and, for the bypass
+# backends, inside namespaces the tests create and remove).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+SECONDS=0
+
+# --- 1. system packages ------------------------------------------------------
+# Only what the tests use; the bypass backends add theirs here as they land.
+PACKAGES=(iproute2 python3 pkg-config)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing system packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    log "system packages present: ${PACKAGES[*]}"
+fi
+
+# --- 2. lint -------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+# --- 3. build ------------------------------------------------------------------
+log "build (all features)"
+cargo build --workspace --all-targets --all-features --locked
+
+# --- 4. tests ------------------------------------------------------------------
+log "golden vectors: independent Python encoder vs the Rust test vectors"
+python3 scripts/golden.py | while read -r name hex; do
+    grep -q "(\"$name\", \"$hex\")" crates/frame/tests/golden.rs \
+        || { echo "golden vector $name differs between scripts/golden.py and golden.rs"; exit 1; }
+done
+
+log "doc tests"
+cargo test --workspace --all-features --locked --doc -q
+
+log "tests (cargo-nextest)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-features --locked --no-fail-fast --final-status-level=slow
+else
+    echo "cargo-nextest not installed: falling back to cargo test"
+    cargo test --workspace --all-features --locked --no-fail-fast
+fi
+log "all tests done in ${SECONDS}s"
