@@ -39,6 +39,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Talk to a server: ping, echo, broadcast, data, stats, auth, app, listen, shell.
+    Client(ClientArgs),
+    /// Load-test a server: throughput and latency percentiles.
+    Bench(BenchArgs),
     /// Show every backend: compiled in, available, why not, and the choice.
     Probe(SelectArgs),
     /// Manage the users file of hashed tokens.
@@ -134,4 +138,130 @@ pub enum UsersAction {
         #[arg(long, env = "WARPWIRE_TOKEN")]
         token: Option<String>,
     },
+}
+
+/// `warpwire client ADDR ACTION`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server address.
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Per-request (and connect) timeout.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Authenticate as this user on connect (with --token).
+    #[arg(long, env = "WARPWIRE_USER")]
+    pub user: Option<String>,
+    /// The user's token.
+    #[arg(long, env = "WARPWIRE_TOKEN")]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ClientAction,
+}
+
+/// Client actions.
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Measure round trips with PING.
+    Ping {
+        /// How many.
+        #[arg(short, long, default_value_t = 4)]
+        count: u64,
+        /// Pause between pings.
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+    /// Send TEXT, print the echo.
+    Echo {
+        /// The body.
+        text: String,
+    },
+    /// Relay TEXT to every other connection; print the recipient count.
+    Broadcast {
+        /// The body.
+        text: String,
+    },
+    /// Send TEXT or a file as DATA, in chunks, acknowledged at the end.
+    Data {
+        /// The body (or use --file).
+        text: Option<String>,
+        /// Send this file's bytes.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Bytes per DATA frame.
+        #[arg(long, default_value_t = 65536)]
+        chunk: usize,
+    },
+    /// Print the server's counters.
+    Stats,
+    /// Authenticate and print the session id.
+    Auth {
+        /// User name.
+        user: String,
+        /// Token.
+        token: String,
+    },
+    /// Call an application handler (0x80 REVERSE, 0x81 UPPERCASE in the stock server).
+    App {
+        /// Message type: 0xNN or decimal.
+        #[arg(value_parser = crate::client_cmd::parse_type)]
+        msg_type: u8,
+        /// The body.
+        text: String,
+    },
+    /// Print broadcasts as they arrive.
+    Listen {
+        /// Stop after this many.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// An interactive prompt.
+    Shell,
+}
+
+/// `warpwire bench ADDR`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server address.
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Connections.
+    #[arg(short, long, default_value_t = 1)]
+    pub connections: usize,
+    /// Requests in flight per connection.
+    #[arg(short, long, default_value_t = 1)]
+    pub depth: usize,
+    /// Body bytes per request.
+    #[arg(short, long, default_value_t = 64)]
+    pub size: usize,
+    /// Measured duration [default: 10s, or unlimited with --count].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many replies.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Target rate, requests/s in total.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Load-generator threads (each with its own transport).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Unmeasured traffic first.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// echo, ping, data, or an application type (0xNN).
+    #[arg(long = "type", default_value = "echo")]
+    pub msg_type: String,
+    /// Spin instead of sleeping between polls.
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,6 +2,7 @@
 //! Everything else lives in the crates under `crates/`.
 
 mod cli;
+mod client_cmd;
 mod probe;
 mod serve;
 
@@ -19,6 +20,8 @@ fn main() -> ExitCode {
         .init();
     let result = match args.command {
         cli::Command::Serve(a) => serve::run(args.config.as_deref(), a),
+        cli::Command::Client(a) => client_cmd::run(args.config.as_deref(), a),
+        cli::Command::Bench(a) => client_cmd::bench(args.config.as_deref(), a),
         cli::Command::Probe(a) => probe::run(args.config.as_deref(), a),
         cli::Command::Users(a) => serve::users(a),
     };

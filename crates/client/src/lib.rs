@@ -1,1 +1,84 @@
-//! warpwire client library (in progress).
+//! # warpwire-client: talk to a warpwire server over any transport
+//!
+//! Two ways in, for two jobs:
+//!
+//! - [`Client`]: a general-purpose client. One connection, owned by one I/O
+//!   thread; any number of caller threads submit requests that pipeline onto
+//!   it. Each request comes back as a [`Pending`] that can be waited on
+//!   (blocking) or `.await`ed (any executor).
+//! - [`loadgen::run`]: the load generator behind `warpwire bench`. No I/O
+//!   thread and no channel: worker threads drive their transports directly
+//!   and keep `pipeline_depth` requests in flight per connection.
+//!
+//! ```text
+//!   caller threads                         client I/O thread (one per Client)
+//!   ───────────────                        ───────────────────────────────────────────────
+//!   client.echo(b)                          ┌──────────────────────────────────────────┐
+//!   client.request(r) ─► Submit ─► channel ─┤ assign request_id (1, 2, 3, ...)         │
+//!        │  (bounded)      + waker.wake()   │ encode ─► output buffer ─► Transport::send│─► wire
+//!        │                 if it sleeps     │ in flight: id ─► oneshot, deadline heap  │
+//!        ▼                                  │ Decoder ◄─ Transport::recv               │◄─ wire
+//!   Pending ◄──────── oneshot ◄──── reply ──┤ correlate by request_id; ERROR ─► Err    │
+//!   .wait() / .await                        │ timeouts, heartbeats, reconnect + backoff│
+//!                                           │ re-AUTH after each reconnect             │
+//!   client.subscribe() ◄── bounded channel ─┤ server-initiated frames (BROADCAST, ...) │
+//!                                           └──────────────────────────────────────────┘
+//! ```
+//!
+//! The client is generic over [`warpwire_transport::Transport`]: kernel TCP
+//! (`warpwire-socket`), smoltcp over DPDK or AF_XDP, RDMA. The transport is
+//! built by a factory closure *on the I/O thread* (backends hold
+//! thread-bound resources), and the data path has no `dyn` in it.
+//!
+//! Guarantees:
+//! - request_ids are assigned by the I/O thread, start at 1, never repeat on
+//!   a client, and are never 0 (0 is the server's "not a reply" id).
+//! - Every [`Pending`] completes: with the reply, a server ERROR
+//!   ([`ClientError::Server`]), [`ClientError::Timeout`] at its deadline,
+//!   [`ClientError::Disconnected`] if the connection drops while it is in
+//!   flight, or [`ClientError::Closed`] when the client closes.
+//! - The I/O thread never blocks on a caller: replies go through oneshot
+//!   channels, subscriptions drop frames (and count them) when full.
+//! - Backpressure: when the connection is down, the output buffer is full
+//!   or `max_in_flight` requests are outstanding, new requests wait in the
+//!   I/O thread's bounded local queue (their deadlines still enforced), then
+//!   in the bounded submission channel; when both are full, submitting
+//!   blocks, at most until the request's deadline.
+//!
+//! What this crate does not do: retry requests (a request in flight when
+//! the connection drops may or may not have been processed, so only the
+//! caller can decide), load-balance over several servers, or parse
+//! application payloads.
+//!
+//! ```no_run
+//! use warpwire_client::{Client, ClientConfig};
+//! use warpwire_socket::SocketTransport;
+//!
+//! let addr = "127.0.0.1:7070".parse().unwrap();
+//! let client = Client::connect(SocketTransport::new, addr, ClientConfig::default())?;
+//! let rtt = client.ping()?;
+//! let reply = client.echo(&b"hello"[..])?;
+//! assert_eq!(&reply[..], b"hello");
+//! println!("rtt {rtt:?}");
+//! # Ok::<(), warpwire_client::ClientError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod error;
+mod io;
+pub mod loadgen;
+mod pending;
+mod pool;
+mod report;
+mod timers;
+
+pub use client::Client;
+pub use config::{Backoff, ClientConfig};
+pub use error::ClientError;
+pub use loadgen::LoadConfig;
+pub use pending::{Pending, Request};
+pub use pool::Pool;
+pub use report::{LoadReport, Progress};

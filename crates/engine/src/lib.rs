@@ -219,22 +219,22 @@ impl Server {
                 Ok((addr, waker, name)) => {
                     listen = addr;
                     wakers.push(waker);
-                    if i == 0 {
-                        if let Some((config, handlers, users)) = pending.take() {
-                            let metrics = Arc::new(Metrics::new(n, name));
-                            let shared = Arc::new(Shared {
-                                inboxes: (0..n).map(|_| ArrayQueue::new(INBOX_CAPACITY)).collect(),
-                                eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
-                                wakers: OnceLock::new(),
-                                connections: AtomicUsize::new(0),
-                                shutdown: AtomicBool::new(false),
-                                config,
-                                handlers,
-                                users,
-                                metrics,
-                            });
-                            let _ = shared_slot.set(shared);
-                        }
+                    if i == 0
+                        && let Some((config, handlers, users)) = pending.take()
+                    {
+                        let metrics = Arc::new(Metrics::new(n, name));
+                        let shared = Arc::new(Shared {
+                            inboxes: (0..n).map(|_| ArrayQueue::new(INBOX_CAPACITY)).collect(),
+                            eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                            wakers: OnceLock::new(),
+                            connections: AtomicUsize::new(0),
+                            shutdown: AtomicBool::new(false),
+                            config,
+                            handlers,
+                            users,
+                            metrics,
+                        });
+                        let _ = shared_slot.set(shared);
                     }
                 }
                 Err(e) => {

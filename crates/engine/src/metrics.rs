@@ -57,6 +57,9 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant, valid bounds")
 }
 
+/// Selects one counter of a worker.
+type CounterFn = fn(&WorkerCounters) -> &AtomicU64;
+
 /// Metrics of the whole server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -86,10 +89,10 @@ impl Metrics {
 
     /// Folds a worker's local histogram into the shared one and clears it.
     pub fn publish_latency(&self, worker: usize, local: &mut Histogram<u64>) {
-        if let Some(m) = self.latency.get(worker) {
-            if let Ok(mut h) = m.lock() {
-                let _ = h.add(&*local);
-            }
+        if let Some(m) = self.latency.get(worker)
+            && let Ok(mut h) = m.lock()
+        {
+            let _ = h.add(&*local);
         }
         local.reset();
     }
@@ -117,7 +120,7 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&WorkerCounters) -> &AtomicU64); 11] = [
+        let counters: [(&str, &str, CounterFn); 11] = [
             ("connections", "gauge", |w| &w.connections),
             ("accepted_total", "counter", |w| &w.accepted),
             ("messages_in_total", "counter", |w| &w.messages_in),

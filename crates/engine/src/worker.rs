@@ -117,10 +117,10 @@ impl<T: Transport> Worker<T> {
             if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 self.begin_drain(now);
             }
-            if let Some(deadline) = self.draining {
-                if self.sessions.iter().all(Option::is_none) || now >= deadline {
-                    break;
-                }
+            if let Some(deadline) = self.draining
+                && (self.sessions.iter().all(Option::is_none) || now >= deadline)
+            {
+                break;
             }
             let mut events = std::mem::take(&mut self.events);
             self.t.poll(now, &mut events)?;
@@ -168,11 +168,11 @@ impl<T: Transport> Worker<T> {
     }
 
     fn mark_dirty(&mut self, conn: ConnId) {
-        if let Some(s) = self.session_mut(conn) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(conn);
-            }
+        if let Some(s) = self.session_mut(conn)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(conn);
         }
     }
 
@@ -245,7 +245,7 @@ impl<T: Transport> Worker<T> {
         let Some(slot) = self.sessions.get_mut(conn.index()) else {
             return;
         };
-        if !slot.as_ref().is_some_and(|s| s.id == conn) {
+        if slot.as_ref().is_none_or(|s| s.id != conn) {
             return;
         }
         let Some(mut s) = slot.take() else { return };

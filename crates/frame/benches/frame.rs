@@ -1,5 +1,6 @@
 //! Criterion benches of the frame codec against raw crc32fast, the floor of
 //! any CRC-checked format. Run: `cargo bench -p warpwire-frame --bench frame`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 

@@ -121,20 +121,20 @@ fn check_prefix(b: &[u8]) -> Result<(), FrameError> {
             return Err(FrameError::BadMagic { found });
         }
     }
-    if let Some(&v) = b.get(2) {
-        if v != VERSION {
-            return Err(FrameError::UnsupportedVersion(v));
-        }
+    if let Some(&v) = b.get(2)
+        && v != VERSION
+    {
+        return Err(FrameError::UnsupportedVersion(v));
     }
-    if let Some(&f) = b.get(4) {
-        if Flags::from_bits(f).is_none() {
-            return Err(FrameError::ReservedFlags(f));
-        }
+    if let Some(&f) = b.get(4)
+        && Flags::from_bits(f).is_none()
+    {
+        return Err(FrameError::ReservedFlags(f));
     }
-    if let Some(&r) = b.get(5) {
-        if r != 0 {
-            return Err(FrameError::ReservedByte(r));
-        }
+    if let Some(&r) = b.get(5)
+        && r != 0
+    {
+        return Err(FrameError::ReservedByte(r));
     }
     Ok(())
 }

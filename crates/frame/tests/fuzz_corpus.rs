@@ -12,7 +12,10 @@ fn check(data: &[u8]) {
     let max_payload = [0u32, 16, 64, 1024, 1 << 20][usize::from(data[0]) % 5];
     let mut seed = u32::from(data[1]) | 1;
     let stream = &data[2..];
-    let cfg = DecoderConfig { max_payload, read_chunk: 256 };
+    let cfg = DecoderConfig {
+        max_payload,
+        read_chunk: 256,
+    };
     let mut d = Decoder::new(cfg);
     let mut reencoded = Vec::new();
     let mut pos = 0;

@@ -2,6 +2,7 @@
 //! (scripts/golden.py: Python struct + zlib.crc32) and printed in
 //! docs/protocol.md. The crate must encode each frame to exactly these bytes
 //! and decode these bytes to exactly that frame.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
 use warpwire_frame::{

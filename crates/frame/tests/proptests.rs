@@ -1,4 +1,5 @@
 //! Property tests: round-trips, chunking independence, totality.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use proptest::prelude::*;

@@ -1,0 +1,359 @@
+//! The [`Client`] handle: submits requests to its I/O thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{SendTimeoutError, Sender};
+use warpwire_frame::{
+    Auth, AuthReply, BroadcastAck, DataAck, Flags, Frame, FrameRef, MessageType, Ping, Stats,
+};
+use warpwire_transport::{Transport, TransportError, Wake};
+
+use crate::io::{self, Done, Shared, Submit};
+use crate::{ClientConfig, ClientError, Pending, Request};
+
+/// Slack on top of `connect_timeout` for [`Client::connect`] to hear from
+/// its I/O thread: the thread enforces the timeout itself, this only guards
+/// against a factory that hangs.
+const START_SLACK: Duration = Duration::from_secs(2);
+
+/// A connection to one warpwire server, driven by its own I/O thread.
+///
+/// `Client` is `Send + Sync`: share it (`&Client`, `Arc<Client>`) between
+/// threads and every call pipelines onto the one connection. See the crate
+/// documentation for the threading model.
+pub struct Client {
+    tx: Option<Sender<Submit>>,
+    waker: Arc<dyn Wake>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    cfg: ClientConfig,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts the I/O thread, which builds its transport with `factory`,
+    /// connects to `addr` and authenticates if `cfg.auth` is set. Returns
+    /// once the connection is ready, or with the reason it could not be
+    /// made: the first attempt is not retried ([`ClientConfig::reconnect`]
+    /// applies to connections lost later).
+    pub fn connect<T, F>(
+        factory: F,
+        addr: SocketAddr,
+        cfg: ClientConfig,
+    ) -> Result<Self, ClientError>
+    where
+        T: Transport,
+        F: Fn() -> Result<T, TransportError> + Send + 'static,
+    {
+        cfg.validate()?;
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
+        let shared = Arc::new(Shared::new());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread = {
+            let shared = Arc::clone(&shared);
+            let cfg = cfg.clone();
+            thread::Builder::new()
+                .name("warpwire-client-io".into())
+                .spawn(move || io::run(factory, addr, cfg, rx, shared, ready_tx))
+                .map_err(ClientError::Spawn)?
+        };
+        let waker = match ready_rx.recv_timeout(cfg.connect_timeout + START_SLACK) {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(oneshot::RecvTimeoutError::Timeout) => {
+                // The thread is stuck (in the factory); it exits on its own
+                // once it finds the flag or its ready channel closed.
+                shared.shutdown.store(true, Ordering::SeqCst);
+                return Err(ClientError::Timeout);
+            }
+            Err(oneshot::RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+                return Err(ClientError::Closed);
+            }
+        };
+        Ok(Self {
+            tx: Some(tx),
+            waker,
+            shared,
+            thread: Some(thread),
+            cfg,
+            addr,
+        })
+    }
+
+    /// The server address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The settings the client runs with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// Whether the connection is currently up (and authenticated).
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
+    }
+
+    /// Successful reconnections since the client started.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Server-initiated frames dropped because a subscriber's channel was
+    /// full.
+    pub fn dropped_broadcasts(&self) -> u64 {
+        self.shared.dropped_broadcasts.load(Ordering::Relaxed)
+    }
+
+    /// Replies that arrived after their request had timed out or been
+    /// abandoned.
+    pub fn late_replies(&self) -> u64 {
+        self.shared.late_replies.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request and returns its pending reply. A reply with the
+    /// ERROR type completes it with [`ClientError::Server`].
+    ///
+    /// Does not block, except when the submission queue is full
+    /// ([`ClientConfig::queue_capacity`]); then it waits at most until the
+    /// request's deadline.
+    pub fn request(&self, req: impl Into<Request>) -> Pending<Frame> {
+        let req = req.into();
+        let deadline = self.deadline(req.timeout);
+        if let Err(e) = check_encodable(&req) {
+            return Pending::ready(Err(e));
+        }
+        let (tx, pending) = Pending::channel(deadline);
+        self.submit(req, deadline, Done::Reply(tx));
+        pending
+    }
+
+    /// Sends a frame that gets no reply (DATA without ACK_REQUESTED).
+    /// Completes with the request_id once the frame is queued on the
+    /// connection; delivery is not confirmed.
+    pub fn send(&self, req: impl Into<Request>) -> Pending<u64> {
+        let req = req.into();
+        let deadline = self.deadline(req.timeout);
+        if let Err(e) = check_encodable(&req) {
+            return Pending::ready(Err(e));
+        }
+        let (tx, pending) = Pending::channel(deadline);
+        self.submit(req, deadline, Done::Written(tx));
+        pending
+    }
+
+    fn deadline(&self, timeout: Option<Duration>) -> Instant {
+        let now = Instant::now();
+        let timeout = timeout.unwrap_or(self.cfg.request_timeout);
+        // Absurd timeouts (Duration::MAX) mean "a very long time".
+        now.checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600))
+    }
+
+    fn submit(&self, req: Request, deadline: Instant, done: Done) {
+        let Some(tx) = &self.tx else {
+            done.fail_closed();
+            return;
+        };
+        let s = Submit {
+            msg_type: req.msg_type,
+            flags: req.flags,
+            meta: req.meta,
+            body: req.body,
+            deadline,
+            done,
+        };
+        match tx.send_deadline(s, deadline) {
+            Ok(()) => {
+                if self.shared.sleeping.swap(false, Ordering::SeqCst) {
+                    self.waker.wake();
+                }
+            }
+            Err(SendTimeoutError::Timeout(s)) => s.done.fail_timeout(),
+            Err(SendTimeoutError::Disconnected(s)) => s.done.fail_closed(),
+        }
+    }
+
+    /// Subscribes to server-initiated frames: BROADCASTs relayed from other
+    /// clients (request_id 0), other frames without the RESPONSE flag, and
+    /// unsolicited ERRORs (IDLE_TIMEOUT before the server closes, the
+    /// error of a fire-and-forget request).
+    ///
+    /// The channel holds [`ClientConfig::subscription_capacity`] frames; the
+    /// I/O thread never blocks on it and drops the newest frame when it is
+    /// full ([`Client::dropped_broadcasts`]). Every subscriber gets every
+    /// frame; dropping the receiver unsubscribes. The channel disconnects
+    /// when the client closes.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<Frame> {
+        let (tx, rx) = crossbeam_channel::bounded(self.cfg.subscription_capacity);
+        if let Ok(mut subs) = self.shared.subscribers.lock() {
+            subs.push(tx);
+        }
+        rx
+    }
+
+    /// Round-trip time of a PING. The body carries the client's monotonic
+    /// clock; the PONG must return it unchanged.
+    pub fn ping(&self) -> Result<Duration, ClientError> {
+        let sent = self.shared.now_ns();
+        let body = Ping { timestamp_ns: sent }.encode();
+        let reply = expect(
+            self.request(Request::new(MessageType::PING, body.to_vec()))
+                .wait()?,
+            MessageType::PONG,
+        )?;
+        let echoed = Ping::decode(&reply.body).map_err(ClientError::Body)?;
+        if echoed.timestamp_ns != sent {
+            return Err(ClientError::ReplyMismatch(
+                "PONG body differs from the PING's",
+            ));
+        }
+        Ok(Duration::from_nanos(
+            self.shared.now_ns().saturating_sub(sent),
+        ))
+    }
+
+    /// Sends an ECHO and returns the ECHO_REPLY's body.
+    pub fn echo(&self, body: impl Into<Bytes>) -> Result<Bytes, ClientError> {
+        let reply = self.request(Request::new(MessageType::ECHO, body)).wait()?;
+        Ok(expect(reply, MessageType::ECHO_REPLY)?.body)
+    }
+
+    /// Sends a BROADCAST; returns how many connections the server relayed
+    /// it to.
+    pub fn broadcast(&self, body: impl Into<Bytes>) -> Result<u32, ClientError> {
+        let reply = self
+            .request(Request::new(MessageType::BROADCAST, body))
+            .wait()?;
+        let reply = expect(reply, MessageType::BROADCAST_ACK)?;
+        Ok(BroadcastAck::decode(&reply.body)
+            .map_err(ClientError::Body)?
+            .recipients)
+    }
+
+    /// Sends DATA. With `ack`, waits for the DATA_ACK and returns its
+    /// `bytes_accepted`; without, returns `None` once the frame is queued.
+    pub fn data(&self, body: impl Into<Bytes>, ack: bool) -> Result<Option<u64>, ClientError> {
+        if !ack {
+            self.send(Request::new(MessageType::DATA, body)).wait()?;
+            return Ok(None);
+        }
+        let req = Request::new(MessageType::DATA, body).with_flags(Flags::ACK_REQUESTED);
+        let reply = expect(self.request(req).wait()?, MessageType::DATA_ACK)?;
+        Ok(Some(
+            DataAck::decode(&reply.body)
+                .map_err(ClientError::Body)?
+                .bytes_accepted,
+        ))
+    }
+
+    /// The server's counters (STATS → STATS_REPLY metadata).
+    pub fn stats(&self) -> Result<Stats, ClientError> {
+        let reply = self
+            .request(Request::new(MessageType::STATS, Bytes::new()))
+            .wait()?;
+        let reply = expect(reply, MessageType::STATS_REPLY)?;
+        let meta = reply.metadata().map_err(|e| ClientError::Body(e.into()))?;
+        Stats::from_meta(&meta).map_err(ClientError::Body)
+    }
+
+    /// Authenticates this connection. A refusal arrives either as an
+    /// AUTH_REPLY with `ok == false` or as [`ClientError::Server`] with
+    /// AUTH_FAILED, depending on the server. Credentials given this way are
+    /// not replayed after a reconnect; use [`ClientConfig::auth`] for that.
+    pub fn auth(&self, user: &str, token: &[u8]) -> Result<AuthReply, ClientError> {
+        let frame = Auth { user, token }.request(0).map_err(ClientError::Body)?;
+        let reply = expect(self.request(frame).wait()?, MessageType::AUTH_REPLY)?;
+        AuthReply::decode(&reply.body).map_err(ClientError::Body)
+    }
+
+    /// Sends a frame of application type `msg_type` (0x80..=0xFE) and
+    /// returns the body of whatever non-ERROR reply the handler gives.
+    pub fn app(&self, msg_type: u8, body: impl Into<Bytes>) -> Result<Bytes, ClientError> {
+        let ty = MessageType(msg_type);
+        if !ty.is_application() {
+            return Err(ClientError::NotApplicationType(msg_type));
+        }
+        Ok(self.request(Request::new(ty, body)).wait()?.body)
+    }
+
+    /// Stops the I/O thread: requests still outstanding fail with
+    /// [`ClientError::Closed`], subscriptions end, and the connection is
+    /// closed gracefully (FIN after what was sent). Dropping the client does
+    /// the same.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            // A panicked I/O thread has already failed everything it held.
+            let _ = t.join();
+        }
+        self.tx = None;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Done {
+    fn fail_closed(self) {
+        self.fail_with(ClientError::Closed);
+    }
+
+    fn fail_timeout(self) {
+        self.fail_with(ClientError::Timeout);
+    }
+}
+
+/// Refuses a request whose lengths do not fit the header, before it is
+/// queued.
+fn check_encodable(req: &Request) -> Result<(), ClientError> {
+    FrameRef {
+        msg_type: req.msg_type,
+        flags: req.flags,
+        request_id: 0,
+        meta: &req.meta,
+        body: &req.body,
+    }
+    .header()
+    .map(|_| ())
+    .map_err(ClientError::Encode)
+}
+
+/// Checks a reply's type.
+fn expect(reply: Frame, expected: MessageType) -> Result<Frame, ClientError> {
+    if reply.msg_type == expected {
+        Ok(reply)
+    } else {
+        Err(ClientError::UnexpectedReply {
+            expected,
+            got: reply.msg_type,
+        })
+    }
+}

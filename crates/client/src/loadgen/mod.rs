@@ -1,0 +1,456 @@
+//! The load generator behind `warpwire bench`.
+//!
+//! No I/O thread, no channel, no allocation per request: each worker thread
+//! owns one transport instance and a share of the connections, and drives
+//! them directly.
+//!
+//! ```text
+//!  run() ── spawns ──► worker 0: Transport ─┬─ conn 0: ring[id % depth] = send time
+//!    │                                      └─ conn 2:   ... depth requests in flight
+//!    │                 worker 1: Transport ─┬─ conn 1
+//!    │                                      └─ conn 3
+//!    │  every 250 ms: progress(&Progress)   (atomic counters)
+//!    ▼
+//!  merge per-worker histograms ──► LoadReport
+//! ```
+//!
+//! Phases: connect every connection and wait for `Event::Connected`, then
+//! (all workers together) warm up, measure until the duration or count is
+//! reached, and drain the replies still in flight. The run ends by itself:
+//! at the latest `grace` after the measured phase ends, or when no reply
+//! has arrived for `grace` while requests are outstanding; requests that
+//! never got a reply count as errors.
+
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use warpwire_frame::MessageType;
+use warpwire_transport::{Transport, TransportError};
+
+use crate::{ClientError, LoadReport, Progress};
+
+/// How often the progress callback runs.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Receive calls per connection per poll (bounds one connection's turn).
+const READS_PER_POLL: usize = 8;
+
+/// Longest sleep in `Transport::wait` between checks of the clock.
+const MAX_SLEEP: Duration = Duration::from_millis(5);
+
+/// Highest latency the histograms track; larger values are clamped. A
+/// minute is far beyond any deadline the run allows.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+/// Significant digits kept by the histograms (0.1 % resolution).
+const SIGFIG: u8 = 3;
+
+/// Settings of a load run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Connections in total (default 4).
+    pub connections: usize,
+    /// Requests kept in flight on each connection (default 16).
+    pub pipeline_depth: usize,
+    /// Request body size (default 64). PING bodies are always 8 bytes.
+    pub body_size: usize,
+    /// Request type (default ECHO): ECHO, PING, DATA (sent with
+    /// ACK_REQUESTED) or an application type 0x80..=0xFE.
+    pub msg_type: MessageType,
+    /// Length of the measured phase (default 10 s).
+    pub duration: Option<Duration>,
+    /// Replies to collect in the measured phase; the run stops at whichever
+    /// of `duration` and `count` comes first.
+    pub count: Option<u64>,
+    /// Target total requests per second, paced evenly per connection
+    /// (default: as fast as the pipeline allows).
+    pub rate: Option<f64>,
+    /// Worker threads, each with its own transport (default 1; at most one
+    /// per connection).
+    pub threads: usize,
+    /// Traffic before measuring starts (default none).
+    pub warmup: Duration,
+    /// How long to wait for outstanding replies after the measured phase,
+    /// and the longest silence tolerated while requests are outstanding
+    /// (default 5 s).
+    pub grace: Duration,
+    /// Limit for establishing all connections (default 5 s).
+    pub connect_timeout: Duration,
+    /// Spin on `poll` instead of sleeping in `wait` (default false).
+    pub busy_poll: bool,
+}
+
+impl LoadConfig {
+    /// The defaults, aimed at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            connections: 4,
+            pipeline_depth: 16,
+            body_size: 64,
+            msg_type: MessageType::ECHO,
+            duration: Some(Duration::from_secs(10)),
+            count: None,
+            rate: None,
+            threads: 1,
+            warmup: Duration::ZERO,
+            grace: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            busy_poll: false,
+        }
+    }
+
+    /// Checks the settings; returns the reply type each request expects.
+    fn validate(&self) -> Result<MessageType, ClientError> {
+        if self.connections == 0 {
+            return Err(ClientError::InvalidConfig("connections must be at least 1"));
+        }
+        if self.pipeline_depth == 0 {
+            return Err(ClientError::InvalidConfig(
+                "pipeline_depth must be at least 1",
+            ));
+        }
+        if self.duration.is_none() && self.count.is_none() {
+            return Err(ClientError::InvalidConfig(
+                "a load run needs a duration or a count",
+            ));
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(ClientError::InvalidConfig("rate must be a positive number"));
+        }
+        if u32::try_from(self.body_size).is_err() {
+            return Err(ClientError::InvalidConfig("body_size exceeds u32::MAX"));
+        }
+        match self.msg_type {
+            MessageType::ECHO => Ok(MessageType::ECHO_REPLY),
+            MessageType::PING => Ok(MessageType::PONG),
+            MessageType::DATA => Ok(MessageType::DATA_ACK),
+            t if t.is_application() => Ok(t),
+            _ => Err(ClientError::InvalidConfig(
+                "msg_type must be ECHO, PING, DATA or an application type",
+            )),
+        }
+    }
+
+    fn effective_body_size(&self) -> usize {
+        if self.msg_type == MessageType::PING {
+            8
+        } else {
+            self.body_size
+        }
+    }
+}
+
+/// Counters shared by the workers and the progress loop.
+struct Shared {
+    messages: AtomicU64,
+    errors: AtomicU64,
+    /// A worker failed to set up (or to start); the others give up.
+    abort: AtomicBool,
+    /// Workers whose connections are all up (a barrier that `abort` can
+    /// release, unlike `std::sync::Barrier`).
+    connected: AtomicUsize,
+    workers: usize,
+    /// The clock starts when every worker is connected.
+    start: OnceLock<Instant>,
+}
+
+impl Shared {
+    /// Waits until every worker is connected; false if the run aborted.
+    fn all_connected(&self) -> bool {
+        self.connected.fetch_add(1, Ordering::SeqCst);
+        loop {
+            if self.abort.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.connected.load(Ordering::SeqCst) >= self.workers {
+                return true;
+            }
+            // Set-up phase only: a millisecond of skew does not matter.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// What one worker hands back.
+struct WorkerResult {
+    hist: Histogram<u64>,
+    messages: u64,
+    errors: u64,
+    lost: u64,
+    last_reply: Option<Instant>,
+    finished: Instant,
+}
+
+/// Runs a load test: `factory` builds one transport per worker thread;
+/// `progress` is called about every 250 ms (and once at the end) from the
+/// calling thread.
+pub fn run<T, F>(
+    factory: F,
+    cfg: &LoadConfig,
+    progress: impl Fn(&Progress) + Sync,
+) -> Result<LoadReport, ClientError>
+where
+    T: Transport,
+    F: Fn() -> Result<T, TransportError> + Sync,
+{
+    let expected = cfg.validate()?;
+    let threads = cfg.threads.clamp(1, cfg.connections);
+    let shared = Shared {
+        messages: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        abort: AtomicBool::new(false),
+        connected: AtomicUsize::new(0),
+        workers: threads,
+        start: OnceLock::new(),
+    };
+    let body = make_body(cfg.effective_body_size());
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(threads);
+    let results: Vec<Result<WorkerResult, ClientError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let conns: Vec<usize> = (t..cfg.connections).step_by(threads).collect();
+                let (shared, factory, body, done) =
+                    (&shared, &factory, body.clone(), done_tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("warpwire-load-{t}"))
+                    .spawn_scoped(s, move || {
+                        let _done = DoneGuard(done);
+                        worker::run(factory, cfg, expected, &conns, body, shared)
+                    })
+            })
+            .collect();
+        drop(done_tx);
+        if handles.iter().any(|h| h.is_err()) {
+            // The others would wait for this worker forever.
+            shared.abort.store(true, Ordering::SeqCst);
+        }
+        report_progress(cfg, &shared, &done_rx, threads, &progress);
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or(Err(ClientError::Closed)),
+                Err(e) => Err(ClientError::Spawn(e)),
+            })
+            .collect()
+    });
+    let mut ok = Vec::with_capacity(results.len());
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(r) => ok.push(r),
+            // Workers released by another's failure report Closed; keep the
+            // failure itself.
+            Err(ClientError::Closed) if first_err.is_some() => {}
+            Err(e) if matches!(first_err, None | Some(ClientError::Closed)) => first_err = Some(e),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let start = shared.start.get().copied().unwrap_or_else(Instant::now);
+    let report = merge(cfg, threads, start + cfg.warmup, ok)?;
+    progress(&Progress {
+        messages: report.messages,
+        errors: report.errors,
+        elapsed: report.elapsed,
+        rate: report.throughput_msgs_per_s,
+        warmup: false,
+        target_count: cfg.count,
+        target_duration: cfg.duration,
+    });
+    Ok(report)
+}
+
+/// Signals the progress loop when a worker ends, even by panic.
+struct DoneGuard(crossbeam_channel::Sender<()>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+fn report_progress(
+    cfg: &LoadConfig,
+    shared: &Shared,
+    done: &crossbeam_channel::Receiver<()>,
+    threads: usize,
+    progress: &impl Fn(&Progress),
+) {
+    let mut finished = 0;
+    let mut last = (Instant::now(), 0u64);
+    while finished < threads {
+        let tick = Instant::now() + PROGRESS_INTERVAL;
+        while finished < threads {
+            match done.recv_deadline(tick) {
+                Ok(()) => finished += 1,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                // Every guard is gone: every worker is done.
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => finished = threads,
+            }
+        }
+        if finished >= threads {
+            break;
+        }
+        let Some(start) = shared.start.get() else {
+            continue;
+        };
+        let now = Instant::now();
+        let measure = *start + cfg.warmup;
+        let messages = shared.messages.load(Ordering::Relaxed);
+        let dt = now.saturating_duration_since(last.0).as_secs_f64();
+        let rate = if dt > 0.0 {
+            messages.saturating_sub(last.1) as f64 / dt
+        } else {
+            0.0
+        };
+        last = (now, messages);
+        progress(&Progress {
+            messages,
+            errors: shared.errors.load(Ordering::Relaxed),
+            elapsed: now.saturating_duration_since(measure),
+            rate,
+            warmup: now < measure,
+            target_count: cfg.count,
+            target_duration: cfg.duration,
+        });
+    }
+}
+
+fn make_body(size: usize) -> Bytes {
+    // A pattern rather than zeros, so a server that mangles bodies is seen.
+    (0..size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+fn new_histogram() -> Result<Histogram<u64>, ClientError> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGFIG)
+        .map_err(|e| ClientError::Histogram(Box::new(e)))
+}
+
+fn merge(
+    cfg: &LoadConfig,
+    threads: usize,
+    measure_start: Instant,
+    results: Vec<WorkerResult>,
+) -> Result<LoadReport, ClientError> {
+    let mut hist = new_histogram()?;
+    let (mut messages, mut errors, mut lost) = (0u64, 0u64, 0u64);
+    let mut end: Option<Instant> = None;
+    let mut finished = measure_start;
+    for r in &results {
+        hist.add(&r.hist)
+            .map_err(|e| ClientError::Histogram(Box::new(e)))?;
+        messages += r.messages;
+        errors += r.errors;
+        lost += r.lost;
+        if let Some(t) = r.last_reply {
+            end = Some(end.map_or(t, |e| e.max(t)));
+        }
+        finished = finished.max(r.finished);
+    }
+    let elapsed = end
+        .unwrap_or(finished)
+        .saturating_duration_since(measure_start);
+    let secs = elapsed.as_secs_f64();
+    let per_s = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
+    let q = |quantile: f64| {
+        if hist.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(hist.value_at_quantile(quantile))
+        }
+    };
+    let body_size = cfg.effective_body_size();
+    Ok(LoadReport {
+        messages,
+        errors,
+        lost,
+        elapsed,
+        throughput_msgs_per_s: per_s(messages as f64),
+        throughput_bytes_per_s: per_s(messages as f64 * body_size as f64),
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: if hist.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(hist.max())
+        },
+        mean: Duration::from_nanos(hist.mean() as u64),
+        connections: cfg.connections,
+        depth: cfg.pipeline_depth,
+        body_size,
+        threads,
+        msg_type: cfg.msg_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            LoadConfig::new(addr).validate().unwrap(),
+            MessageType::ECHO_REPLY
+        );
+        let bad = [
+            LoadConfig {
+                connections: 0,
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                pipeline_depth: 0,
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                duration: None,
+                count: None,
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                rate: Some(0.0),
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                rate: Some(f64::NAN),
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                msg_type: MessageType::BROADCAST,
+                ..LoadConfig::new(addr)
+            },
+        ];
+        for cfg in bad {
+            assert!(
+                matches!(cfg.validate(), Err(ClientError::InvalidConfig(_))),
+                "{cfg:?}"
+            );
+        }
+        let ping = LoadConfig {
+            msg_type: MessageType::PING,
+            body_size: 1000,
+            ..LoadConfig::new(addr)
+        };
+        assert_eq!(ping.effective_body_size(), 8);
+    }
+}

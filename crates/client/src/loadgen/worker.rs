@@ -1,0 +1,712 @@
+//! One load-generator worker: a transport, its share of the connections,
+//! and the per-connection pipelines.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use warpwire_frame::{Decoder, Flags, Frame, FrameRef, MessageType};
+use warpwire_transport::{ConnId, Event, Events, Transport, TransportError};
+
+use super::{LoadConfig, MAX_SLEEP, READS_PER_POLL, Shared, WorkerResult, new_histogram};
+use crate::ClientError;
+
+/// One request in flight.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Send time (scheduled send time when paced).
+    sent: Instant,
+    /// Sent during the measured phase.
+    measured: bool,
+}
+
+/// One connection of a worker.
+struct Conn {
+    id: ConnId,
+    connected: bool,
+    closed: bool,
+    decoder: Decoder,
+    out: BytesMut,
+    /// In-flight requests by `request_id % depth`.
+    ring: Vec<Option<Slot>>,
+    /// Next request_id to send (ids start at 1).
+    next_id: u64,
+    /// Lowest id that may still be outstanding: `next_id - low <= depth`
+    /// keeps every outstanding id on its own ring slot, even if replies
+    /// came out of order.
+    low: u64,
+    outstanding: u64,
+    /// Measured requests this connection may still send.
+    quota: Option<u64>,
+    /// Next scheduled send when paced.
+    next_send: Instant,
+}
+
+impl Conn {
+    fn depth(&self) -> u64 {
+        self.ring.len() as u64
+    }
+
+    fn slot(&mut self, id: u64) -> &mut Option<Slot> {
+        let i = (id % self.depth()) as usize;
+        // `i < ring.len()` by construction of the modulus.
+        &mut self.ring[i]
+    }
+
+    fn can_send(&self) -> bool {
+        self.connected && !self.closed && self.next_id - self.low < self.depth()
+    }
+}
+
+/// Per-worker counters.
+struct Tally {
+    hist: Histogram<u64>,
+    messages: u64,
+    errors: u64,
+    /// Requests that never got a reply (included in `errors`).
+    lost: u64,
+    last_reply: Option<Instant>,
+    /// Last time anything arrived (for stall detection).
+    last_activity: Instant,
+}
+
+impl Tally {
+    /// The connection is gone: what it had in flight is lost.
+    fn lose(&mut self, c: &mut Conn) {
+        c.closed = true;
+        self.lost += c.outstanding;
+        self.errors += c.outstanding;
+        c.outstanding = 0;
+    }
+}
+
+/// Reply check of a run.
+struct Expect {
+    reply: MessageType,
+    body: Bytes,
+}
+
+impl Expect {
+    fn ok(&self, f: &Frame) -> bool {
+        if !f.flags.is_response() || f.msg_type == MessageType::ERROR {
+            return false;
+        }
+        match f.msg_type {
+            MessageType::ECHO_REPLY => self.reply == MessageType::ECHO_REPLY && f.body == self.body,
+            MessageType::PONG => self.reply == MessageType::PONG && f.body.len() == 8,
+            MessageType::DATA_ACK => self.reply == MessageType::DATA_ACK && f.body.len() == 8,
+            // Application handlers may answer with any type.
+            _ => self.reply.is_application(),
+        }
+    }
+}
+
+pub(super) fn run<T, F>(
+    factory: &F,
+    cfg: &LoadConfig,
+    expected: MessageType,
+    indices: &[usize],
+    body: Bytes,
+    shared: &Shared,
+) -> Result<WorkerResult, ClientError>
+where
+    T: Transport,
+    F: Fn() -> Result<T, TransportError>,
+{
+    let (mut transport, mut conns) = match setup(factory, cfg, indices) {
+        Ok(s) => s,
+        Err(e) => {
+            shared.abort.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
+    if !shared.all_connected() {
+        // Another worker failed; its error is the one reported.
+        return Err(ClientError::Closed);
+    }
+    let start = *shared.start.get_or_init(Instant::now);
+    let measure_start = start + cfg.warmup;
+    let end = cfg.duration.map(|d| measure_start + d);
+    let hard_deadline = end.map(|e| e + cfg.grace);
+    let interval = cfg
+        .rate
+        .map(|r| Duration::from_secs_f64((cfg.connections as f64 / r).min(3600.0)));
+    for (c, &global) in conns.iter_mut().zip(indices) {
+        // Stagger paced connections evenly over one interval.
+        c.next_send = start
+            + interval.map_or(Duration::ZERO, |iv| {
+                iv.mul_f64(global as f64 / cfg.connections as f64)
+            });
+        c.quota = cfg.count.map(|n| {
+            let n_conns = cfg.connections as u64;
+            n / n_conns + u64::from((global as u64) < n % n_conns)
+        });
+    }
+    let flags = if cfg.msg_type == MessageType::DATA {
+        Flags::ACK_REQUESTED
+    } else {
+        Flags::NONE
+    };
+    let check = Expect {
+        reply: expected,
+        body: body.clone(),
+    };
+    let mut tally = Tally {
+        hist: new_histogram()?,
+        messages: 0,
+        errors: 0,
+        lost: 0,
+        last_reply: None,
+        last_activity: Instant::now(),
+    };
+    // Connection position by the id's slot index (dense, per the Transport
+    // contract): O(1) event dispatch however many connections a worker has.
+    let mut by_slot: Vec<Option<usize>> = Vec::new();
+    for (i, c) in conns.iter().enumerate() {
+        let slot = c.id.index();
+        if by_slot.len() <= slot {
+            by_slot.resize(slot + 1, None);
+        }
+        by_slot[slot] = Some(i);
+    }
+    let mut events = Events::with_capacity(256);
+    let mut stopping = false;
+    let mut published = (0u64, 0u64);
+    loop {
+        let now = Instant::now();
+        transport
+            .poll(now, &mut events)
+            .map_err(ClientError::Transport)?;
+        for ev in events.iter() {
+            let Some(c) = event_conn(ev)
+                .and_then(|id| by_slot.get(id.index()).copied().flatten())
+                .and_then(|i| conns.get_mut(i))
+                .filter(|c| Some(c.id) == event_conn(ev))
+            else {
+                continue;
+            };
+            match *ev {
+                Event::Readable(_) => read(&mut transport, c, &check, measure_start, &mut tally),
+                Event::Closed(..) => tally.lose(c),
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if !stopping && (end.is_some_and(|e| now >= e) || conns.iter().all(|c| c.quota == Some(0)))
+        {
+            stopping = true;
+        }
+        if !stopping {
+            for c in conns.iter_mut() {
+                fill(c, cfg.msg_type, flags, &body, interval, measure_start, now);
+            }
+        }
+        for c in conns.iter_mut().filter(|c| !c.out.is_empty() && !c.closed) {
+            flush(&mut transport, c, &mut tally);
+        }
+        publish(shared, &tally, &mut published);
+        let outstanding: u64 = conns.iter().map(|c| c.outstanding).sum();
+        let now = Instant::now();
+        let all_closed = conns.iter().all(|c| c.closed);
+        let drained = stopping && outstanding == 0;
+        let hard = hard_deadline.is_some_and(|h| now >= h);
+        let stalled = outstanding > 0 && now.duration_since(tally.last_activity) >= cfg.grace;
+        if drained || all_closed || hard || stalled {
+            break;
+        }
+        if !cfg.busy_poll {
+            let mut wake = now + MAX_SLEEP;
+            if let (Some(_), false) = (interval, stopping) {
+                for c in conns.iter().filter(|c| c.can_send()) {
+                    wake = wake.min(c.next_send);
+                }
+            }
+            if let Some(e) = end.filter(|_| !stopping) {
+                wake = wake.min(e);
+            }
+            let timeout = wake.saturating_duration_since(now);
+            transport
+                .wait(Some(timeout))
+                .map_err(ClientError::Transport)?;
+        }
+    }
+    for c in conns.iter_mut().filter(|c| !c.closed) {
+        transport.close(c.id);
+        tally.lose(c);
+    }
+    publish(shared, &tally, &mut published);
+    Ok(WorkerResult {
+        hist: tally.hist,
+        messages: tally.messages,
+        errors: tally.errors,
+        lost: tally.lost,
+        last_reply: tally.last_reply,
+        finished: Instant::now(),
+    })
+}
+
+fn event_conn(ev: &Event) -> Option<ConnId> {
+    match *ev {
+        Event::Connected(c) | Event::Readable(c) | Event::Writable(c) | Event::Closed(c, _) => {
+            Some(c)
+        }
+        Event::Accepted { .. } => None,
+    }
+}
+
+/// Adds this worker's new counts to the shared counters.
+fn publish(shared: &Shared, tally: &Tally, published: &mut (u64, u64)) {
+    if tally.messages > published.0 {
+        shared
+            .messages
+            .fetch_add(tally.messages - published.0, Ordering::Relaxed);
+    }
+    if tally.errors > published.1 {
+        shared
+            .errors
+            .fetch_add(tally.errors - published.1, Ordering::Relaxed);
+    }
+    *published = (tally.messages, tally.errors);
+}
+
+/// Builds the transport and connects every connection of this worker.
+fn setup<T, F>(
+    factory: &F,
+    cfg: &LoadConfig,
+    indices: &[usize],
+) -> Result<(T, Vec<Conn>), ClientError>
+where
+    T: Transport,
+    F: Fn() -> Result<T, TransportError>,
+{
+    let mut t = factory().map_err(ClientError::Transport)?;
+    let now = Instant::now();
+    let depth = cfg.pipeline_depth;
+    let mut conns = Vec::with_capacity(indices.len());
+    for _ in indices {
+        let id = t.connect(cfg.addr, now).map_err(ClientError::Transport)?;
+        conns.push(Conn {
+            id,
+            connected: false,
+            closed: false,
+            decoder: Decoder::default(),
+            out: BytesMut::with_capacity(depth * (cfg.effective_body_size() + 24)),
+            ring: vec![None; depth],
+            next_id: 1,
+            low: 1,
+            outstanding: 0,
+            quota: None,
+            next_send: now,
+        });
+    }
+    let deadline = now + cfg.connect_timeout;
+    let mut events = Events::with_capacity(64);
+    while conns.iter().any(|c| !c.connected) {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ClientError::Timeout);
+        }
+        t.wait(Some((deadline - now).min(MAX_SLEEP)))
+            .map_err(ClientError::Transport)?;
+        t.poll(Instant::now(), &mut events)
+            .map_err(ClientError::Transport)?;
+        for ev in events.iter() {
+            match *ev {
+                Event::Connected(id) => {
+                    if let Some(c) = conns.iter_mut().find(|c| c.id == id) {
+                        c.connected = true;
+                    }
+                }
+                Event::Closed(id, reason) if conns.iter().any(|c| c.id == id) => {
+                    return Err(ClientError::ConnectFailed {
+                        addr: cfg.addr,
+                        reason,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((t, conns))
+}
+
+/// Tops the connection's pipeline up to its depth (within quota and pace).
+fn fill(
+    c: &mut Conn,
+    msg_type: MessageType,
+    flags: Flags,
+    body: &Bytes,
+    interval: Option<Duration>,
+    measure_start: Instant,
+    now: Instant,
+) {
+    while c.can_send() {
+        let sent = match interval {
+            Some(iv) => {
+                if c.next_send > now {
+                    return;
+                }
+                let t = c.next_send;
+                c.next_send += iv;
+                t
+            }
+            None => now,
+        };
+        let measured = sent >= measure_start;
+        if measured {
+            match c.quota {
+                Some(0) => return,
+                Some(ref mut q) => *q -= 1,
+                None => {}
+            }
+        }
+        let id = c.next_id;
+        let frame = FrameRef {
+            msg_type,
+            flags,
+            request_id: id,
+            meta: &[],
+            body,
+        };
+        // The body size was checked against u32 in validate(), and there
+        // is no metadata, so encoding cannot fail; skip the request if it
+        // somehow does rather than panic.
+        if frame.encode(&mut c.out).is_err() {
+            return;
+        }
+        c.next_id += 1;
+        *c.slot(id) = Some(Slot { sent, measured });
+        c.outstanding += 1;
+    }
+}
+
+fn flush<T: Transport>(t: &mut T, c: &mut Conn, tally: &mut Tally) {
+    use bytes::Buf;
+    while !c.out.is_empty() {
+        match t.send(c.id, &c.out) {
+            Ok(0) => return,
+            Ok(n) => c.out.advance(n),
+            Err(_) => {
+                tally.lose(c);
+                return;
+            }
+        }
+    }
+}
+
+fn read<T: Transport>(
+    t: &mut T,
+    c: &mut Conn,
+    check: &Expect,
+    measure_start: Instant,
+    tally: &mut Tally,
+) {
+    for _ in 0..READS_PER_POLL {
+        let buf = c.decoder.read_buf();
+        if buf.is_empty() {
+            return;
+        }
+        let n = match t.recv(c.id, buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(_) => {
+                tally.lose(c);
+                return;
+            }
+        };
+        c.decoder.commit(n);
+        let now = Instant::now();
+        tally.last_activity = now;
+        loop {
+            match c.decoder.decode() {
+                Ok(Some(f)) => on_reply(c, &f, check, measure_start, now, tally),
+                Ok(None) => break,
+                Err(_) => {
+                    // The stream cannot be resynchronised: give the
+                    // connection up.
+                    t.close(c.id);
+                    tally.errors += 1;
+                    tally.lose(c);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn on_reply(
+    c: &mut Conn,
+    f: &Frame,
+    check: &Expect,
+    measure_start: Instant,
+    now: Instant,
+    tally: &mut Tally,
+) {
+    if !f.flags.is_response() && f.request_id == 0 {
+        // Server-initiated (a relayed BROADCAST, an IDLE_TIMEOUT notice):
+        // not a reply to us.
+        return;
+    }
+    let id = f.request_id;
+    if id < c.low || id >= c.next_id {
+        tally.errors += 1;
+        return;
+    }
+    let Some(slot) = c.slot(id).take() else {
+        // Already answered: a duplicate reply.
+        tally.errors += 1;
+        return;
+    };
+    c.outstanding -= 1;
+    while c.low < c.next_id && c.slot(c.low).is_none() {
+        c.low += 1;
+    }
+    if !check.ok(f) {
+        tally.errors += 1;
+        return;
+    }
+    if slot.measured && slot.sent >= measure_start {
+        tally.messages += 1;
+        tally.last_reply = Some(now);
+        let ns =
+            u64::try_from(now.saturating_duration_since(slot.sent).as_nanos()).unwrap_or(u64::MAX);
+        tally.hist.saturating_record(ns.max(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::loadgen::make_body;
+
+    fn conn(depth: usize) -> Conn {
+        Conn {
+            id: ConnId::new(0, 0),
+            connected: true,
+            closed: false,
+            decoder: Decoder::default(),
+            out: BytesMut::new(),
+            ring: vec![None; depth],
+            next_id: 1,
+            low: 1,
+            outstanding: 0,
+            quota: None,
+            next_send: Instant::now(),
+        }
+    }
+
+    fn tally() -> Tally {
+        Tally {
+            hist: new_histogram().unwrap(),
+            messages: 0,
+            errors: 0,
+            lost: 0,
+            last_reply: None,
+            last_activity: Instant::now(),
+        }
+    }
+
+    fn sent_frames(c: &mut Conn) -> Vec<Frame> {
+        let mut d = Decoder::default();
+        d.feed(&c.out);
+        c.out.clear();
+        std::iter::from_fn(|| d.decode().unwrap()).collect()
+    }
+
+    #[test]
+    fn pipeline_fills_to_depth_and_replies_free_slots() {
+        let mut c = conn(4);
+        let body = make_body(16);
+        let t0 = Instant::now();
+        fill(&mut c, MessageType::ECHO, Flags::NONE, &body, None, t0, t0);
+        let frames = sent_frames(&mut c);
+        assert_eq!(
+            frames.iter().map(|f| f.request_id).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert!(!c.can_send());
+        let check = Expect {
+            reply: MessageType::ECHO_REPLY,
+            body: body.clone(),
+        };
+        let mut t = tally();
+        // Out of order: 2 first. Slot 1 is still outstanding, so nothing opens.
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 2, body.clone()),
+            &check,
+            t0,
+            Instant::now(),
+            &mut t,
+        );
+        assert_eq!((c.low, c.outstanding), (1, 3));
+        assert!(!c.can_send());
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 1, body.clone()),
+            &check,
+            t0,
+            Instant::now(),
+            &mut t,
+        );
+        assert_eq!((c.low, c.outstanding), (3, 2));
+        fill(
+            &mut c,
+            MessageType::ECHO,
+            Flags::NONE,
+            &body,
+            None,
+            t0,
+            Instant::now(),
+        );
+        let ids: Vec<u64> = sent_frames(&mut c).iter().map(|f| f.request_id).collect();
+        assert_eq!(ids, [5, 6]);
+        assert_eq!((t.messages, t.errors), (2, 0));
+    }
+
+    #[test]
+    fn bad_replies_are_errors() {
+        let mut c = conn(8);
+        let body = make_body(16);
+        let t0 = Instant::now();
+        fill(&mut c, MessageType::ECHO, Flags::NONE, &body, None, t0, t0);
+        let check = Expect {
+            reply: MessageType::ECHO_REPLY,
+            body: body.clone(),
+        };
+        let mut t = tally();
+        let now = Instant::now();
+        // Wrong body length.
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 1, make_body(15)),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        // Wrong type.
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::PONG, 2, body.clone()),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        // No RESPONSE flag.
+        on_reply(
+            &mut c,
+            &Frame::new(MessageType::ECHO_REPLY, 3, body.clone()),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        // Unknown id, then a duplicate.
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 99, body.clone()),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 4, body.clone()),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 4, body.clone()),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        // Server-initiated frames are ignored.
+        on_reply(
+            &mut c,
+            &Frame::new(MessageType::BROADCAST, 0, body.clone()),
+            &check,
+            t0,
+            now,
+            &mut t,
+        );
+        assert_eq!(t.errors, 5);
+        assert_eq!(t.messages, 1);
+        assert_eq!(c.outstanding, 4);
+    }
+
+    #[test]
+    fn quota_and_pacing() {
+        let mut c = conn(100);
+        c.quota = Some(3);
+        let body = make_body(4);
+        let t0 = Instant::now();
+        fill(&mut c, MessageType::ECHO, Flags::NONE, &body, None, t0, t0);
+        assert_eq!(sent_frames(&mut c).len(), 3);
+        assert_eq!(c.quota, Some(0));
+
+        let mut c = conn(100);
+        c.next_send = t0;
+        let iv = Duration::from_millis(10);
+        // 25 ms after the schedule began: sends at 0, 10 and 20 ms are due.
+        fill(
+            &mut c,
+            MessageType::ECHO,
+            Flags::NONE,
+            &body,
+            Some(iv),
+            t0,
+            t0 + Duration::from_millis(25),
+        );
+        assert_eq!(sent_frames(&mut c).len(), 3);
+        assert_eq!(c.next_send, t0 + Duration::from_millis(30));
+        assert_eq!(
+            c.ring[1].unwrap().sent,
+            t0,
+            "latency counts from the scheduled time"
+        );
+    }
+
+    #[test]
+    fn warmup_requests_are_not_counted() {
+        let mut c = conn(4);
+        c.quota = Some(1);
+        let body = make_body(4);
+        let t0 = Instant::now();
+        let measure = t0 + Duration::from_secs(1);
+        fill(
+            &mut c,
+            MessageType::ECHO,
+            Flags::NONE,
+            &body,
+            None,
+            measure,
+            t0,
+        );
+        assert_eq!(sent_frames(&mut c).len(), 4, "warm-up ignores the quota");
+        assert_eq!(c.quota, Some(1));
+        let check = Expect {
+            reply: MessageType::ECHO_REPLY,
+            body: body.clone(),
+        };
+        let mut t = tally();
+        on_reply(
+            &mut c,
+            &Frame::response(MessageType::ECHO_REPLY, 1, body.clone()),
+            &check,
+            measure,
+            Instant::now(),
+            &mut t,
+        );
+        assert_eq!((t.messages, t.errors), (0, 0));
+    }
+}

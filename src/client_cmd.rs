@@ -1,0 +1,318 @@
+//! `warpwire client ADDR ...` and `warpwire bench ADDR`.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use warpwire_client::{Client, ClientConfig, LoadConfig, Progress};
+use warpwire_frame::{Frame, MessageType};
+use warpwire_socket::SocketTransport;
+use warpwire_transport::BackendKind;
+
+use crate::cli::{BenchArgs, ClientAction, ClientArgs};
+use crate::serve::BoxError;
+
+fn socket_only(kind: BackendKind) -> Result<(), BoxError> {
+    match kind {
+        BackendKind::Socket => Ok(()),
+        other => Err(format!("transport {other} is not implemented in this build").into()),
+    }
+}
+
+fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
+    let (sel, policy) = crate::probe::choose(config, &a.select)?;
+    socket_only(sel.kind)?;
+    let cfg = ClientConfig {
+        request_timeout: a.timeout,
+        connect_timeout: a.timeout,
+        busy_poll: policy.busy_poll(),
+        auth: match (&a.user, &a.token) {
+            (Some(u), Some(t)) => Some((u.clone(), t.clone().into_bytes())),
+            (None, None) => None,
+            _ => return Err("--user and --token go together".into()),
+        },
+        ..ClientConfig::default()
+    };
+    Ok(Client::connect(SocketTransport::new, a.addr, cfg)?)
+}
+
+fn show(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(s) => s.to_owned(),
+        Err(_) => format!("0x{}", hex::encode(body)),
+    }
+}
+
+fn print_broadcast(f: &Frame) {
+    let from = f
+        .metadata()
+        .ok()
+        .and_then(|m| m.get("from").map(hex::encode))
+        .unwrap_or_else(|| "?".into());
+    match f.msg_type {
+        MessageType::BROADCAST => println!("broadcast from {from}: {}", show(&f.body)),
+        t => println!("{t} (id {}): {}", f.request_id, show(&f.body)),
+    }
+}
+
+/// Runs one client action.
+pub fn run(config: Option<&Path>, a: ClientArgs) -> Result<(), BoxError> {
+    let client = connect(config, &a)?;
+    match &a.action {
+        ClientAction::Ping { count, interval } => {
+            for i in 0..*count {
+                let rtt = client.ping()?;
+                println!(
+                    "pong from {}: seq={i} rtt={:.1} us",
+                    a.addr,
+                    rtt.as_secs_f64() * 1e6
+                );
+                if i + 1 < *count {
+                    std::thread::sleep(*interval);
+                }
+            }
+        }
+        ClientAction::Echo { text } => {
+            println!("{}", show(&client.echo(Bytes::from(text.clone()))?))
+        }
+        ClientAction::Broadcast { text } => {
+            let n = client.broadcast(Bytes::from(text.clone()))?;
+            println!("broadcast delivered to {n} recipient(s)");
+        }
+        ClientAction::Data { text, file, chunk } => {
+            let bytes = match (text, file) {
+                (_, Some(f)) => {
+                    std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                }
+                (Some(t), None) => t.clone().into_bytes(),
+                (None, None) => return Err("give TEXT or --file".into()),
+            };
+            let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                vec![&[][..]]
+            } else {
+                bytes.chunks(*chunk).collect()
+            };
+            let mut acked = 0;
+            let last = chunks.len() - 1;
+            for (i, c) in chunks.into_iter().enumerate() {
+                // Only the last chunk asks for an ACK: it confirms everything before it.
+                if let Some(n) = client.data(Bytes::copy_from_slice(c), i == last)? {
+                    acked = n;
+                }
+            }
+            println!(
+                "sent {} bytes of DATA; last ack: {acked} bytes accepted",
+                bytes.len()
+            );
+        }
+        ClientAction::Stats => {
+            let s = client.stats()?;
+            println!("transport     {}", s.transport);
+            println!("uptime_s      {}", s.uptime_s);
+            println!("connections   {}", s.connections);
+            println!("messages_in   {}", s.messages_in);
+            println!("messages_out  {}", s.messages_out);
+            println!("bytes_in      {}", s.bytes_in);
+            println!("bytes_out     {}", s.bytes_out);
+            println!("errors        {}", s.errors);
+        }
+        ClientAction::Auth { user, token } => {
+            let r = client.auth(user, token.as_bytes())?;
+            if r.ok {
+                println!(
+                    "authenticated as {user}; session {}",
+                    hex::encode(r.session_id)
+                );
+            } else {
+                println!("refused (the server has no users configured)");
+            }
+        }
+        ClientAction::App { msg_type, text } => {
+            println!(
+                "{}",
+                show(&client.app(*msg_type, Bytes::from(text.clone()))?)
+            );
+        }
+        ClientAction::Listen { count, duration } => {
+            let rx = client.subscribe();
+            println!("listening for broadcasts on {} (Ctrl-C to stop)", a.addr);
+            let deadline = duration.map(|d| Instant::now() + d);
+            let mut seen = 0u64;
+            while count.is_none_or(|c| seen < c) {
+                let wait = deadline.map_or(Duration::from_millis(500), |d| {
+                    d.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(500))
+                });
+                match rx.recv_timeout(wait) {
+                    Ok(f) => {
+                        print_broadcast(&f);
+                        seen += 1;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+            }
+        }
+        ClientAction::Shell => shell(&client, a.addr)?,
+    }
+    client.close();
+    Ok(())
+}
+
+const SHELL_HELP: &str = "commands: ping | echo TEXT | broadcast TEXT | data TEXT | stats | auth USER TOKEN | reverse TEXT | upper TEXT | app 0xNN TEXT | help | quit";
+
+fn shell(client: &Client, addr: SocketAddr) -> Result<(), BoxError> {
+    let rx = client.subscribe();
+    std::thread::spawn(move || {
+        for f in rx.iter() {
+            print_broadcast(&f);
+        }
+    });
+    println!("connected to {addr}. {SHELL_HELP}");
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        print!("warpwire> ");
+        std::io::stdout().flush()?;
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let body = || Bytes::from(rest.to_owned());
+        let out: Result<String, BoxError> = match cmd {
+            "" => continue,
+            "quit" | "exit" => break,
+            "help" => Ok(SHELL_HELP.to_owned()),
+            "ping" => client
+                .ping()
+                .map(|d| format!("rtt {:.1} us", d.as_secs_f64() * 1e6))
+                .map_err(Into::into),
+            "echo" => client.echo(body()).map(|b| show(&b)).map_err(Into::into),
+            "broadcast" => client
+                .broadcast(body())
+                .map(|n| format!("{n} recipient(s)"))
+                .map_err(Into::into),
+            "data" => client
+                .data(body(), true)
+                .map(|n| format!("{} bytes accepted", n.unwrap_or(0)))
+                .map_err(Into::into),
+            "stats" => client.stats().map(|s| format!("{s:?}")).map_err(Into::into),
+            "auth" => match rest.split_once(' ') {
+                Some((u, t)) => client
+                    .auth(u, t.as_bytes())
+                    .map(|r| {
+                        if r.ok {
+                            format!("ok, session {}", hex::encode(r.session_id))
+                        } else {
+                            "refused".into()
+                        }
+                    })
+                    .map_err(Into::into),
+                None => Err("usage: auth USER TOKEN".into()),
+            },
+            "reverse" => client
+                .app(0x80, body())
+                .map(|b| show(&b))
+                .map_err(Into::into),
+            "upper" => client
+                .app(0x81, body())
+                .map(|b| show(&b))
+                .map_err(Into::into),
+            "app" => match rest.split_once(' ').map(|(t, b)| (parse_type(t), b)) {
+                Some((Ok(t), b)) => client
+                    .app(t, Bytes::from(b.to_owned()))
+                    .map(|b| show(&b))
+                    .map_err(Into::into),
+                _ => Err("usage: app 0xNN TEXT".into()),
+            },
+            other => Err(format!("unknown command {other:?}; {SHELL_HELP}").into()),
+        };
+        match out {
+            Ok(s) => println!("{s}"),
+            Err(e) => println!("error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Parses a message type: decimal or 0x-prefixed hex.
+pub fn parse_type(s: &str) -> Result<u8, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u8::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a message type (0-255 or 0xNN)"))
+}
+
+/// `warpwire bench`.
+pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
+    let (sel, policy) = crate::probe::choose(config, &a.select)?;
+    socket_only(sel.kind)?;
+    let mut cfg = LoadConfig::new(a.addr);
+    cfg.connections = a.connections;
+    cfg.pipeline_depth = a.depth;
+    cfg.body_size = a.size;
+    cfg.msg_type = MessageType(match a.msg_type.as_str() {
+        "echo" => MessageType::ECHO.0,
+        "ping" => MessageType::PING.0,
+        "data" => MessageType::DATA.0,
+        other => parse_type(other)?,
+    });
+    cfg.duration = if a.count.is_some() && a.duration.is_none() {
+        None
+    } else {
+        Some(a.duration.unwrap_or(Duration::from_secs(10)))
+    };
+    cfg.count = a.count;
+    cfg.rate = a.rate;
+    cfg.threads = a.threads;
+    cfg.warmup = a.warmup;
+    cfg.busy_poll = a.busy_poll || policy.busy_poll();
+
+    let bar = if a.json {
+        ProgressBar::hidden()
+    } else {
+        let b = match cfg.count {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new(cfg.duration.map_or(0, |d| d.as_millis() as u64)),
+        };
+        b.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let counting = cfg.count.is_some();
+    let report = warpwire_client::loadgen::run(SocketTransport::new, &cfg, |p: &Progress| {
+        bar.set_position(if counting {
+            p.messages
+        } else {
+            p.elapsed.as_millis() as u64
+        });
+        bar.set_message(format!(
+            "{}{} msgs, {:.0} msg/s, {} errors",
+            if p.warmup { "warmup: " } else { "" },
+            p.messages,
+            p.rate,
+            p.errors
+        ));
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if report.errors > 0 || report.lost > 0 {
+        return Err(format!("{} errors, {} requests lost", report.errors, report.lost).into());
+    }
+    Ok(())
+}
