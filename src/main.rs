@@ -6,6 +6,7 @@ mod client_cmd;
 mod probe;
 mod serve;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match args.command {
         cli::Command::Serve(a) => serve::run(args.config.as_deref(), a),

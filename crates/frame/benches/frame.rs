@@ -42,6 +42,17 @@ fn decode_64_burst(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    g.bench_function("decode_ref+verify", |b| {
+        b.iter_batched_ref(
+            || decoder_with(&stream),
+            |d| {
+                while let Ok(Some(f)) = d.decode_ref() {
+                    black_box(&f);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
@@ -73,6 +84,13 @@ fn codec(c: &mut Criterion) {
             b.iter_batched_ref(
                 || decoder_with(&wire),
                 |d| black_box(d.decode().expect("valid").expect("complete")),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function("decode_ref", |b| {
+            b.iter_batched_ref(
+                || decoder_with(&wire),
+                |d| black_box(d.decode_ref().expect("valid").expect("complete").request_id),
                 BatchSize::SmallInput,
             )
         });

@@ -18,8 +18,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::body;
 use crate::error::{DecodeError, FrameError};
-use crate::frame::Frame;
-use crate::header::{FrameHeader, HEADER_LEN, OVERHEAD, TRAILER_LEN};
+use crate::frame::{Frame, FrameRef};
+use crate::header::{FrameHeader, Header, HEADER_LEN, OVERHEAD, TRAILER_LEN};
 use crate::meta;
 
 /// Default limit on meta_len + body_len: 1 MiB.
@@ -66,6 +66,9 @@ pub struct Decoder {
     filled: usize,
     /// Length of the frame whose header is at the front, once known.
     pending: Option<usize>,
+    /// Bytes at the front already handed out by `decode_ref`, released on
+    /// the next call (a pointer bump, no reference counting).
+    head: usize,
     config: DecoderConfig,
     error: Option<DecodeError>,
 }
@@ -83,6 +86,7 @@ impl Decoder {
             buf: BytesMut::new(),
             filled: 0,
             pending: None,
+            head: 0,
             config,
             error: None,
         }
@@ -103,7 +107,16 @@ impl Decoder {
 
     /// Bytes received and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.filled
+        self.filled - self.head
+    }
+
+    /// Drops the bytes of the frame `decode_ref` last lent out.
+    fn release(&mut self) {
+        if self.head > 0 {
+            self.buf.advance(self.head);
+            self.filled -= self.head;
+            self.head = 0;
+        }
     }
 
     /// The sticky error, if the stream has failed.
@@ -120,6 +133,7 @@ impl Decoder {
         if self.error.is_some() {
             return &mut [];
         }
+        self.release();
         let room = self.config.buffer_limit().saturating_sub(self.filled);
         // While a large frame is arriving, offer the rest of it at once.
         let rest_of_frame = self.pending.map_or(0, |n| n.saturating_sub(self.filled));
@@ -157,47 +171,16 @@ impl Decoder {
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed, or the
-    /// stream's (sticky) error.
+    /// stream's (sticky) error. Body and metadata are `Bytes` slices of the
+    /// receive buffer: zero-copy, and free to outlive the decoder.
     pub fn decode(&mut self) -> Result<Option<Frame>, DecodeError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        let avail = &self.buf[..self.filled];
-        let header = match FrameHeader::new_checked(avail, self.config.max_payload) {
-            Ok(Some(h)) => h.repr(),
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                let request_id = FrameHeader::new_checked(avail, u32::MAX)
-                    .ok()
-                    .flatten()
-                    .map(|h| h.request_id())
-                    .or_else(|| raw_request_id(avail));
-                return Err(self.fail(e, request_id));
-            }
+        self.release();
+        let Some(header) = self.check_front()? else {
+            return Ok(None);
         };
         let meta_len = usize::from(header.meta_len);
         let body_len = header.body_len as usize;
         let frame_len = OVERHEAD + meta_len + body_len;
-        if avail.len() < frame_len {
-            self.pending = Some(frame_len);
-            return Ok(None);
-        }
-        let payload_end = frame_len - TRAILER_LEN;
-        let computed = crc32fast::hash(&avail[..payload_end]);
-        let mut trailer = &avail[payload_end..frame_len];
-        let received = trailer.get_u32();
-        let rid = Some(header.request_id);
-        if computed != received {
-            return Err(self.fail(FrameError::BadChecksum { received, computed }, rid));
-        }
-        let meta_end = HEADER_LEN + meta_len;
-        if let Err(e) = meta::validate(&avail[HEADER_LEN..meta_end]) {
-            return Err(self.fail(e.into(), rid));
-        }
-        if let Err(e) = body::check(header.msg_type, &avail[meta_end..payload_end]) {
-            return Err(self.fail(e, rid));
-        }
-
         let mut bytes = self.buf.split_to(frame_len);
         self.filled -= frame_len;
         self.pending = None;
@@ -217,12 +200,77 @@ impl Decoder {
         }))
     }
 
+    /// Like [`Decoder::decode`], but lends the frame as a view of the
+    /// receive buffer instead of `Bytes` handles: no reference counting at
+    /// all, for consumers that finish with a frame before asking for the
+    /// next (its bytes are released by the next call on the decoder).
+    /// Validation is identical.
+    pub fn decode_ref(&mut self) -> Result<Option<FrameRef<'_>>, DecodeError> {
+        self.release();
+        let Some(header) = self.check_front()? else {
+            return Ok(None);
+        };
+        let meta_end = HEADER_LEN + usize::from(header.meta_len);
+        let body_end = meta_end + header.body_len as usize;
+        self.head = body_end + TRAILER_LEN;
+        self.pending = None;
+        Ok(Some(FrameRef {
+            msg_type: header.msg_type,
+            flags: header.flags,
+            request_id: header.request_id,
+            meta: &self.buf[HEADER_LEN..meta_end],
+            body: &self.buf[meta_end..body_end],
+        }))
+    }
+
+    /// Validates the frame at the front of the buffer: its header when
+    /// `Ok(None)` (need more bytes), everything when `Ok(Some(header))`.
+    fn check_front(&mut self) -> Result<Option<Header>, DecodeError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let avail = &self.buf[..self.filled];
+        let header = match FrameHeader::new_checked(avail, self.config.max_payload) {
+            Ok(Some(h)) => h.repr(),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let request_id = raw_request_id(avail);
+                return Err(self.fail(e, request_id));
+            }
+        };
+        let meta_len = usize::from(header.meta_len);
+        let frame_len = OVERHEAD + meta_len + header.body_len as usize;
+        if avail.len() < frame_len {
+            self.pending = Some(frame_len);
+            return Ok(None);
+        }
+        let payload_end = frame_len - TRAILER_LEN;
+        let computed = crc32fast::hash(&avail[..payload_end]);
+        let mut trailer = &avail[payload_end..frame_len];
+        let received = trailer.get_u32();
+        let rid = Some(header.request_id);
+        if computed != received {
+            return Err(self.fail(FrameError::BadChecksum { received, computed }, rid));
+        }
+        let meta_end = HEADER_LEN + meta_len;
+        if header.meta_len > 0 {
+            if let Err(e) = meta::validate(&avail[HEADER_LEN..meta_end]) {
+                return Err(self.fail(e.into(), rid));
+            }
+        }
+        if let Err(e) = body::check(header.msg_type, &avail[meta_end..payload_end]) {
+            return Err(self.fail(e, rid));
+        }
+        Ok(Some(header))
+    }
+
     fn fail(&mut self, error: FrameError, request_id: Option<u64>) -> DecodeError {
         let e = DecodeError { error, request_id };
         self.error = Some(e);
         self.buf = BytesMut::new();
         self.filled = 0;
         self.pending = None;
+        self.head = 0;
         e
     }
 }
@@ -265,6 +313,46 @@ mod tests {
         }
         assert_eq!(out, frames);
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn decode_ref_matches_decode() {
+        let frames = [
+            Frame::new(MessageType::ECHO, 1, &b"hello"[..]),
+            Frame::new(MessageType::DATA, 2, vec![9u8; 40_000]).with_flags(Flags::ACK_REQUESTED),
+            Frame::response(MessageType::STATS_REPLY, 3, Bytes::new())
+                .with_meta(Bytes::from_static(&[0, 1, 1, b'k', 0, 1, b'v'])),
+        ];
+        let stream: Vec<u8> = frames.iter().flat_map(enc).collect();
+        for chunk in [1usize, 7, 1000, stream.len()] {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    let n = d.feed(rest);
+                    rest = &rest[n..];
+                    while let Some(v) = d.decode_ref().unwrap() {
+                        got.push(Frame {
+                            msg_type: v.msg_type,
+                            flags: v.flags,
+                            request_id: v.request_id,
+                            meta: Bytes::copy_from_slice(v.meta),
+                            body: Bytes::copy_from_slice(v.body),
+                        });
+                    }
+                }
+            }
+            assert_eq!(got, frames, "chunk {chunk}");
+            assert_eq!(d.buffered(), 0);
+        }
+        // Mixed: a borrowed frame, then an owned one.
+        let mut d = Decoder::default();
+        d.feed(&stream);
+        assert_eq!(d.decode_ref().unwrap().unwrap().body, b"hello");
+        assert_eq!(d.decode().unwrap().unwrap(), frames[1]);
+        assert_eq!(d.decode_ref().unwrap().unwrap().request_id, 3);
+        assert_eq!(d.decode().unwrap(), None);
     }
 
     #[test]
