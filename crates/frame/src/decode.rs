@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::body;
 use crate::error::{DecodeError, FrameError};
 use crate::frame::{Frame, FrameRef};
-use crate::header::{FrameHeader, Header, HEADER_LEN, OVERHEAD, TRAILER_LEN};
+use crate::header::{FrameHeader, HEADER_LEN, Header, OVERHEAD, TRAILER_LEN};
 use crate::meta;
 
 /// Default limit on meta_len + body_len: 1 MiB.
@@ -253,10 +253,10 @@ impl Decoder {
             return Err(self.fail(FrameError::BadChecksum { received, computed }, rid));
         }
         let meta_end = HEADER_LEN + meta_len;
-        if header.meta_len > 0 {
-            if let Err(e) = meta::validate(&avail[HEADER_LEN..meta_end]) {
-                return Err(self.fail(e.into(), rid));
-            }
+        if header.meta_len > 0
+            && let Err(e) = meta::validate(&avail[HEADER_LEN..meta_end])
+        {
+            return Err(self.fail(e.into(), rid));
         }
         if let Err(e) = body::check(header.msg_type, &avail[meta_end..payload_end]) {
             return Err(self.fail(e, rid));
