@@ -32,7 +32,12 @@ fn pipelined_requests_through_the_client() {
     let h = serve("127.0.0.1:0".parse().unwrap(), ServerConfig::default());
     let c = connect(h.local_addr(), ClientConfig::default());
     let pending: Vec<_> = (0..2000u32)
-        .map(|i| c.request(warpwire_client::Request::new(MessageType::ECHO, Bytes::from(i.to_be_bytes().to_vec()))))
+        .map(|i| {
+            c.request(warpwire_client::Request::new(
+                MessageType::ECHO,
+                Bytes::from(i.to_be_bytes().to_vec()),
+            ))
+        })
         .collect();
     for (i, p) in pending.into_iter().enumerate() {
         let f = p.wait().unwrap();
@@ -53,7 +58,10 @@ fn subscription_receives_broadcasts_from_another_client() {
     listener.ping().unwrap();
     assert_eq!(sender.broadcast(Bytes::from_static(b"news")).unwrap(), 1);
     let f = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!((f.msg_type, &f.body[..]), (MessageType::BROADCAST, &b"news"[..]));
+    assert_eq!(
+        (f.msg_type, &f.body[..]),
+        (MessageType::BROADCAST, &b"news"[..])
+    );
     h.stop().unwrap();
 }
 
@@ -64,9 +72,19 @@ fn auth_through_the_client_config() {
     UserDb::add_to_file(&users, "bob", b"tok").unwrap();
     let h = serve(
         "127.0.0.1:0".parse().unwrap(),
-        ServerConfig { require_auth: true, users_file: Some(users.clone()), ..ServerConfig::default() },
+        ServerConfig {
+            require_auth: true,
+            users_file: Some(users.clone()),
+            ..ServerConfig::default()
+        },
     );
-    let ok = connect(h.local_addr(), ClientConfig { auth: Some(("bob".into(), b"tok".to_vec())), ..ClientConfig::default() });
+    let ok = connect(
+        h.local_addr(),
+        ClientConfig {
+            auth: Some(("bob".into(), b"tok".to_vec())),
+            ..ClientConfig::default()
+        },
+    );
     assert_eq!(&ok.echo(Bytes::from_static(b"x")).unwrap()[..], b"x");
     let anon = connect(h.local_addr(), ClientConfig::default());
     let e = anon.echo(Bytes::from_static(b"x")).unwrap_err();
@@ -79,8 +97,17 @@ fn auth_through_the_client_config() {
 fn client_reconnects_after_the_server_restarts() {
     let h = serve("127.0.0.1:0".parse().unwrap(), ServerConfig::default());
     let addr = h.local_addr();
-    let c = connect(addr, ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() });
-    assert_eq!(&c.echo(Bytes::from_static(b"before")).unwrap()[..], b"before");
+    let c = connect(
+        addr,
+        ClientConfig {
+            request_timeout: Duration::from_secs(2),
+            ..ClientConfig::default()
+        },
+    );
+    assert_eq!(
+        &c.echo(Bytes::from_static(b"before")).unwrap()[..],
+        b"before"
+    );
     h.stop().unwrap();
     // While the server is down, requests fail (disconnected or timed out), never hang.
     match c.echo(Bytes::from_static(b"during")) {

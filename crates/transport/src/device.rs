@@ -85,4 +85,12 @@ pub trait PacketDevice {
     /// Sleeps until a frame may have arrived or `timeout` passes (xsk poll
     /// fd, interrupt mode). Poll-mode devices without one return at once.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), DeviceError>;
+
+    /// A handle that makes a [`PacketDevice::wait`] in progress return
+    /// (an eventfd in the xsk poll set, a condition variable in the
+    /// simulator). `None`: the device cannot be woken, and callers wait in
+    /// short slices instead.
+    fn waker(&self) -> Option<std::sync::Arc<dyn crate::Wake>> {
+        None
+    }
 }

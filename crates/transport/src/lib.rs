@@ -329,7 +329,7 @@ pub trait Transport {
 
     /// The earliest time the backend needs `poll` again for its own timers
     /// (TCP retransmits, delayed ACKs), if any.
-    fn poll_at(&self, _now: Instant) -> Option<Instant> {
+    fn poll_at(&mut self, _now: Instant) -> Option<Instant> {
         None
     }
 }

@@ -1,0 +1,1 @@
+//! AF_XDP PacketDevice (in progress).
