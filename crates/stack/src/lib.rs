@@ -86,6 +86,8 @@ pub struct StackConfig {
     pub seed: u64,
     /// Record every frame to this pcap file.
     pub pcap: Option<std::path::PathBuf>,
+    /// Backend name reported in capabilities (and STATS): `xdp`, `dpdk`, `sim`.
+    pub name: &'static str,
 }
 
 impl StackConfig {
@@ -109,6 +111,7 @@ impl StackConfig {
             close_linger: Duration::from_secs(2),
             seed: rand::random(),
             pcap: None,
+            name: "stack",
         }
     }
 }
@@ -555,7 +558,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     fn capabilities(&self) -> Capabilities {
         let c = self.dev.capabilities();
         Capabilities {
-            name: "stack",
+            name: self.config.name,
             latency: LatencyClass::Bypass,
             kernel_bypass: true,
             busy_poll: !self.device_waker,
