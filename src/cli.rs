@@ -44,7 +44,7 @@ pub enum Command {
     /// Load-test a server: throughput and latency percentiles.
     Bench(BenchArgs),
     /// Show every backend: compiled in, available, why not, and the choice.
-    Probe(SelectArgs),
+    Probe(ProbeArgs),
     /// Manage the users file of hashed tokens.
     Users(UsersArgs),
 }
@@ -61,6 +61,30 @@ pub struct SelectArgs {
     pub latency_policy: Option<LatencyPolicy>,
 }
 
+/// Options of the bypass backends (AF_XDP, DPDK), which run their own
+/// TCP/IP stack on an interface or port.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BypassArgs {
+    /// Network interface for `--transport xdp`.
+    #[arg(long, env = "WARPWIRE_IFACE")]
+    pub iface: Option<String>,
+    /// The stack's own address and prefix, e.g. 10.77.0.1/24.
+    #[arg(long, env = "WARPWIRE_IP")]
+    pub ip: Option<String>,
+    /// Default gateway of the stack.
+    #[arg(long, env = "WARPWIRE_GATEWAY")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// MAC address of the stack [default: the interface's].
+    #[arg(long, env = "WARPWIRE_MAC")]
+    pub mac: Option<String>,
+    /// NIC queues to serve, one worker each [default: 1].
+    #[arg(long, env = "WARPWIRE_QUEUES")]
+    pub queues: Option<usize>,
+    /// Record every frame the stack sees to this pcap file.
+    #[arg(long, env = "WARPWIRE_PCAP")]
+    pub pcap: Option<PathBuf>,
+}
+
 /// `warpwire serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -72,6 +96,8 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub bypass: BypassArgs,
     /// Largest metadata + body per frame, bytes [default: 1048576].
     #[arg(long, env = "WARPWIRE_MAX_FRAME")]
     pub max_frame: Option<u32>,
@@ -140,6 +166,15 @@ pub enum UsersAction {
     },
 }
 
+/// `warpwire probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub bypass: BypassArgs,
+}
+
 /// `warpwire client ADDR ACTION`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -147,6 +182,8 @@ pub struct ClientArgs {
     pub addr: SocketAddr,
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub bypass: BypassArgs,
     /// Per-request (and connect) timeout.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -231,6 +268,8 @@ pub struct BenchArgs {
     pub addr: SocketAddr,
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub bypass: BypassArgs,
     /// Connections.
     #[arg(short, long, default_value_t = 1)]
     pub connections: usize,

@@ -10,21 +10,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use warpwire_client::{Client, ClientConfig, LoadConfig, Progress};
 use warpwire_frame::{Frame, MessageType};
 use warpwire_socket::SocketTransport;
-use warpwire_transport::BackendKind;
 
+use crate::backend::Backend;
 use crate::cli::{BenchArgs, ClientAction, ClientArgs};
 use crate::serve::BoxError;
 
-fn socket_only(kind: BackendKind) -> Result<(), BoxError> {
-    match kind {
-        BackendKind::Socket => Ok(()),
-        other => Err(format!("transport {other} is not implemented in this build").into()),
-    }
-}
-
 fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
-    let (sel, policy) = crate::probe::choose(config, &a.select)?;
-    socket_only(sel.kind)?;
+    let (sel, policy) = crate::probe::choose(config, &a.select, &a.bypass)?;
+    let backend = Backend::new(sel.kind, &a.bypass)?;
     let cfg = ClientConfig {
         request_timeout: a.timeout,
         connect_timeout: a.timeout,
@@ -36,7 +29,15 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
         },
         ..ClientConfig::default()
     };
-    Ok(Client::connect(SocketTransport::new, a.addr, cfg)?)
+    Ok(match backend {
+        Backend::Socket => Client::connect(SocketTransport::new, a.addr, cfg)?,
+        #[cfg(feature = "xdp")]
+        Backend::Xdp { iface, stack, .. } => Client::connect(
+            move || crate::backend::xdp_transport(&iface, 0, &stack),
+            a.addr,
+            cfg,
+        )?,
+    })
 }
 
 fn show(body: &[u8]) -> String {
@@ -254,8 +255,8 @@ pub fn parse_type(s: &str) -> Result<u8, String> {
 
 /// `warpwire bench`.
 pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
-    let (sel, policy) = crate::probe::choose(config, &a.select)?;
-    socket_only(sel.kind)?;
+    let (sel, policy) = crate::probe::choose(config, &a.select, &a.bypass)?;
+    let backend = Backend::new(sel.kind, &a.bypass)?;
     let mut cfg = LoadConfig::new(a.addr);
     cfg.connections = a.connections;
     cfg.pipeline_depth = a.depth;
@@ -291,7 +292,7 @@ pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
         b
     };
     let counting = cfg.count.is_some();
-    let report = warpwire_client::loadgen::run(SocketTransport::new, &cfg, |p: &Progress| {
+    let progress = |p: &Progress| {
         bar.set_position(if counting {
             p.messages
         } else {
@@ -304,7 +305,20 @@ pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
             p.rate,
             p.errors
         ));
-    })?;
+    };
+    let report = match &backend {
+        Backend::Socket => warpwire_client::loadgen::run(SocketTransport::new, &cfg, progress)?,
+        #[cfg(feature = "xdp")]
+        Backend::Xdp { iface, stack, .. } => {
+            // One AF_XDP socket per queue: the load generator uses queue 0 from one thread.
+            cfg.threads = 1;
+            warpwire_client::loadgen::run(
+                || crate::backend::xdp_transport(iface, 0, stack),
+                &cfg,
+                progress,
+            )?
+        }
+    };
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

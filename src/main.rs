@@ -1,6 +1,7 @@
 //! The `warpwire` command line: argument parsing, configuration and wiring.
 //! Everything else lives in the crates under `crates/`.
 
+mod backend;
 mod cli;
 mod client_cmd;
 mod probe;

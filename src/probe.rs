@@ -7,21 +7,23 @@ use warpwire_transport::{
     BackendKind, LatencyPolicy, ProbeReport, Selection, TransportChoice, select::select,
 };
 
-use crate::cli::SelectArgs;
+use crate::cli::{BypassArgs, ProbeArgs, SelectArgs};
 use crate::serve::{BoxError, load_file};
 
 /// Probes every backend this binary knows.
-pub fn probe_all() -> Vec<ProbeReport> {
-    BackendKind::ALL.iter().map(|&k| probe_one(k)).collect()
+pub fn probe_all(bypass: &BypassArgs) -> Vec<ProbeReport> {
+    BackendKind::ALL
+        .iter()
+        .map(|&k| probe_one(k, bypass))
+        .collect()
 }
 
-fn probe_one(kind: BackendKind) -> ProbeReport {
+#[cfg_attr(not(feature = "xdp"), allow(unused_variables))]
+fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
     match kind {
         BackendKind::Socket => warpwire_socket::probe(),
-        BackendKind::Xdp if cfg!(feature = "xdp") => ProbeReport::unavailable(
-            kind,
-            "compiled in, but the AF_XDP backend is not implemented yet",
-        ),
+        #[cfg(feature = "xdp")]
+        BackendKind::Xdp => warpwire_xdp::probe(bypass.iface.as_deref()),
         BackendKind::Dpdk if cfg!(feature = "dpdk") => ProbeReport::unavailable(
             kind,
             "compiled in, but the DPDK backend is not implemented yet",
@@ -57,16 +59,17 @@ pub fn resolve(
 pub fn choose(
     config: Option<&Path>,
     args: &SelectArgs,
+    bypass: &BypassArgs,
 ) -> Result<(Selection, LatencyPolicy), BoxError> {
     let (choice, policy) = resolve(config, args)?;
-    let sel = select(&probe_all(), choice, policy)?;
+    let sel = select(&probe_all(bypass), choice, policy)?;
     Ok((sel, policy))
 }
 
 /// `warpwire probe`.
-pub fn run(config: Option<&Path>, args: SelectArgs) -> Result<(), BoxError> {
-    let (choice, policy) = resolve(config, &args)?;
-    let reports = probe_all();
+pub fn run(config: Option<&Path>, args: ProbeArgs) -> Result<(), BoxError> {
+    let (choice, policy) = resolve(config, &args.select)?;
+    let reports = probe_all(&args.bypass);
     println!(
         "{:<8} {:<9} {:<9} {:<18} detail",
         "backend", "compiled", "available", "latency class"

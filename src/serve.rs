@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use warpwire_engine::{Server, ServerConfig, UserDb};
 use warpwire_socket::{SocketConfig, SocketTransport};
-use warpwire_transport::BackendKind;
 
+use crate::backend::Backend;
 use crate::cli::{ServeArgs, UsersAction, UsersArgs};
 
 /// Errors reaching `main` (each printed with its cause chain).
@@ -70,9 +70,12 @@ fn server_config(file: ServerConfig, a: &ServeArgs) -> ServerConfig {
 /// second signal exits at once.
 pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
     let file = load_file(config)?;
-    let (selection, policy) = crate::probe::choose(config, &a.select)?;
+    let (selection, policy) = crate::probe::choose(config, &a.select, &a.bypass)?;
+    let backend = Backend::new(selection.kind, &a.bypass)?;
     let mut cfg = server_config(file.server, &a);
     cfg.busy_poll = policy.busy_poll();
+    cfg.workers = backend.workers(cfg.workers);
+    cfg.listen = backend.listen_addr(cfg.listen);
     tracing::info!(transport = %selection.kind, reason = %selection.reason, "transport selected");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,11 +86,15 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
     }
 
     let server = Server::new(cfg);
-    let handle = match selection.kind {
-        BackendKind::Socket => {
+    let handle = match &backend {
+        Backend::Socket => {
             server.start(|_| SocketTransport::with_config(SocketConfig::default()))?
         }
-        other => return Err(format!("transport {other} is not implemented in this build").into()),
+        #[cfg(feature = "xdp")]
+        Backend::Xdp { iface, stack, .. } => {
+            let (iface, stack) = (iface.clone(), stack.clone());
+            server.start(move |i| crate::backend::xdp_transport(&iface, i, &stack))?
+        }
     };
     println!(
         "warpwire listening on {} ({})",
