@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Prometheus text endpoint, e.g. 127.0.0.1:9077.
     #[arg(long, env = "WARPWIRE_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// Append each session's DATA to DIR/<session-id>.data [default: discard].
+    #[arg(long, env = "WARPWIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Graceful-shutdown grace period [default: 5s].
     #[arg(long, env = "WARPWIRE_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,

@@ -85,7 +85,12 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
         signal_hook::flag::register(sig, stop.clone())?;
     }
 
-    let server = Server::new(cfg);
+    let mut server = Server::new(cfg);
+    if let Some(dir) = &a.data_dir {
+        let sink = warpwire_engine::DirectorySink::new(dir)
+            .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
+        server.data_handler(sink);
+    }
     let handle = match &backend {
         Backend::Socket => {
             server.start(|_| SocketTransport::with_config(SocketConfig::default()))?

@@ -204,3 +204,33 @@ fn users_file_and_required_auth() {
     drop(s);
     std::fs::remove_file(&users).unwrap();
 }
+
+#[test]
+fn data_dir_stores_each_sessions_bytes() {
+    let dir = std::env::temp_dir().join(format!("ww-cli-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = std::env::temp_dir().join(format!("ww-cli-payload-{}", std::process::id()));
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &payload).unwrap();
+    let s = Server::start(&["--data-dir", dir.to_str().unwrap()]);
+    let a = s.addr.to_string();
+    let out = ok(&[
+        "client",
+        &a,
+        "data",
+        "--file",
+        file.to_str().unwrap(),
+        "--chunk",
+        "10000",
+    ]);
+    assert!(out.contains("sent 300000 bytes"), "{out}");
+    let stored: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(std::fs::read(&stored[0]).unwrap(), payload);
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&file).unwrap();
+}

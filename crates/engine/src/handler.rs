@@ -74,6 +74,55 @@ impl DataHandler for DiscardData {
     }
 }
 
+/// A DATA sink that appends each session's bytes to `DIR/<session-id>.data`
+/// (session id in hex), in arrival order: what was accepted is on disk.
+#[derive(Debug)]
+pub struct DirectorySink {
+    dir: std::path::PathBuf,
+    files: std::sync::Mutex<std::collections::HashMap<[u8; 16], std::fs::File>>,
+}
+
+impl DirectorySink {
+    /// A sink writing into `dir` (created if missing).
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            files: std::sync::Mutex::default(),
+        })
+    }
+}
+
+impl DataHandler for DirectorySink {
+    fn on_data(&self, session: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError> {
+        use std::io::Write;
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| HandlerError::new("data sink unavailable"))?;
+        let file = match files.entry(*session.session_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let name = session
+                    .session_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>();
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join(format!("{name}.data")))
+                    .map_err(|e| HandlerError::new(format!("cannot store data: {}", e.kind())))?;
+                v.insert(f)
+            }
+        };
+        file.write_all(body)
+            .map_err(|e| HandlerError::new(format!("cannot store data: {}", e.kind())))?;
+        Ok(body.len() as u64)
+    }
+}
+
 /// Example application type 0x80: replies with the body's bytes reversed.
 pub const REVERSE: u8 = 0x80;
 /// Example application type 0x81: replies with the body ASCII-uppercased.

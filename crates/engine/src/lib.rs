@@ -45,8 +45,8 @@ use warpwire_transport::{Transport, TransportError, Wake};
 pub use auth::{AuthError, UserDb, generate_token};
 pub use config::{DEFAULT_PORT, ServerConfig};
 pub use handler::{
-    AppHandler, DataHandler, DiscardData, HandlerError, Handlers, REVERSE, SessionInfo, UPPERCASE,
-    reverse, uppercase,
+    AppHandler, DataHandler, DirectorySink, DiscardData, HandlerError, Handlers, REVERSE,
+    SessionInfo, UPPERCASE, reverse, uppercase,
 };
 pub use limits::{Limit, TokenBucket};
 pub use metrics::Metrics;
