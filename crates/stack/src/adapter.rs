@@ -20,6 +20,27 @@ pub(crate) struct Taps {
     pub rx_partial_csum: u64,
     pub rx_corrupt: u64,
     pub pcap_errors: u64,
+    /// Listened ports with no free listening socket right now: a new SYN
+    /// to one is dropped (the client retransmits it), as Linux does when
+    /// its SYN queue is full, instead of smoltcp's RST.
+    pub syn_gated: Vec<u16>,
+    pub syn_dropped: u64,
+}
+
+/// Whether `frame` is an IPv4 TCP SYN (without ACK) to one of `ports`.
+fn is_gated_syn(frame: &[u8], ports: &[u16]) -> bool {
+    if ports.is_empty() || frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] {
+        return false;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[9] != 6 || ihl < 20 || ip.len() < ihl + 20 {
+        return false;
+    }
+    let tcp = &ip[ihl..];
+    let dst = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let flags = tcp[13];
+    flags & 0x02 != 0 && flags & 0x10 == 0 && ports.contains(&dst)
 }
 
 impl Taps {
@@ -60,6 +81,11 @@ impl<T: warpwire_transport::RxToken> phy::RxToken for Rx<'_, T> {
             let mut t = taps.borrow_mut();
             t.rx_frames += 1;
             t.capture(now, frame);
+            if is_gated_syn(frame, &t.syn_gated) {
+                t.syn_dropped += 1;
+                drop(t);
+                return f(&[]);
+            }
             if own {
                 match check_tcp(frame) {
                     Verdict::Corrupt => {

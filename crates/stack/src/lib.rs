@@ -72,8 +72,8 @@ pub struct StackConfig {
     /// Send buffer per connection.
     pub tx_buffer: usize,
     /// Handshakes in progress per listened port (the SYN queue); a SYN
-    /// beyond it is refused with RST. One socket is always kept listening
-    /// below that, re-armed after every received frame.
+    /// beyond it is dropped so the client retries it, as Linux does. One
+    /// socket is kept listening below that, re-armed after every frame.
     pub backlog: usize,
     /// Connections (established, connecting, listening, closing) at most.
     pub max_sockets: usize,
@@ -98,12 +98,15 @@ impl StackConfig {
             prefix_len,
             gateway: None,
             mac: None,
-            // 256 KiB holds the bandwidth-delay product of a 10 Gbit/s path
-            // with 200 us RTT, more than veth or a rack needs; window
-            // scaling kicks in above 64 KiB.
-            rx_buffer: 256 * 1024,
-            tx_buffer: 256 * 1024,
-            backlog: 32,
+            // 64 KiB is the bandwidth-delay product of 10 Gbit/s at 50 us
+            // RTT (a rack, or veth), and keeps a deep SYN queue cheap: every
+            // armed listening socket owns its buffers from the start. Raise
+            // it for long paths; above 64 KiB window scaling is negotiated.
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
+            // Handshakes in flight per port: a burst of 1,024 connects
+            // costs at most 128 MiB of buffers, and is never refused.
+            backlog: 1024,
             max_sockets: 4096,
             // Larger than one NIC burst (64) several times over, small enough
             // that one poll stays in the tens of microseconds.
@@ -129,6 +132,9 @@ pub struct StackStats {
     pub rx_corrupt: u64,
     /// Times a listener could not re-arm: SYN queue or socket limit full.
     pub backlog_full: u64,
+    /// SYNs dropped because their listener's SYN queue was full (the
+    /// client retransmits them).
+    pub syn_dropped: u64,
     /// Failed pcap writes.
     pub pcap_errors: u64,
 }
@@ -245,8 +251,18 @@ fn rearm(
     listeners: &mut [Listener],
     cfg: &StackConfig,
     backlog_full: &mut u64,
+    taps: &RefCell<Taps>,
 ) {
+    let mut gated = Vec::new();
     for l in listeners.iter_mut() {
+        // Fast path, taken for almost every frame: the newest armed socket
+        // (sockets are only ever appended, and removed in order) still listens.
+        if l.armed
+            .last()
+            .is_some_and(|&h| sockets.get::<tcp::Socket<'_>>(h).state() == tcp::State::Listen)
+        {
+            continue;
+        }
         let (mut listening, mut half_open) = (0, 0);
         for &h in &l.armed {
             match sockets.get::<tcp::Socket<'_>>(h).state() {
@@ -260,13 +276,17 @@ fn rearm(
         }
         if half_open >= cfg.backlog || sockets.iter().count() >= cfg.max_sockets {
             *backlog_full += 1;
+            gated.push(l.port);
             continue;
         }
         let mut s = new_socket(cfg);
         if s.listen(l.port).is_ok() {
             l.armed.push(sockets.add(s));
+        } else {
+            gated.push(l.port);
         }
     }
+    taps.borrow_mut().syn_gated = gated;
 }
 
 fn ts(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
@@ -359,6 +379,7 @@ impl<D: PacketDevice> StackTransport<D> {
             rx_partial_csum: t.rx_partial_csum,
             rx_corrupt: t.rx_corrupt,
             backlog_full: self.backlog_full,
+            syn_dropped: t.syn_dropped,
             pcap_errors: t.pcap_errors,
         }
     }
@@ -433,6 +454,7 @@ impl<D: PacketDevice> StackTransport<D> {
                     &mut self.listeners,
                     &self.config,
                     &mut self.backlog_full,
+                    &self.taps,
                 );
             }
         }
@@ -473,7 +495,8 @@ impl<D: PacketDevice> StackTransport<D> {
                     }
                     _ => {
                         let peer = s.remote_endpoint().map(to_std);
-                        self.listeners[li].armed.swap_remove(k);
+                        // Ordered removal keeps the listening socket last (rearm's fast path).
+                        self.listeners[li].armed.remove(k);
                         let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                         let conn = self.insert(h, State::Open, peer);
                         events.push(Event::Accepted { conn, peer });
@@ -486,6 +509,7 @@ impl<D: PacketDevice> StackTransport<D> {
             &mut self.listeners,
             &self.config,
             &mut self.backlog_full,
+            &self.taps,
         );
     }
 
@@ -599,6 +623,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
             &mut self.listeners,
             &self.config,
             &mut self.backlog_full,
+            &self.taps,
         );
         Ok(SocketAddr::V4(SocketAddrV4::new(self.config.ip, port)))
     }
