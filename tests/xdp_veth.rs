@@ -358,7 +358,7 @@ fn data_through_an_impaired_wire() {
             "off",
         ]);
     }
-    let mut bridge = Command::new("ip")
+    let bridge = Command::new("ip")
         .args([
             "netns",
             "exec",

@@ -13,7 +13,7 @@
 //!
 //! Encoding is [`FrameRef::encode`] into `Framed`'s write buffer.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec;
 use warpwire_frame::{
     Auth, AuthReply, DEFAULT_MAX_PAYLOAD, DecodeError, EncodeError, ErrorBody, Frame, FrameError,
@@ -127,7 +127,11 @@ impl codec::Decoder for WarpwireCodec {
 
         let mut bytes = src.split_to(frame_len);
         bytes.advance(HEADER_LEN);
-        let meta = bytes.split_to(meta_len).freeze();
+        let meta = if meta_len == 0 {
+            Bytes::new()
+        } else {
+            bytes.split_to(meta_len).freeze()
+        };
         bytes.truncate(body_len);
         Ok(Some(Frame {
             msg_type: header.msg_type,
@@ -181,7 +185,6 @@ fn request_id_of_refused(b: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use tokio_util::codec::{Decoder as _, Encoder as _};
     use warpwire_frame::{Decoder, ErrorCode, Flags, Header, MetaBuilder};
 

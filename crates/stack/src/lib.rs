@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use warpwire_transport::{
     Capabilities, CloseReason, ConnId, Event, Events, LatencyClass, PacketDevice, Transport,
     TransportError, Wake,
@@ -640,7 +640,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         }
         let mut s = self.new_socket();
         let local = self.pick_port();
-        let remote = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(*v4.ip())), v4.port());
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*v4.ip()), v4.port());
         s.connect(self.iface.context(), remote, local)
             .map_err(|e| TransportError::Connect {
                 addr,

@@ -44,13 +44,12 @@ impl warpwire_engine::DataHandler for Hasher {
     }
 }
 
-fn setup(
-    link: SimConfig,
-) -> (
-    ServerHandle,
-    Arc<Mutex<Option<SimDevice>>>,
-    Arc<Mutex<(Sha256, u64)>>,
-) {
+/// One end's device, handed to the transport factory exactly once.
+type DeviceSlot = Arc<Mutex<Option<SimDevice>>>;
+/// SHA-256 and length of what the DATA handler saw.
+type Hashed = Arc<Mutex<(Sha256, u64)>>;
+
+fn setup(link: SimConfig) -> (ServerHandle, DeviceSlot, Hashed) {
     let (a, b) = sim::pair(link);
     let a = Arc::new(Mutex::new(Some(a)));
     let hashed = Arc::new(Mutex::new((Sha256::new(), 0u64)));

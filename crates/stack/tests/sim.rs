@@ -66,8 +66,8 @@ impl Net {
                 }
             }
             c_ok |= ce.contains(&Event::Connected(c));
-            if c_ok && s_id.is_some() {
-                return (s_id.unwrap(), c);
+            if let (true, Some(s)) = (c_ok, s_id) {
+                return (s, c);
             }
         }
         panic!("no connection after 10 virtual seconds");
