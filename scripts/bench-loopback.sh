@@ -16,6 +16,22 @@
 #   WARMUP    unmeasured time before each run                [1s]
 #   SIZE      ECHO body bytes                                [64]
 #   ROUNDS    times the whole interleaved sequence is run    [1]
+#   PIN       1: pin servers to SERVER_CPUS and the load generator to
+#             CLIENT_CPUS with taskset, so the scheduler cannot put both
+#             on one core (the largest source of run-to-run noise
+#             measured on the 2-core VM); 0: no pinning   [1 if 2+ cores]
+#   SERVER_CPUS, CLIENT_CPUS   taskset CPU lists          [1, 0]
+#
+# Pinned, client and server always talk across cores. Unpinned on the
+# 2-core VM, depth-1 latency was bimodal from run to run (p50 about 20 us
+# or 70-80 us; pinned runs always show the slower mode, so presumably the
+# fast one is both processes sharing a core), and which mode a run landed
+# in decided the ratio.
+#
+# Anything else running on the machine (a build, a test suite) distorts
+# every number; the report prints how busy the CPUs were in the second
+# before the runs (servers idle) and the load average, and warns when the
+# machine was not idle.
 #
 # Only the two servers this script starts are ever stopped (by PID).
 set -euo pipefail
@@ -27,7 +43,19 @@ DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 SIZE=${SIZE:-64}
 ROUNDS=${ROUNDS:-1}
-# (label, connections, depth)
+if [[ -z ${PIN:-} ]]; then
+    PIN=0
+    if (($(nproc) >= 2)) && command -v taskset >/dev/null; then PIN=1; fi
+fi
+SERVER_CPUS=${SERVER_CPUS:-1}
+CLIENT_CPUS=${CLIENT_CPUS:-0}
+SERVER_PIN=()
+CLIENT_PIN=()
+if ((PIN)); then
+    SERVER_PIN=(taskset -c "$SERVER_CPUS")
+    CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+fi
+# "connections depth"
 CONFIGS=("1 1" "1 32" "64 1" "64 32")
 
 SERVER_PIDS=()
@@ -84,8 +112,8 @@ start() {
     log "$name (pid $pid): $line"
 }
 
-WARPWIRE_CMD=("$WARPWIRE" serve --listen 127.0.0.1:0 --workers "$WORKERS")
-PEER_CMD=("$PEER" --listen 127.0.0.1:0 --workers "$WORKERS")
+WARPWIRE_CMD=("${SERVER_PIN[@]}" "$WARPWIRE" serve --listen 127.0.0.1:0 --workers "$WORKERS")
+PEER_CMD=("${SERVER_PIN[@]}" "$PEER" --listen 127.0.0.1:0 --workers "$WORKERS")
 start warpwire "${WARPWIRE_CMD[@]}"
 WARPWIRE_ADDR=$ADDR
 start tokio "${PEER_CMD[@]}"
@@ -97,7 +125,7 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 bench() { # server addr connections depth round
     local server=$1 addr=$2 conns=$3 depth=$4 round=$5
-    local cmd=("$WARPWIRE" bench "$addr" --connections "$conns" --depth "$depth" --size "$SIZE"
+    local cmd=("${CLIENT_PIN[@]}" "$WARPWIRE" bench "$addr" --connections "$conns" --depth "$depth" --size "$SIZE"
         --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" --json)
     local json="$WORK/$server-c$conns-d$depth-r$round.json"
     COMMANDS+=("${cmd[*]}")
@@ -110,6 +138,21 @@ bench() { # server addr connections depth round
     printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$conns" "$depth" "$server" "$json" >>"$RESULTS"
 }
 
+# Percent of all CPU time spent busy over one second (from /proc/stat).
+cpu_busy() {
+    local a b
+    a=$(head -n 1 /proc/stat)
+    sleep 1
+    b=$(head -n 1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        na = split(a, x); split(b, y); total = 0; idle = 0
+        for (i = 2; i <= na && i <= 9; i++) total += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", total ? 100 * (total - idle) / total : 0
+    }'
+}
+BUSY_BEFORE=$(cpu_busy)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((round = 1; round <= ROUNDS; round++)); do
     for cfg in "${CONFIGS[@]}"; do
         read -r conns depth <<<"$cfg"
@@ -127,6 +170,16 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- kernel: $(uname -r); nproc: $(nproc); cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo "- server workers: $WORKERS; bench threads: $THREADS; duration: $DURATION; warm-up: $WARMUP; rounds: $ROUNDS"
+if ((PIN)); then
+    echo "- pinned: servers on CPU $SERVER_CPUS, load generator on CPU $CLIENT_CPUS"
+else
+    echo "- not pinned"
+fi
+echo "- load average (1/5/15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- CPU busy in the second before the runs (servers idle): ${BUSY_BEFORE}%"
+if ((BUSY_BEFORE >= 10)); then
+    echo "- WARNING: the machine was not idle when the runs began; something else is using the CPUs and the numbers are suspect"
+fi
 echo
 echo "Commands:"
 echo

@@ -65,10 +65,18 @@ cargo build --workspace --all-targets --all-features --locked
 
 # --- 4. tests ------------------------------------------------------------------
 log "golden vectors: independent Python encoder vs the Rust test vectors"
-python3 scripts/golden.py | while read -r name hex; do
-    grep -q "(\"$name\", \"$hex\")" crates/frame/tests/golden.rs \
-        || { echo "golden vector $name differs between scripts/golden.py and golden.rs"; exit 1; }
-done
+python3 - <<'EOF'
+import re, subprocess, sys
+want = dict(l.split() for l in subprocess.check_output(["python3", "scripts/golden.py"], text=True).splitlines() if l.strip())
+rust = open("crates/frame/tests/golden.rs").read()
+have = dict(re.findall(r'\(\s*"([a-z_]+)",\s*"([0-9a-f]+)",?\s*\)', rust))
+if want != have:
+    for k in sorted(set(want) | set(have)):
+        if want.get(k) != have.get(k):
+            print(f"golden vector {k}: scripts/golden.py {want.get(k)} vs golden.rs {have.get(k)}")
+    sys.exit(1)
+print(f"{len(want)} golden vectors agree")
+EOF
 
 log "doc tests"
 cargo test --workspace --all-features --locked --doc -q

@@ -252,6 +252,104 @@ fn sha256_file(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// `warpwire client ADDR [via...] args...` (or `bench`) in namespace B.
+fn in_b(p: &Pair, via: &[&str], cmd: &str, args: &[&str]) -> Output {
+    let addr = format!("{SERVER_IP}:7077");
+    let mut a = vec![cmd, addr.as_str()];
+    a.extend_from_slice(via);
+    a.extend_from_slice(args);
+    p.run_b(&a)
+}
+
+fn ok_in_b(p: &Pair, via: &[&str], cmd: &str, args: &[&str]) -> String {
+    let o = in_b(p, via, cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} via {via:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn err_in_b(p: &Pair, via: &[&str], args: &[&str]) -> String {
+    let o = in_b(p, via, "client", args);
+    assert!(!o.status.success(), "{args:?} via {via:?} should fail");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every protocol feature a single client can drive, against the xdp
+/// server: with `via` empty the client is the kernel's TCP (the socket
+/// backend); with the xdp flags it has its own AF_XDP socket.
+fn battery(p: &Pair, via: &[&str]) {
+    assert_eq!(
+        ok_in_b(p, via, "client", &["echo", "through the stack"]).trim(),
+        "through the stack"
+    );
+    assert!(
+        ok_in_b(
+            p,
+            via,
+            "client",
+            &["ping", "--count", "3", "--interval", "10ms"]
+        )
+        .contains("seq=2")
+    );
+    assert_eq!(
+        ok_in_b(p, via, "client", &["app", "0x80", "abc"]).trim(),
+        "cba"
+    );
+    assert_eq!(
+        ok_in_b(p, via, "client", &["app", "0x81", "abc"]).trim(),
+        "ABC"
+    );
+    assert!(ok_in_b(p, via, "client", &["data", "twelve bytes"]).contains("12 bytes accepted"));
+    assert!(ok_in_b(p, via, "client", &["stats"]).contains("transport     xdp"));
+    assert!(
+        ok_in_b(p, via, "client", &["broadcast", "nobody else"])
+            .contains("delivered to 0 recipient")
+    );
+    assert!(
+        ok_in_b(p, via, "client", &["auth", "x", "y"]).contains("refused"),
+        "no users configured"
+    );
+    assert!(err_in_b(p, via, &["app", "0x99", "x"]).contains("UNKNOWN_TYPE"));
+    let bench = ok_in_b(
+        p,
+        via,
+        "bench",
+        &[
+            "--connections",
+            "2",
+            "--depth",
+            "8",
+            "--count",
+            "4000",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(
+        (v["errors"].as_u64(), v["lost"].as_u64()),
+        (Some(0), Some(0)),
+        "{bench}"
+    );
+}
+
+/// Authentication against a server started with --require-auth.
+fn auth_battery(p: &Pair, via: &[&str], token: &str) {
+    let mut with = via.to_vec();
+    with.extend_from_slice(&["--user", "alice", "--token", token]);
+    assert_eq!(
+        ok_in_b(p, &with, "client", &["echo", "signed in"]).trim(),
+        "signed in"
+    );
+    assert!(
+        ok_in_b(p, via, "client", &["auth", "alice", token]).contains("authenticated as alice")
+    );
+    assert!(err_in_b(p, via, &["echo", "anonymous"]).contains("UNAUTHENTICATED"));
+    assert!(err_in_b(p, via, &["auth", "alice", "wrong"]).contains("AUTH_FAILED"));
+}
+
 #[test]
 #[ignore = "needs root, veth and AF_XDP: scripts/test.sh runs it as root"]
 fn xdp_server_with_kernel_and_xdp_clients() {
@@ -259,90 +357,73 @@ fn xdp_server_with_kernel_and_xdp_clients() {
     let srv = p.serve(&[]);
     let addr = format!("{SERVER_IP}:7077");
 
-    // (1) Kernel TCP peer: the socket backend's client in the other namespace.
-    assert_eq!(
-        p.ok_b(&["client", &addr, "echo", "through the stack"])
-            .trim(),
-        "through the stack"
-    );
-    assert!(
-        p.ok_b(&[
-            "client",
-            &addr,
-            "ping",
-            "--count",
-            "3",
-            "--interval",
-            "10ms"
-        ])
-        .contains("seq=2")
-    );
-    assert_eq!(
-        p.ok_b(&["client", &addr, "app", "0x80", "abc"]).trim(),
-        "cba"
-    );
-    assert!(
-        p.ok_b(&["client", &addr, "stats"])
-            .contains("transport     xdp")
-    );
-    let bench = p.ok_b(&[
-        "bench",
-        &addr,
-        "--connections",
-        "4",
-        "--depth",
-        "8",
-        "--count",
-        "4000",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    assert_eq!(v["errors"].as_u64(), Some(0), "{bench}");
-    let o = p.run_b(&["client", &addr, "app", "0x99", "x"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("UNKNOWN_TYPE"));
+    // (1) Kernel TCP peers: every feature, and a broadcast that reaches a
+    // listener (two kernel clients: the AF_XDP client below owns the veth
+    // end while it runs, so it cannot share it with a second process).
+    battery(&p, &[]);
+    let listener = p
+        .cmd(
+            &p.b,
+            &[
+                "client",
+                &addr,
+                "listen",
+                "--count",
+                "1",
+                "--duration",
+                "20s",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut delivered = false;
+    for _ in 0..100 {
+        if p.ok_b(&["client", &addr, "broadcast", "to the listener"])
+            .contains("delivered to 1 recipient")
+        {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(delivered, "the listener never became a broadcast recipient");
+    let heard = listener.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&heard.stdout).contains("to the listener"));
 
     // (2) Bypass at both ends: the client's own AF_XDP socket on the peer veth.
-    let echo = p.ok_b(&[
-        "client",
-        &addr,
+    let xdp = [
         "--transport",
         "xdp",
         "--iface",
-        &p.vb,
+        p.vb.as_str(),
         "--ip",
         XDP_CLIENT_IP,
-        "echo",
-        "bypass both ways",
-    ]);
-    assert_eq!(echo.trim(), "bypass both ways");
-    let bench = p.ok_b(&[
-        "bench",
-        &addr,
-        "--transport",
-        "xdp",
-        "--iface",
-        &p.vb,
-        "--ip",
-        XDP_CLIENT_IP,
-        "--connections",
-        "2",
-        "--depth",
-        "8",
-        "--count",
-        "4000",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    assert_eq!(v["errors"].as_u64(), Some(0), "{bench}");
+    ];
+    battery(&p, &xdp);
 
-    // A crash leaves the XDP program attached; a restart must cope.
+    // A crash leaves the XDP program attached; the restart must cope. It
+    // comes back requiring authentication, to check that over both too.
     srv.crash();
-    let srv = p.serve(&[]);
-    assert_eq!(
-        p.ok_b(&["client", &addr, "echo", "after a crash"]).trim(),
-        "after a crash"
-    );
-    assert!(srv.terminate().success());
+    let users = std::env::temp_dir().join(format!("ww-xdp-users-{}.toml", std::process::id()));
+    let _ = std::fs::remove_file(&users);
+    let out = Command::new(BIN)
+        .args(["users", "add", "alice", "--users", users.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("token (shown once, store it now): ")
+                .map(str::to_owned)
+        })
+        .expect("token printed");
+    let srv = p.serve(&["--require-auth", "--users", users.to_str().unwrap()]);
+    auth_battery(&p, &[], &token);
+    auth_battery(&p, &xdp, &token);
+    assert!(srv.terminate().success(), "graceful shutdown exits 0");
+    let _ = std::fs::remove_file(&users);
 }
 
 #[test]
