@@ -81,7 +81,7 @@ EOF
 log "doc tests"
 cargo test --workspace --all-features --locked --doc -q
 
-log "tests (cargo-nextest)"
+log "tests (cargo-nextest), after ${SECONDS}s of setup, lint and build"
 # The privileged tests (AF_XDP on veth in namespaces, the impairment bridge)
 # are #[ignore]d with the reason; as root they run for real, otherwise they
 # are listed as skipped, never as passed.
@@ -102,4 +102,3 @@ else
         cargo test --workspace --all-features --locked --no-fail-fast
     fi
 fi
-log "all tests done in ${SECONDS}s"

@@ -15,9 +15,11 @@
 //!        connects that completed, readable / writable / closed sockets
 //! ```
 //!
-//! - **Backlog.** smoltcp sockets accept one connection each; the stack keeps
-//!   `backlog` sockets listening per port and re-arms one whenever a
-//!   handshake completes, so a burst of SYNs is not refused.
+//! - **Backlog.** smoltcp sockets accept one connection each; after every
+//!   received frame the stack re-arms a listening socket on each listened
+//!   port, up to `backlog` handshakes in progress (the SYN queue). A SYN
+//!   beyond that is dropped, not refused, so the client retries it, as with
+//!   Linux.
 //! - **Checksums.** When the device says its receive checksums may be
 //!   partial (veth), TCP checksums are verified here, accepting a partial
 //!   value only when it matches the pseudo-header: offloaded senders work,
