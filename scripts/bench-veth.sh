@@ -63,9 +63,17 @@ for c in 10 100 1000; do bench "xdp server <- kernel client, $c connections, dep
 for d in 1 32; do bench "xdp server <- xdp client, depth $d" --depth "$d" "${XDP_CLIENT[@]}"; done
 stop_server
 
-echo "== kernel TCP server again, for the same connection counts" >&2
+echo "== busy-polling AF_XDP server (--latency-policy lowest)" >&2
+start_server --transport xdp --iface "$VA" --ip 10.77.0.1/24 --latency-policy lowest
+bench "busy xdp server <- busy xdp client, depth 1" --depth 1 --busy-poll "${XDP_CLIENT[@]}"
+stop_server
+
+echo "== kernel TCP server again: connection counts, then busy-polling" >&2
 start_server --transport socket
 for c in 10 100 1000; do bench "kernel server <- kernel client, $c connections, depth 1" --connections "$c"; done
+stop_server
+start_server --transport socket --latency-policy lowest
+bench "busy kernel server <- busy kernel client, depth 1" --depth 1 --busy-poll
 stop_server
 
 echo "# bench-veth.sh, $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, DURATION=$DURATION"
