@@ -18,10 +18,11 @@ log() { printf '\n==> %s\n' "$*"; }
 SECONDS=0
 
 # --- 1. system packages ------------------------------------------------------
-# Build: AF_XDP (xsk-rs/libxdp) needs libelf, m4, clang and zlib headers.
+# Build: AF_XDP (xsk-rs/libxdp) needs libelf, m4, clang and zlib headers;
+# DPDK needs libdpdk-dev (22.11) and libclang for bindgen.
 # Tests: iproute2 (namespaces, veth), ethtool (offloads), tshark (reads our
 # pcap captures), python3 (golden vectors).
-PACKAGES=(iproute2 python3 pkg-config libelf-dev m4 clang zlib1g-dev ethtool tshark)
+PACKAGES=(iproute2 python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev ethtool tshark)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -45,6 +46,8 @@ cleanup_netns() {
     for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^ww-/ {print $1}'); do
         ip netns del "$ns" 2>/dev/null || true
     done
+    # DPDK runtime directories of our test runs (file prefixes start ww-).
+    rm -rf /var/run/dpdk/ww-* 2>/dev/null || true
 }
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1

@@ -13,6 +13,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A `warpwire probe` child that checks DPDK's EAL in its own process
+    // (EAL initialises once per process) runs here and exits.
+    #[cfg(feature = "dpdk")]
+    warpwire_dpdk::probe_child_hook();
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));

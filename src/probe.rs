@@ -18,16 +18,25 @@ pub fn probe_all(bypass: &BypassArgs) -> Vec<ProbeReport> {
         .collect()
 }
 
-#[cfg_attr(not(feature = "xdp"), allow(unused_variables))]
+#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(unused_variables))]
 fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
     match kind {
         BackendKind::Socket => warpwire_socket::probe(),
         #[cfg(feature = "xdp")]
         BackendKind::Xdp => warpwire_xdp::probe(bypass.iface.as_deref()),
-        BackendKind::Dpdk if cfg!(feature = "dpdk") => ProbeReport::unavailable(
-            kind,
-            "compiled in, but the DPDK backend is not implemented yet",
-        ),
+        #[cfg(feature = "dpdk")]
+        BackendKind::Dpdk => {
+            // The device layer works; serve/client/bench cannot use it yet,
+            // so it is never "available" to selection.
+            let r = warpwire_dpdk::probe(bypass.dpdk_args.as_deref());
+            ProbeReport::unavailable(
+                kind,
+                format!(
+                    "{} (the dpdk transport is not wired into serve/client/bench yet)",
+                    r.detail
+                ),
+            )
+        }
         BackendKind::Rdma if cfg!(feature = "rdma") => ProbeReport::unavailable(
             kind,
             "compiled in, but the RDMA backend is not implemented yet",
