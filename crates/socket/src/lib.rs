@@ -461,26 +461,34 @@ impl Transport for SocketTransport {
         }
         let mut total = 0;
         for group in bufs.chunks(MAX_IOV) {
-            let want: usize = group.iter().map(|b| b.len()).sum();
-            if want == 0 {
-                continue;
-            }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             for (slot, b) in iov.iter_mut().zip(group) {
                 *slot = IoSlice::new(b);
             }
-            let n = loop {
-                match c.stream.write_vectored(&iov[..group.len()]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let mut rest = &mut iov[..group.len()];
+            IoSlice::advance_slices(&mut rest, 0);
+            // Write until everything is taken or the kernel says WouldBlock.
+            // A short write alone is not enough: Linux arms the writability
+            // edge that epoll reports (SOCK_NOSPACE) only when a write fails
+            // with EAGAIN, so stopping at a short write would wait for an
+            // EPOLLOUT that never comes.
+            while !rest.is_empty() {
+                match c.stream.write_vectored(rest) {
+                    Ok(0) => {
+                        c.write_blocked = true;
+                        return Ok(total);
+                    }
+                    Ok(n) => {
+                        total += n;
+                        IoSlice::advance_slices(&mut rest, n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        c.write_blocked = true;
+                        return Ok(total);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(self.io_error(conn, e)),
                 }
-            };
-            total += n;
-            if n < want {
-                c.write_blocked = true;
-                break;
             }
         }
         Ok(total)
