@@ -435,8 +435,9 @@ impl<D: PacketDevice> StackTransport<D> {
         }
     }
 
-    /// Runs smoltcp: bounded ingress, egress and timers, then one device flush.
-    fn drive(&mut self, now: Instant) -> Result<(), TransportError> {
+    /// Runs smoltcp: with `ingress`, timers and a bounded number of received
+    /// frames; always egress, then one device flush.
+    fn drive(&mut self, now: Instant, ingress: bool) -> Result<(), TransportError> {
         let t = ts(self.epoch, now);
         let mut a = Adapter {
             dev: &mut self.dev,
@@ -444,8 +445,15 @@ impl<D: PacketDevice> StackTransport<D> {
             own_tcp_check: self.own_tcp_check,
             taps: &self.taps,
         };
-        self.iface.poll_maintenance(t);
-        for _ in 0..self.config.ingress_budget {
+        if ingress {
+            self.iface.poll_maintenance(t);
+        }
+        let budget = if ingress {
+            self.config.ingress_budget
+        } else {
+            0
+        };
+        for _ in 0..budget {
             if self.iface.poll_ingress_single(t, &mut a, &mut self.sockets)
                 == smoltcp::iface::PollIngressSingleResult::None
             {
@@ -655,7 +663,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
         events.clear();
-        self.drive(now)?;
+        self.drive(now, true)?;
         for ev in self.pending.drain(..) {
             events.push(ev);
         }
@@ -700,28 +708,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn flush(&mut self, now: Instant) -> Result<(), TransportError> {
-        let t = ts(self.epoch, now);
-        let mut a = Adapter {
-            dev: &mut self.dev,
-            now,
-            own_tcp_check: self.own_tcp_check,
-            taps: &self.taps,
-        };
-        for _ in 0..4 {
-            if self.iface.poll_egress(t, &mut a, &mut self.sockets)
-                == smoltcp::iface::PollResult::None
-            {
-                break;
-            }
-        }
-        self.dev
-            .flush()
-            .map(|_| ())
-            .map_err(|e| TransportError::Backend {
-                backend: "stack",
-                what: "device flush failed",
-                source: Box::new(e),
-            })
+        self.drive(now, false)
     }
 
     fn pause_recv(&mut self, conn: ConnId, paused: bool) {
