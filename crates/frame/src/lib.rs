@@ -48,6 +48,8 @@ pub mod body;
 mod decode;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod header;
 pub mod meta;
 mod types;
