@@ -319,8 +319,12 @@ impl<T: Transport> IoLoop<T> {
                 t.saturating_duration_since(now).min(MAX_SLEEP)
             });
             self.shared.sleeping.store(true, Ordering::SeqCst);
+            // Work left: new submissions, or requests parked in the local
+            // queue while the output buffer was full, which `flush` may just
+            // have drained (sleeping then would strand them for MAX_SLEEP).
             let work = self.shared.shutdown.load(Ordering::SeqCst)
-                || (!self.rx.is_empty() && self.can_take());
+                || (!self.rx.is_empty() && self.can_take())
+                || (!self.queued.is_empty() && self.has_room());
             if !work && let Err(e) = self.transport.wait(Some(timeout)) {
                 tracing::error!(error = %e, "client transport wait failed");
                 self.fatal(e);
