@@ -10,7 +10,7 @@ use crate::serve::BoxError;
 
 /// Settings of a smoltcp stack on a bypass device.
 #[derive(Debug, Clone)]
-#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(dead_code))]
 pub struct StackSetup {
     /// Our address.
     pub ip: Ipv4Addr,
@@ -29,6 +29,14 @@ pub struct StackSetup {
 pub enum Backend {
     /// Kernel TCP.
     Socket,
+    /// A DPDK port (the first one EAL finds), queue 0, one worker.
+    #[cfg(feature = "dpdk")]
+    Dpdk {
+        /// EAL arguments, the program name first.
+        eal_args: Vec<String>,
+        /// The stack on top.
+        stack: StackSetup,
+    },
     /// AF_XDP on an interface, one queue per worker.
     #[cfg(feature = "xdp")]
     Xdp {
@@ -41,7 +49,7 @@ pub enum Backend {
     },
 }
 
-#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(dead_code))]
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), BoxError> {
     let (ip, prefix) = s
         .split_once('/')
@@ -54,7 +62,7 @@ fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), BoxError> {
     Ok((ip, prefix))
 }
 
-#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(dead_code))]
 fn parse_mac(s: &str) -> Result<[u8; 6], BoxError> {
     let parts: Vec<&str> = s.split(':').collect();
     let mut mac = [0u8; 6];
@@ -68,7 +76,7 @@ fn parse_mac(s: &str) -> Result<[u8; 6], BoxError> {
 }
 
 /// The stack settings from the bypass options (`--ip` is required).
-#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(dead_code))]
 pub fn stack_setup(b: &BypassArgs) -> Result<StackSetup, BoxError> {
     let ip =
         b.ip.as_deref()
@@ -99,6 +107,25 @@ impl Backend {
                 queues: b.queues.unwrap_or(1).max(1),
                 stack: stack_setup(b)?,
             }),
+            #[cfg(feature = "dpdk")]
+            BackendKind::Dpdk => {
+                let args = b
+                    .dpdk_args
+                    .as_deref()
+                    .ok_or("--transport dpdk needs --dpdk-args \"EAL ARGS\"")?;
+                let mut eal_args = vec!["warpwire".to_owned()];
+                eal_args.extend(args.split_whitespace().map(str::to_owned));
+                if b.queues.is_some_and(|q| q > 1) {
+                    return Err(
+                        "the dpdk transport serves one queue in this version: drop --queues".into(),
+                    );
+                }
+                Ok(Self::Dpdk {
+                    eal_args,
+                    stack: stack_setup(b)?,
+                })
+            }
+            #[allow(unreachable_patterns)]
             other => Err(format!("transport {other} is not implemented in this build").into()),
         }
     }
@@ -107,6 +134,8 @@ impl Backend {
     pub fn workers(&self, configured: usize) -> usize {
         match self {
             Self::Socket => configured,
+            #[cfg(feature = "dpdk")]
+            Self::Dpdk { .. } => 1,
             #[cfg(feature = "xdp")]
             Self::Xdp { queues, .. } => *queues,
         }
@@ -116,6 +145,8 @@ impl Backend {
     pub fn listen_addr(&self, listen: SocketAddr) -> SocketAddr {
         match self {
             Self::Socket => listen,
+            #[cfg(feature = "dpdk")]
+            Self::Dpdk { stack, .. } => SocketAddr::from((stack.ip, listen.port())),
             #[cfg(feature = "xdp")]
             Self::Xdp { stack, .. } => SocketAddr::from((stack.ip, listen.port())),
         }
@@ -154,6 +185,56 @@ pub fn xdp_transport(
         }
     });
     sc.name = "xdp";
+    Ok(warpwire_stack::StackTransport::new(
+        dev,
+        sc,
+        std::time::Instant::now(),
+    )?)
+}
+
+/// Builds a DPDK stack transport: initialises EAL (once per process),
+/// starts the first port with one queue, and puts smoltcp on queue 0. The
+/// link is not waited for here (a memif server only comes up when its
+/// client connects); `link_wait` bounds a client's wait for it.
+#[cfg(feature = "dpdk")]
+pub fn dpdk_transport(
+    eal_args: &[String],
+    s: &StackSetup,
+    link_wait: std::time::Duration,
+) -> Result<
+    warpwire_stack::StackTransport<warpwire_dpdk::DpdkDevice>,
+    warpwire_transport::TransportError,
+> {
+    use warpwire_dpdk::{DeviceConfig, Eal, Mempool, Port, PortConfig};
+    let wrap = |what, e: warpwire_dpdk::DpdkError| warpwire_transport::TransportError::Backend {
+        backend: "dpdk",
+        what,
+        source: Box::new(e),
+    };
+    let eal = Eal::init(eal_args).map_err(|e| wrap("EAL initialisation failed", e))?;
+    let id = *Port::ids(&eal).first().ok_or_else(|| {
+        warpwire_transport::TransportError::Unsupported {
+            backend: "dpdk",
+            what: "no port: give EAL a --vdev or a bound NIC",
+        }
+    })?;
+    // 8191 mbufs (a power of two minus one suits the ring) of 2 KiB + headroom:
+    // enough for the rx and tx descriptor rings plus bursts in flight.
+    let pool =
+        Mempool::new(&eal, "ww-mbufs", 8191, 256, 2048 + 128).map_err(|e| wrap("mempool", e))?;
+    let port =
+        Port::start(&eal, id, &PortConfig::default(), &pool).map_err(|e| wrap("port start", e))?;
+    if !link_wait.is_zero() {
+        port.wait_link_up(link_wait)
+            .map_err(|e| wrap("link did not come up", e))?;
+    }
+    let dev = warpwire_dpdk::DpdkDevice::new(&port, 0, &pool, DeviceConfig::default())
+        .map_err(|e| wrap("device", e))?;
+    let mut sc = warpwire_stack::StackConfig::new(s.ip, s.prefix);
+    sc.gateway = s.gateway;
+    sc.mac = s.mac;
+    sc.pcap = s.pcap.clone();
+    sc.name = "dpdk";
     Ok(warpwire_stack::StackTransport::new(
         dev,
         sc,

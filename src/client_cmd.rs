@@ -37,6 +37,17 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
             a.addr,
             cfg,
         )?,
+        // EAL initialises once per process, so a lost connection cannot be
+        // rebuilt with a new transport: no reconnect.
+        #[cfg(feature = "dpdk")]
+        Backend::Dpdk { eal_args, stack } => Client::connect(
+            move || crate::backend::dpdk_transport(&eal_args, &stack, Duration::from_secs(5)),
+            a.addr,
+            ClientConfig {
+                reconnect: None,
+                ..cfg
+            },
+        )?,
     })
 }
 
@@ -314,6 +325,16 @@ pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
             cfg.threads = 1;
             warpwire_client::loadgen::run(
                 || crate::backend::xdp_transport(iface, 0, stack),
+                &cfg,
+                progress,
+            )?
+        }
+        #[cfg(feature = "dpdk")]
+        Backend::Dpdk { eal_args, stack } => {
+            // EAL initialises once per process: one thread, queue 0.
+            cfg.threads = 1;
+            warpwire_client::loadgen::run(
+                || crate::backend::dpdk_transport(eal_args, stack, Duration::from_secs(5)),
                 &cfg,
                 progress,
             )?

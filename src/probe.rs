@@ -25,18 +25,7 @@ fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
         #[cfg(feature = "xdp")]
         BackendKind::Xdp => warpwire_xdp::probe(bypass.iface.as_deref()),
         #[cfg(feature = "dpdk")]
-        BackendKind::Dpdk => {
-            // The device layer works; serve/client/bench cannot use it yet,
-            // so it is never "available" to selection.
-            let r = warpwire_dpdk::probe(bypass.dpdk_args.as_deref());
-            ProbeReport::unavailable(
-                kind,
-                format!(
-                    "{} (the dpdk transport is not wired into serve/client/bench yet)",
-                    r.detail
-                ),
-            )
-        }
+        BackendKind::Dpdk => warpwire_dpdk::probe(bypass.dpdk_args.as_deref()),
         BackendKind::Rdma if cfg!(feature = "rdma") => ProbeReport::unavailable(
             kind,
             "compiled in, but the RDMA backend is not implemented yet",

@@ -100,6 +100,11 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
             let (iface, stack) = (iface.clone(), stack.clone());
             server.start(move |i| crate::backend::xdp_transport(&iface, i, &stack))?
         }
+        #[cfg(feature = "dpdk")]
+        Backend::Dpdk { eal_args, stack } => {
+            let (args, stack) = (eal_args.clone(), stack.clone());
+            server.start(move |_| crate::backend::dpdk_transport(&args, &stack, Duration::ZERO))?
+        }
     };
     println!(
         "warpwire listening on {} ({})",

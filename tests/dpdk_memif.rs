@@ -1,0 +1,214 @@
+//! DPDK end to end, as root: two warpwire processes joined by net_memif
+//! (shared memory, entirely in user space: no kernel on the data path),
+//! server and client both on `--transport dpdk` with smoltcp on top.
+//!
+//! Ignored by default (needs root for DPDK's runtime directory):
+//! `scripts/test.sh` runs it as root, so elsewhere it shows as skipped.
+#![cfg(feature = "dpdk")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warpwire");
+
+struct Memif {
+    dir: std::path::PathBuf,
+    server: Child,
+    tag: String,
+}
+
+impl Memif {
+    fn eal(&self, role: &str, lcore: u32) -> String {
+        format!(
+            "--no-huge --no-pci -m 256 --no-shconf --file-prefix ww-memif-{role}-{} -l {lcore} --log-level=lib.eal:error \
+             --vdev=net_memif0,role={role},socket={}/memif.sock,socket-abstract=no",
+            self.tag,
+            self.dir.display()
+        )
+    }
+
+    fn start(extra: &[&str]) -> Self {
+        assert!(
+            Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0")),
+            "this test needs root (scripts/test.sh runs it as root)"
+        );
+        let tag = format!("{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("ww-memif-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut m = Self {
+            dir,
+            server: Command::new("true").spawn().unwrap(),
+            tag,
+        };
+        let _ = m.server.wait();
+        let eal = m.eal("server", 0);
+        let mut args = vec![
+            "serve",
+            "--transport",
+            "dpdk",
+            "--dpdk-args",
+            &eal,
+            "--ip",
+            "10.77.0.1/24",
+        ];
+        args.extend_from_slice(&["--listen", "0.0.0.0:7077"]);
+        args.extend_from_slice(extra);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("WARPWIRE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        m.server = child;
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => assert!(
+                line.starts_with("warpwire listening on 10.77.0.1:7077"),
+                "{line}"
+            ),
+            Err(_) => panic!("dpdk server did not start"),
+        }
+        m
+    }
+
+    /// A client command over the memif client role, bounded at 120 s.
+    fn run(&self, cmd: &str, args: &[&str]) -> Output {
+        let eal = self.eal("client", 1);
+        let mut a = vec![
+            "120",
+            BIN,
+            cmd,
+            "10.77.0.1:7077",
+            "--transport",
+            "dpdk",
+            "--dpdk-args",
+            &eal,
+        ];
+        a.extend_from_slice(&["--ip", "10.77.0.2/24"]);
+        a.extend_from_slice(args);
+        Command::new("timeout")
+            .args(&a)
+            .env("WARPWIRE_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, cmd: &str, args: &[&str]) -> String {
+        let o = self.run(cmd, args);
+        assert!(
+            o.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Memif {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for role in ["server", "client"] {
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/ww-memif-{role}-{}", self.tag));
+        }
+    }
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn two_warpwire_processes_over_memif() {
+    let data_dir = std::env::temp_dir().join(format!("ww-memif-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let m = Memif::start(&["--data-dir", data_dir.to_str().unwrap()]);
+    assert_eq!(
+        m.ok("client", &["echo", "over shared memory"]).trim(),
+        "over shared memory"
+    );
+    assert!(
+        m.ok("client", &["ping", "--count", "3", "--interval", "10ms"])
+            .contains("seq=2")
+    );
+    assert_eq!(m.ok("client", &["app", "0x80", "abc"]).trim(), "cba");
+    assert_eq!(m.ok("client", &["app", "0x81", "abc"]).trim(), "ABC");
+    assert!(m.ok("client", &["stats"]).contains("transport     dpdk"));
+    assert!(
+        m.ok("client", &["broadcast", "alone"])
+            .contains("delivered to 0 recipient")
+    );
+    let o = m.run("client", &["app", "0x99", "x"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("UNKNOWN_TYPE"));
+    let bench = m.ok(
+        "bench",
+        &[
+            "--connections",
+            "2",
+            "--depth",
+            "8",
+            "--count",
+            "4000",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(
+        (v["errors"].as_u64(), v["lost"].as_u64()),
+        (Some(0), Some(0)),
+        "{bench}"
+    );
+
+    // 50 MB of DATA, hash-checked where the server stored it.
+    let payload = std::env::temp_dir().join(format!("ww-memif-payload-{}", std::process::id()));
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            &format!("head -c 50000000 /dev/urandom > {}", payload.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let out = m.ok("client", &["data", "--file", payload.to_str().unwrap()]);
+    eprintln!("50 MB over memif in {:?}", started.elapsed());
+    assert!(out.contains("sent 50000000 bytes"), "{out}");
+    let stored: Vec<_> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let got = stored
+        .iter()
+        .find(|f| std::fs::metadata(f).unwrap().len() == 50_000_000)
+        .unwrap_or_else(|| panic!("no 50 MB session file in {stored:?}"));
+    assert_eq!(
+        sha256_file(got),
+        sha256_file(&payload),
+        "DATA corrupted or reordered"
+    );
+    drop(m);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(&payload);
+}
