@@ -1,6 +1,8 @@
 //! DPDK end to end, as root: two warpwire processes joined by net_memif
 //! (shared memory, entirely in user space: no kernel on the data path),
-//! server and client both on `--transport dpdk` with smoltcp on top.
+//! server and client both on `--transport dpdk` with smoltcp on top; and a
+//! DPDK server on net_tap inside a namespace the test creates, with kernel
+//! TCP clients (the socket backend) in that namespace.
 //!
 //! Ignored by default (needs root for DPDK's runtime directory):
 //! `scripts/test.sh` runs it as root, so elsewhere it shows as skipped.
@@ -211,4 +213,173 @@ fn two_warpwire_processes_over_memif() {
     drop(m);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&payload);
+}
+
+/// A namespace that is deleted on drop (with the TAP device in it).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+#[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
+fn dpdk_server_on_net_tap_with_kernel_clients() {
+    assert!(
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0")),
+        "this test needs root (scripts/test.sh runs it as root)"
+    );
+    let id = std::process::id() % 100_000;
+    let ns = Netns(format!("ww-dtap-{id}"));
+    let tap = format!("wwtap{id}");
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let eal = format!(
+        "--no-huge --no-pci -m 256 --no-shconf --file-prefix ww-dtap-{id} -l 0 --log-level=lib.eal:error \
+         --log-level=pmd.net.tap:error --vdev=net_tap0,iface={tap}"
+    );
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            BIN,
+            "serve",
+            "--transport",
+            "dpdk",
+            "--dpdk-args",
+            &eal,
+        ])
+        .args(["--ip", "10.77.3.1/24", "--listen", "0.0.0.0:7077"])
+        .env("WARPWIRE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(Child, u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/ww-dtap-{}", self.1));
+        }
+    }
+    let out = server.stdout.take().unwrap();
+    let server = Kill(server, id);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("dpdk server started");
+    assert!(
+        line.starts_with("warpwire listening on 10.77.3.1:7077"),
+        "{line}"
+    );
+    // The TAP is the kernel's side of the DPDK port: give it an address.
+    for args in [
+        vec!["addr", "add", "10.77.3.2/24", "dev", tap.as_str()],
+        vec!["link", "set", tap.as_str(), "up"],
+        vec!["link", "set", "lo", "up"],
+    ] {
+        let mut a = vec!["-n", ns.0.as_str()];
+        a.extend(args);
+        assert!(
+            Command::new("ip").args(&a).status().unwrap().success(),
+            "ip {a:?}"
+        );
+    }
+    let run = |args: &[&str]| -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, "timeout", "60", BIN])
+            .args(args)
+            .env("WARPWIRE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let o = run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let addr = "10.77.3.1:7077";
+    assert_eq!(
+        ok(&["client", addr, "echo", "kernel to dpdk"]).trim(),
+        "kernel to dpdk"
+    );
+    assert!(ok(&["client", addr, "ping", "--count", "3", "--interval", "10ms"]).contains("seq=2"));
+    assert_eq!(ok(&["client", addr, "app", "0x80", "abc"]).trim(), "cba");
+    assert!(ok(&["client", addr, "data", "twelve bytes"]).contains("12 bytes accepted"));
+    assert!(ok(&["client", addr, "stats"]).contains("transport     dpdk"));
+    assert!(
+        String::from_utf8_lossy(&run(&["client", addr, "app", "0x99", "x"]).stderr)
+            .contains("UNKNOWN_TYPE")
+    );
+    // A broadcast between two kernel clients through the DPDK server.
+    let listener = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "timeout",
+            "30",
+            BIN,
+            "client",
+            addr,
+            "listen",
+            "--count",
+            "1",
+            "--duration",
+            "20s",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut delivered = false;
+    for _ in 0..100 {
+        if ok(&["client", addr, "broadcast", "via dpdk"]).contains("delivered to 1 recipient") {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(delivered);
+    assert!(
+        String::from_utf8_lossy(&listener.wait_with_output().unwrap().stdout).contains("via dpdk")
+    );
+    let bench = ok(&[
+        "bench",
+        addr,
+        "--connections",
+        "4",
+        "--depth",
+        "8",
+        "--count",
+        "4000",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(
+        (v["errors"].as_u64(), v["lost"].as_u64()),
+        (Some(0), Some(0)),
+        "{bench}"
+    );
+    drop(server);
 }
