@@ -34,6 +34,8 @@ pub enum Backend {
     Dpdk {
         /// EAL arguments, the program name first.
         eal_args: Vec<String>,
+        /// Port id; `None`: the first one.
+        port: Option<u16>,
         /// The stack on top.
         stack: StackSetup,
     },
@@ -122,6 +124,7 @@ impl Backend {
                 }
                 Ok(Self::Dpdk {
                     eal_args,
+                    port: b.port,
                     stack: stack_setup(b)?,
                 })
             }
@@ -199,6 +202,7 @@ pub fn xdp_transport(
 #[cfg(feature = "dpdk")]
 pub fn dpdk_transport(
     eal_args: &[String],
+    port_id: Option<u16>,
     s: &StackSetup,
     link_wait: std::time::Duration,
 ) -> Result<
@@ -212,12 +216,22 @@ pub fn dpdk_transport(
         source: Box::new(e),
     };
     let eal = Eal::init(eal_args).map_err(|e| wrap("EAL initialisation failed", e))?;
-    let id = *Port::ids(&eal).first().ok_or_else(|| {
-        warpwire_transport::TransportError::Unsupported {
-            backend: "dpdk",
-            what: "no port: give EAL a --vdev or a bound NIC",
+    let ids = Port::ids(&eal);
+    let id = match port_id {
+        Some(p) if ids.contains(&p) => p,
+        Some(_) => {
+            return Err(warpwire_transport::TransportError::Unsupported {
+                backend: "dpdk",
+                what: "no such port (warpwire probe --dpdk-args lists them)",
+            });
         }
-    })?;
+        None => *ids
+            .first()
+            .ok_or(warpwire_transport::TransportError::Unsupported {
+                backend: "dpdk",
+                what: "no port: give EAL a --vdev or a bound NIC",
+            })?,
+    };
     // 8191 mbufs (a power of two minus one suits the ring) of 2 KiB + headroom:
     // enough for the rx and tx descriptor rings plus bursts in flight.
     let pool =

@@ -80,6 +80,9 @@ pub struct BypassArgs {
     /// NIC queues to serve, one worker each [default: 1].
     #[arg(long, env = "WARPWIRE_QUEUES")]
     pub queues: Option<usize>,
+    /// DPDK port to serve [default: the first one EAL finds].
+    #[arg(long, env = "WARPWIRE_PORT")]
+    pub port: Option<u16>,
     /// EAL arguments for `--transport dpdk`, e.g. "--no-huge --no-pci -m 256 --vdev=net_memif0".
     #[arg(long, env = "WARPWIRE_DPDK_ARGS", allow_hyphen_values = true)]
     pub dpdk_args: Option<String>,

@@ -16,8 +16,9 @@ use crate::cli::{BenchArgs, ClientAction, ClientArgs};
 use crate::serve::BoxError;
 
 fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
-    let (sel, policy) = crate::probe::choose(config, &a.select, &a.bypass)?;
-    let backend = Backend::new(sel.kind, &a.bypass)?;
+    let bypass = crate::serve::bypass_with_file(config, &a.bypass)?;
+    let (sel, policy) = crate::probe::choose(config, &a.select, &bypass)?;
+    let backend = Backend::new(sel.kind, &bypass)?;
     let cfg = ClientConfig {
         request_timeout: a.timeout,
         connect_timeout: a.timeout,
@@ -40,8 +41,12 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
         // EAL initialises once per process, so a lost connection cannot be
         // rebuilt with a new transport: no reconnect.
         #[cfg(feature = "dpdk")]
-        Backend::Dpdk { eal_args, stack } => Client::connect(
-            move || crate::backend::dpdk_transport(&eal_args, &stack, Duration::from_secs(5)),
+        Backend::Dpdk {
+            eal_args,
+            port,
+            stack,
+        } => Client::connect(
+            move || crate::backend::dpdk_transport(&eal_args, port, &stack, Duration::from_secs(5)),
             a.addr,
             ClientConfig {
                 reconnect: None,
@@ -266,8 +271,9 @@ pub fn parse_type(s: &str) -> Result<u8, String> {
 
 /// `warpwire bench`.
 pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
-    let (sel, policy) = crate::probe::choose(config, &a.select, &a.bypass)?;
-    let backend = Backend::new(sel.kind, &a.bypass)?;
+    let bypass = crate::serve::bypass_with_file(config, &a.bypass)?;
+    let (sel, policy) = crate::probe::choose(config, &a.select, &bypass)?;
+    let backend = Backend::new(sel.kind, &bypass)?;
     let mut cfg = LoadConfig::new(a.addr);
     cfg.connections = a.connections;
     cfg.pipeline_depth = a.depth;
@@ -330,11 +336,15 @@ pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
             )?
         }
         #[cfg(feature = "dpdk")]
-        Backend::Dpdk { eal_args, stack } => {
+        Backend::Dpdk {
+            eal_args,
+            port,
+            stack,
+        } => {
             // EAL initialises once per process: one thread, queue 0.
             cfg.threads = 1;
             warpwire_client::loadgen::run(
-                || crate::backend::dpdk_transport(eal_args, stack, Duration::from_secs(5)),
+                || crate::backend::dpdk_transport(eal_args, *port, stack, Duration::from_secs(5)),
                 &cfg,
                 progress,
             )?

@@ -67,7 +67,7 @@ pub fn choose(
 /// `warpwire probe`.
 pub fn run(config: Option<&Path>, args: ProbeArgs) -> Result<(), BoxError> {
     let (choice, policy) = resolve(config, &args.select)?;
-    let reports = probe_all(&args.bypass);
+    let reports = probe_all(&crate::serve::bypass_with_file(config, &args.bypass)?);
     println!(
         "{:<8} {:<9} {:<9} {:<18} detail",
         "backend", "compiled", "available", "latency class"

@@ -24,8 +24,22 @@ pub struct FileConfig {
     pub transport: Option<String>,
     /// `lowest`, `balanced`, `compatible`.
     pub latency_policy: Option<String>,
+    /// EAL arguments for the dpdk transport (`--dpdk-args` overrides).
+    pub dpdk_args: Option<String>,
     /// Server settings.
     pub server: ServerConfig,
+}
+
+/// The bypass options with what the config file adds (flags win).
+pub fn bypass_with_file(
+    config: Option<&Path>,
+    b: &crate::cli::BypassArgs,
+) -> Result<crate::cli::BypassArgs, BoxError> {
+    let mut b = b.clone();
+    if b.dpdk_args.is_none() {
+        b.dpdk_args = load_file(config)?.dpdk_args;
+    }
+    Ok(b)
 }
 
 /// Reads the config file, or defaults when none is given.
@@ -70,8 +84,9 @@ fn server_config(file: ServerConfig, a: &ServeArgs) -> ServerConfig {
 /// second signal exits at once.
 pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
     let file = load_file(config)?;
-    let (selection, policy) = crate::probe::choose(config, &a.select, &a.bypass)?;
-    let backend = Backend::new(selection.kind, &a.bypass)?;
+    let bypass = bypass_with_file(config, &a.bypass)?;
+    let (selection, policy) = crate::probe::choose(config, &a.select, &bypass)?;
+    let backend = Backend::new(selection.kind, &bypass)?;
     let mut cfg = server_config(file.server, &a);
     cfg.busy_poll = policy.busy_poll();
     cfg.workers = backend.workers(cfg.workers);
@@ -101,9 +116,15 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
             server.start(move |i| crate::backend::xdp_transport(&iface, i, &stack))?
         }
         #[cfg(feature = "dpdk")]
-        Backend::Dpdk { eal_args, stack } => {
-            let (args, stack) = (eal_args.clone(), stack.clone());
-            server.start(move |_| crate::backend::dpdk_transport(&args, &stack, Duration::ZERO))?
+        Backend::Dpdk {
+            eal_args,
+            port,
+            stack,
+        } => {
+            let (args, port, stack) = (eal_args.clone(), *port, stack.clone());
+            server.start(move |_| {
+                crate::backend::dpdk_transport(&args, port, &stack, Duration::ZERO)
+            })?
         }
     };
     println!(

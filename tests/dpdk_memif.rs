@@ -20,19 +20,30 @@ struct Memif {
     dir: std::path::PathBuf,
     server: Child,
     tag: String,
+    /// EAL memory options: `--no-huge -m 256 --no-shconf`, or hugepages.
+    mem: &'static str,
 }
+
+const NO_HUGE: &str = "--no-huge -m 256 --no-shconf";
 
 impl Memif {
     fn eal(&self, role: &str, lcore: u32) -> String {
         format!(
-            "--no-huge --no-pci -m 256 --no-shconf --file-prefix ww-memif-{role}-{} -l {lcore} --log-level=lib.eal:error \
+            "{} --no-pci --file-prefix ww-memif-{role}-{} -l {lcore} --log-level=lib.eal:error \
              --vdev=net_memif0,role={role},socket={}/memif.sock,socket-abstract=no",
+            self.mem,
             self.tag,
             self.dir.display()
         )
     }
 
     fn start(extra: &[&str]) -> Self {
+        Self::start_with("n", NO_HUGE, false, extra)
+    }
+
+    /// Starts the server; with `via_config` its EAL arguments come from a
+    /// `--config` file instead of `--dpdk-args`.
+    fn start_with(name: &str, mem: &'static str, via_config: bool, extra: &[&str]) -> Self {
         assert!(
             Command::new("id")
                 .arg("-u")
@@ -40,7 +51,7 @@ impl Memif {
                 .is_ok_and(|o| o.stdout.starts_with(b"0")),
             "this test needs root (scripts/test.sh runs it as root)"
         );
-        let tag = format!("{}", std::process::id());
+        let tag = format!("{name}{}", std::process::id());
         let dir = std::env::temp_dir().join(format!("ww-memif-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -48,18 +59,20 @@ impl Memif {
             dir,
             server: Command::new("true").spawn().unwrap(),
             tag,
+            mem,
         };
         let _ = m.server.wait();
         let eal = m.eal("server", 0);
-        let mut args = vec![
-            "serve",
-            "--transport",
-            "dpdk",
-            "--dpdk-args",
-            &eal,
-            "--ip",
-            "10.77.0.1/24",
-        ];
+        let config = m.dir.join("warpwire.toml");
+        std::fs::write(&config, format!("dpdk_args = \"{eal}\"\n")).unwrap();
+        let config = config.to_str().unwrap().to_owned();
+        let mut args = vec!["serve", "--transport", "dpdk"];
+        if via_config {
+            args.extend_from_slice(&["--config", &config]);
+        } else {
+            args.extend_from_slice(&["--dpdk-args", &eal]);
+        }
+        args.extend_from_slice(&["--ip", "10.77.0.1/24"]);
         args.extend_from_slice(&["--listen", "0.0.0.0:7077"]);
         args.extend_from_slice(extra);
         let mut child = Command::new(BIN)
@@ -213,6 +226,64 @@ fn two_warpwire_processes_over_memif() {
     drop(m);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&payload);
+}
+
+/// Reserves 2 MiB hugepages for the test and gives back the previous count.
+struct Hugepages(String);
+
+impl Hugepages {
+    fn reserve(n: u32) -> Self {
+        let path = "/proc/sys/vm/nr_hugepages";
+        let before = std::fs::read_to_string(path).unwrap().trim().to_owned();
+        if before.parse::<u32>().unwrap_or(0) < n {
+            std::fs::write(path, n.to_string()).unwrap();
+        }
+        Self(before)
+    }
+}
+
+impl Drop for Hugepages {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", &self.0);
+    }
+}
+
+#[test]
+#[ignore = "needs root, hugepages and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn memif_with_hugepages_and_eal_args_from_the_config_file() {
+    let _pages = Hugepages::reserve(128);
+    let free: u32 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("HugePages_Free:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    assert!(free >= 64, "could not reserve hugepages ({free} free)");
+    let m = Memif::start_with("h", "--in-memory -m 64", true, &[]);
+    assert_eq!(
+        m.ok("client", &["echo", "on hugepages"]).trim(),
+        "on hugepages"
+    );
+    let bench = m.ok(
+        "bench",
+        &[
+            "--connections",
+            "2",
+            "--depth",
+            "8",
+            "--count",
+            "4000",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(
+        (v["errors"].as_u64(), v["lost"].as_u64()),
+        (Some(0), Some(0)),
+        "{bench}"
+    );
 }
 
 /// A namespace that is deleted on drop (with the TAP device in it).

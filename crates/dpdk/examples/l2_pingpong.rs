@@ -80,7 +80,9 @@ fn main() {
                 while !got && Instant::now() < deadline {
                     while let Some((rx, _tx)) = dev.receive(Instant::now()) {
                         rx.consume(|f| {
-                            got |= f.len() >= 22 && f[12..14] == ETHERTYPE && f[14..22] == seq.to_be_bytes();
+                            got |= f.len() >= 22
+                                && f[12..14] == ETHERTYPE
+                                && f[14..22] == seq.to_be_bytes();
                         });
                     }
                 }
@@ -91,7 +93,11 @@ fn main() {
             }
             rtts.sort_unstable();
             let us = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-            println!("{{\"frames\": {count}, \"p50_us\": {:.2}, \"p99_us\": {:.2}}}", us(0.5), us(0.99));
+            println!(
+                "{{\"frames\": {count}, \"p50_us\": {:.2}, \"p99_us\": {:.2}}}",
+                us(0.5),
+                us(0.99)
+            );
         }
         other => panic!("unknown role {other}"),
     }
