@@ -9,9 +9,9 @@
 #![cfg(feature = "dpdk")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpwire");
@@ -45,10 +45,7 @@ impl Memif {
     /// `--config` file instead of `--dpdk-args`.
     fn start_with(name: &str, mem: &'static str, via_config: bool, extra: &[&str]) -> Self {
         assert!(
-            Command::new("id")
-                .arg("-u")
-                .output()
-                .is_ok_and(|o| o.stdout.starts_with(b"0")),
+            common::is_root(),
             "this test needs root (scripts/test.sh runs it as root)"
         );
         let tag = format!("{name}{}", std::process::id());
@@ -82,21 +79,13 @@ impl Memif {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let line = common::first_line(&mut child, Duration::from_secs(30));
         m.server = child;
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => assert!(
-                line.starts_with("warpwire listening on 10.77.0.1:7077"),
-                "{line}"
-            ),
-            Err(_) => panic!("dpdk server did not start"),
-        }
+        let line = line.expect("dpdk server did not start");
+        assert!(
+            line.starts_with("warpwire listening on 10.77.0.1:7077"),
+            "{line}"
+        );
         m
     }
 
@@ -144,16 +133,6 @@ impl Drop for Memif {
     }
 }
 
-fn sha256_file(path: &std::path::Path) -> String {
-    let o = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 #[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
 fn two_warpwire_processes_over_memif() {
@@ -189,12 +168,7 @@ fn two_warpwire_processes_over_memif() {
             "--json",
         ],
     );
-    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    assert_eq!(
-        (v["errors"].as_u64(), v["lost"].as_u64()),
-        (Some(0), Some(0)),
-        "{bench}"
-    );
+    common::assert_bench_clean(&bench);
 
     // 50 MB of DATA, hash-checked where the server stored it.
     let payload = std::env::temp_dir().join(format!("ww-memif-payload-{}", std::process::id()));
@@ -219,8 +193,8 @@ fn two_warpwire_processes_over_memif() {
         .find(|f| std::fs::metadata(f).unwrap().len() == 50_000_000)
         .unwrap_or_else(|| panic!("no 50 MB session file in {stored:?}"));
     assert_eq!(
-        sha256_file(got),
-        sha256_file(&payload),
+        common::sha256_file(got),
+        common::sha256_file(&payload),
         "DATA corrupted or reordered"
     );
     drop(m);
@@ -278,12 +252,7 @@ fn memif_with_hugepages_and_eal_args_from_the_config_file() {
             "--json",
         ],
     );
-    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    assert_eq!(
-        (v["errors"].as_u64(), v["lost"].as_u64()),
-        (Some(0), Some(0)),
-        "{bench}"
-    );
+    common::assert_bench_clean(&bench);
 }
 
 /// A namespace that is deleted on drop (with the TAP device in it).
@@ -299,10 +268,7 @@ impl Drop for Netns {
 #[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
 fn dpdk_server_on_net_tap_with_kernel_clients() {
     assert!(
-        Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0")),
+        common::is_root(),
         "this test needs root (scripts/test.sh runs it as root)"
     );
     let id = std::process::id() % 100_000;
@@ -345,17 +311,9 @@ fn dpdk_server_on_net_tap_with_kernel_clients() {
             let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/ww-dtap-{}", self.1));
         }
     }
-    let out = server.stdout.take().unwrap();
+    let line = common::first_line(&mut server, Duration::from_secs(30));
     let server = Kill(server, id);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("dpdk server started");
+    let line = line.expect("dpdk server started");
     assert!(
         line.starts_with("warpwire listening on 10.77.3.1:7077"),
         "{line}"
@@ -446,11 +404,6 @@ fn dpdk_server_on_net_tap_with_kernel_clients() {
         "4000",
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    assert_eq!(
-        (v["errors"].as_u64(), v["lost"].as_u64()),
-        (Some(0), Some(0)),
-        "{bench}"
-    );
+    common::assert_bench_clean(&bench);
     drop(server);
 }

@@ -13,9 +13,9 @@
 #![cfg(feature = "xdp")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpwire");
@@ -65,7 +65,7 @@ impl Pair {
 
     fn build(tag: &str, impaired: bool) -> Self {
         assert!(
-            is_root(),
+            common::is_root(),
             "this test needs root (scripts/test.sh runs it as root)"
         );
         let id = format!("{}{tag}", std::process::id() % 100_000);
@@ -165,19 +165,12 @@ impl Pair {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => assert!(
+        match common::first_line(&mut child, Duration::from_secs(20)) {
+            Some(line) => assert!(
                 line.starts_with("warpwire listening on 10.77.0.1:7077"),
                 "{line}"
             ),
-            Err(_) => {
+            None => {
                 let _ = child.kill();
                 let o = child.wait_with_output().unwrap();
                 panic!(
@@ -188,14 +181,6 @@ impl Pair {
         }
         Server { child }
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false)
 }
 
 impl Drop for Pair {
@@ -240,16 +225,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sha256_file(path: &std::path::Path) -> String {
-    let o = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 /// `warpwire client ADDR [via...] args...` (or `bench`) in namespace B.
@@ -327,12 +302,7 @@ fn battery(p: &Pair, via: &[&str]) {
             "--json",
         ],
     );
-    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    assert_eq!(
-        (v["errors"].as_u64(), v["lost"].as_u64()),
-        (Some(0), Some(0)),
-        "{bench}"
-    );
+    common::assert_bench_clean(&bench);
 }
 
 /// Authentication against a server started with --require-auth.
@@ -504,8 +474,8 @@ fn data_through_an_impaired_wire() {
         .find(|f| std::fs::metadata(f).unwrap().len() == 50_000_000);
     let got = got.unwrap_or_else(|| panic!("no 50 MB session file in {stored:?}"));
     assert_eq!(
-        sha256_file(got),
-        sha256_file(&payload),
+        common::sha256_file(got),
+        common::sha256_file(&payload),
         "DATA corrupted or reordered"
     );
     eprintln!("50 MB through netem faults in {took:?}");
