@@ -29,13 +29,16 @@ pub struct StackSetup {
 pub enum Backend {
     /// Kernel TCP.
     Socket,
-    /// A DPDK port (the first one EAL finds), queue 0, one worker.
+    /// A DPDK port (`--port` or the first one EAL finds), one queue and
+    /// worker each.
     #[cfg(feature = "dpdk")]
     Dpdk {
         /// EAL arguments, the program name first.
         eal_args: Vec<String>,
         /// Port id; `None`: the first one.
         port: Option<u16>,
+        /// Queues (server workers); clients use one.
+        queues: u16,
         /// The stack on top.
         stack: StackSetup,
     },
@@ -117,14 +120,12 @@ impl Backend {
                     .ok_or("--transport dpdk needs --dpdk-args \"EAL ARGS\"")?;
                 let mut eal_args = vec!["warpwire".to_owned()];
                 eal_args.extend(args.split_whitespace().map(str::to_owned));
-                if b.queues.is_some_and(|q| q > 1) {
-                    return Err(
-                        "the dpdk transport serves one queue in this version: drop --queues".into(),
-                    );
-                }
+                let queues = u16::try_from(b.queues.unwrap_or(1).max(1))
+                    .map_err(|_| "--queues: at most 65535 for the dpdk transport")?;
                 Ok(Self::Dpdk {
                     eal_args,
                     port: b.port,
+                    queues,
                     stack: stack_setup(b)?,
                 })
             }
@@ -138,7 +139,7 @@ impl Backend {
         match self {
             Self::Socket => configured,
             #[cfg(feature = "dpdk")]
-            Self::Dpdk { .. } => 1,
+            Self::Dpdk { queues, .. } => usize::from(*queues),
             #[cfg(feature = "xdp")]
             Self::Xdp { queues, .. } => *queues,
         }
@@ -188,67 +189,6 @@ pub fn xdp_transport(
         }
     });
     sc.name = "xdp";
-    Ok(warpwire_stack::StackTransport::new(
-        dev,
-        sc,
-        std::time::Instant::now(),
-    )?)
-}
-
-/// Builds a DPDK stack transport: initialises EAL (once per process),
-/// starts the first port with one queue, and puts smoltcp on queue 0. The
-/// link is not waited for here (a memif server only comes up when its
-/// client connects); `link_wait` bounds a client's wait for it.
-#[cfg(feature = "dpdk")]
-pub fn dpdk_transport(
-    eal_args: &[String],
-    port_id: Option<u16>,
-    s: &StackSetup,
-    link_wait: std::time::Duration,
-) -> Result<
-    warpwire_stack::StackTransport<warpwire_dpdk::DpdkDevice>,
-    warpwire_transport::TransportError,
-> {
-    use warpwire_dpdk::{DeviceConfig, Eal, Mempool, Port, PortConfig};
-    let wrap = |what, e: warpwire_dpdk::DpdkError| warpwire_transport::TransportError::Backend {
-        backend: "dpdk",
-        what,
-        source: Box::new(e),
-    };
-    let eal = Eal::init(eal_args).map_err(|e| wrap("EAL initialisation failed", e))?;
-    let ids = Port::ids(&eal);
-    let id = match port_id {
-        Some(p) if ids.contains(&p) => p,
-        Some(_) => {
-            return Err(warpwire_transport::TransportError::Unsupported {
-                backend: "dpdk",
-                what: "no such port (warpwire probe --dpdk-args lists them)",
-            });
-        }
-        None => *ids
-            .first()
-            .ok_or(warpwire_transport::TransportError::Unsupported {
-                backend: "dpdk",
-                what: "no port: give EAL a --vdev or a bound NIC",
-            })?,
-    };
-    // 8191 mbufs (a power of two minus one suits the ring) of 2 KiB + headroom:
-    // enough for the rx and tx descriptor rings plus bursts in flight.
-    let pool =
-        Mempool::new(&eal, "ww-mbufs", 8191, 256, 2048 + 128).map_err(|e| wrap("mempool", e))?;
-    let port =
-        Port::start(&eal, id, &PortConfig::default(), &pool).map_err(|e| wrap("port start", e))?;
-    if !link_wait.is_zero() {
-        port.wait_link_up(link_wait)
-            .map_err(|e| wrap("link did not come up", e))?;
-    }
-    let dev = warpwire_dpdk::DpdkDevice::new(&port, 0, &pool, DeviceConfig::default())
-        .map_err(|e| wrap("device", e))?;
-    let mut sc = warpwire_stack::StackConfig::new(s.ip, s.prefix);
-    sc.gateway = s.gateway;
-    sc.mac = s.mac;
-    sc.pcap = s.pcap.clone();
-    sc.name = "dpdk";
     Ok(warpwire_stack::StackTransport::new(
         dev,
         sc,

@@ -41,12 +41,17 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
         // EAL initialises once per process, so a lost connection cannot be
         // rebuilt with a new transport: no reconnect.
         #[cfg(feature = "dpdk")]
+        Backend::Dpdk { queues, .. } if queues > 1 => {
+            return Err(crate::dpdk::CLIENT_ONE_QUEUE.into());
+        }
+        #[cfg(feature = "dpdk")]
         Backend::Dpdk {
             eal_args,
             port,
             stack,
+            ..
         } => Client::connect(
-            move || crate::backend::dpdk_transport(&eal_args, port, &stack, Duration::from_secs(5)),
+            move || crate::dpdk::client_transport(&eal_args, port, &stack, Duration::from_secs(5)),
             a.addr,
             ClientConfig {
                 reconnect: None,
@@ -336,15 +341,20 @@ pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
             )?
         }
         #[cfg(feature = "dpdk")]
+        Backend::Dpdk { queues, .. } if *queues > 1 => {
+            return Err(crate::dpdk::CLIENT_ONE_QUEUE.into());
+        }
+        #[cfg(feature = "dpdk")]
         Backend::Dpdk {
             eal_args,
             port,
             stack,
+            ..
         } => {
             // EAL initialises once per process: one thread, queue 0.
             cfg.threads = 1;
             warpwire_client::loadgen::run(
-                || crate::backend::dpdk_transport(eal_args, *port, stack, Duration::from_secs(5)),
+                || crate::dpdk::client_transport(eal_args, *port, stack, Duration::from_secs(5)),
                 &cfg,
                 progress,
             )?

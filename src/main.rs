@@ -4,6 +4,8 @@
 mod backend;
 mod cli;
 mod client_cmd;
+#[cfg(feature = "dpdk")]
+mod dpdk;
 mod probe;
 mod serve;
 

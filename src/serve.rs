@@ -115,16 +115,25 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
             let (iface, stack) = (iface.clone(), stack.clone());
             server.start(move |i| crate::backend::xdp_transport(&iface, i, &stack))?
         }
+        // One EAL, port and mempool for the process, set up here (this
+        // thread becomes EAL's main lcore) and owned by the worker factory:
+        // worker i registers, pins itself and serves queue i. The runtime
+        // goes (EAL cleaned up) with the factory, after the last worker.
         #[cfg(feature = "dpdk")]
         Backend::Dpdk {
             eal_args,
             port,
+            queues,
             stack,
         } => {
-            let (args, port, stack) = (eal_args.clone(), *port, stack.clone());
-            server.start(move |_| {
-                crate::backend::dpdk_transport(&args, port, &stack, Duration::ZERO)
-            })?
+            let rt = crate::dpdk::DpdkRuntime::open(
+                eal_args,
+                *port,
+                *queues,
+                Duration::ZERO,
+                stack.clone(),
+            )?;
+            server.start(move |i| rt.worker_transport(i))?
         }
     };
     println!(

@@ -148,9 +148,14 @@ fn bindings(native: &Path, cflags: &[String]) {
         .header(header.display().to_string())
         .clang_arg(format!("-I{}", native.display()))
         .clang_args(cflags)
+        // glibc declares cpu_set_t only with _GNU_SOURCE, and rte_os.h
+        // defines rte_cpuset_t (and so rte_lcore_cpuset and
+        // rte_thread_set_affinity) only when it is declared.
+        .clang_arg("-D_GNU_SOURCE")
         .allowlist_function(
             "rte_eal_(init|cleanup|get_runtime_dir|process_type)|rte_strerror|rte_socket_id|\
-             rte_thread_register|rte_thread_unregister|\
+             rte_thread_register|rte_thread_unregister|rte_thread_set_affinity|\
+             rte_lcore_(cpuset|is_enabled|count)|rte_get_next_lcore|rte_get_main_lcore|\
              rte_eth_dev_(configure|start|stop|close|info_get|socket_id|count_avail|is_valid_port|\
              get_port_by_name|get_name_by_port|get_mtu|set_mtu|adjust_nb_rx_tx_desc)|\
              rte_eth_(rx|tx)_queue_setup|rte_eth_macaddr_get|rte_eth_link_get_nowait|\
@@ -158,7 +163,10 @@ fn bindings(native: &Path, cflags: &[String]) {
              rte_pktmbuf_pool_create|rte_pktmbuf_free_bulk|rte_mempool_(free|avail_count|in_use_count|lookup)|\
              rte_ring_(create|free)|shim_.*",
         )
-        .allowlist_type("rte_mbuf|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_link|rte_ether_addr|rte_ring")
+        .allowlist_type(
+            "rte_mbuf|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_link|rte_ether_addr|rte_ring|\
+             rte_cpuset_t",
+        )
         .allowlist_var(
             "RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|RTE_MAX_ETHPORTS|RTE_ETHER_(HDR_LEN|MTU|MAX_LEN|ADDR_LEN)|\
              RTE_ETH_MQ_RX_(NONE|RSS)|RTE_ETH_MQ_TX_NONE|RTE_ETH_LINK_(UP|DOWN)|RING_F_(SP_ENQ|SC_DEQ)|\

@@ -9,6 +9,7 @@ use warpwire_dpdk_sys as sys;
 use warpwire_transport::{DeviceCapabilities, DeviceError, PacketDevice, RxToken, TxToken};
 
 use crate::error::DpdkError;
+use crate::lcore::LcoreGuard;
 use crate::mempool::Mempool;
 use crate::port::Port;
 
@@ -90,6 +91,9 @@ pub struct DpdkDevice {
     tx_capacity: usize,
     caps: DeviceCapabilities,
     stats: DpdkStats,
+    /// The driving thread's lcore registration; dropped after the mbufs
+    /// are freed in `Drop` (fields drop after the `Drop` body).
+    lcore: Option<LcoreGuard>,
 }
 
 // SAFETY: the mbuf pointers are owned by this device alone (nothing else
@@ -176,6 +180,7 @@ impl DpdkDevice {
             tx_capacity,
             caps,
             stats: DpdkStats::default(),
+            lcore: None,
         })
     }
 
@@ -192,6 +197,20 @@ impl DpdkDevice {
     /// The device's counters.
     pub fn stats(&self) -> DpdkStats {
         self.stats
+    }
+
+    /// Keeps the driving thread's lcore registration (from
+    /// [`Eal::register_thread`](crate::Eal::register_thread)) for as long
+    /// as the device lives: the thread is unregistered when the device is
+    /// dropped, after its mbufs went back to the pool. Drop the device on
+    /// that thread.
+    pub fn attach_lcore(&mut self, guard: LcoreGuard) {
+        self.lcore = Some(guard);
+    }
+
+    /// The attached lcore registration, if any.
+    pub fn lcore(&self) -> Option<&LcoreGuard> {
+        self.lcore.as_ref()
     }
 
     /// Makes sure a transmit buffer is at hand: one bulk allocation of a

@@ -146,6 +146,31 @@ pub enum DpdkError {
         /// The queue.
         queue: u16,
     },
+    /// The thread is already a DPDK lcore (EAL's main thread, one of its
+    /// lcore threads, or registered before): it cannot register again.
+    #[error("this thread already is DPDK lcore {lcore}")]
+    AlreadyLcore {
+        /// Its lcore id.
+        lcore: u32,
+    },
+    /// EAL reports no enabled lcore (it always has its main one while
+    /// live, so this means EAL's state is not what the wrapper expects).
+    #[error("EAL has no enabled lcore")]
+    NoLcores,
+    /// `rte_thread_register` refused: no free lcore id below
+    /// `RTE_MAX_LCORE`, or multi-process mode is in use.
+    #[error("cannot register the thread with DPDK")]
+    ThreadRegister(#[source] RteErrno),
+    /// The thread could not be pinned to an lcore's CPUs
+    /// (`pthread_setaffinity_np` refused, e.g. the CPUs are outside the
+    /// process's cgroup cpuset).
+    #[error("cannot pin the thread to lcore {eal_lcore}'s CPUs {cpus:?}")]
+    Affinity {
+        /// The EAL lcore whose CPUs were asked for.
+        eal_lcore: u32,
+        /// Those CPUs.
+        cpus: Vec<usize>,
+    },
     /// The link did not come up in time (memif: no peer connected).
     #[error("port {port}: link still down after {waited:?}")]
     LinkTimeout {

@@ -51,7 +51,12 @@
 //! ## Threads
 //!
 //! A device may move between threads. Threads that are not EAL lcores use
-//! mempools without the per-lcore cache (correct, a little slower).
+//! mempools without the per-lcore cache (correct, a little slower). A
+//! worker thread registers with [`Eal::register_thread`]: it gets an lcore
+//! id (so the cache works) and is pinned to the CPUs of one of EAL's
+//! lcores (`-l`), worker `i` to the `i`-th, round-robin. The
+//! [`LcoreGuard`] unregisters it; [`DpdkDevice::attach_lcore`] ties the
+//! guard to the thread's device.
 //!
 //! ## What this crate does not do
 //!
@@ -62,6 +67,7 @@
 mod device;
 mod eal;
 mod error;
+mod lcore;
 mod mempool;
 mod port;
 mod probe;
@@ -69,6 +75,7 @@ mod probe;
 pub use device::{DeviceConfig, DpdkDevice, DpdkRxToken, DpdkStats, DpdkTxToken};
 pub use eal::Eal;
 pub use error::{DpdkError, RteErrno};
+pub use lcore::{Lcore, LcoreGuard};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortInfo, PortStats};
 pub use probe::{LINKED_PMDS, PROBE_CHILD_ENV, probe, probe_child_hook};

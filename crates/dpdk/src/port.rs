@@ -148,6 +148,8 @@ pub(crate) struct PortInner {
     pub(crate) claimed: Vec<AtomicBool>,
     /// Receive checksum offload enabled.
     pub(crate) rx_checksum: bool,
+    /// Started in RSS mode (several receive queues, the driver hashes).
+    pub(crate) rss: bool,
     pub(crate) rx_pool: Mempool,
     _eal: Eal,
 }
@@ -316,6 +318,7 @@ impl Port {
             ));
         }
         let mut conf = sys::rte_eth_conf::default();
+        let mut rss = false;
         if config.rx_queues > 1 {
             // SAFETY: the shim returns a constant.
             let want = unsafe { sys::shim_rss_hf_ip_tcp_udp() };
@@ -323,8 +326,13 @@ impl Port {
             if hf != 0 {
                 conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
                 conf.rx_adv_conf.rss_conf.rss_hf = hf;
+                rss = true;
             } else {
-                warn!(port = id, driver = %info.driver, "driver has no RSS: frames are not spread over the receive queues by flow");
+                // Asking for RSS here makes rte_eth_dev_configure fail.
+                info!(
+                    port = id, driver = %info.driver, rx_queues = config.rx_queues,
+                    "driver offers no RSS: several queues without it, the driver's own steering spreads flows (or not)"
+                );
             }
         }
         // SAFETY: the shim returns a constant.
@@ -337,8 +345,23 @@ impl Port {
             conf.rxmode.mtu = u32::from(mtu);
         }
         // SAFETY: valid port, `conf` a fully initialised configuration.
-        let rc =
+        let mut rc =
             unsafe { sys::rte_eth_dev_configure(id, config.rx_queues, config.tx_queues, &conf) };
+        if rc != 0 && rss {
+            // Some drivers list RSS hash types yet refuse the RSS mode
+            // without further setup: fall back to plain multi-queue.
+            warn!(
+                port = id, driver = %info.driver, error = %RteErrno::from_code(rc),
+                "configure with RSS refused; retrying without RSS"
+            );
+            conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_NONE;
+            conf.rx_adv_conf.rss_conf.rss_hf = 0;
+            rss = false;
+            // SAFETY: as above.
+            rc = unsafe {
+                sys::rte_eth_dev_configure(id, config.rx_queues, config.tx_queues, &conf)
+            };
+        }
         if rc != 0 {
             return Err(port_err(id, "rte_eth_dev_configure", rc));
         }
@@ -392,7 +415,7 @@ impl Port {
         info!(
             port = id, name = %info.name, driver = %info.driver, rx_queues = config.rx_queues,
             tx_queues = config.tx_queues, rx_descs = rxd, tx_descs = txd, mtu = info.mtu,
-            rx_checksum, "DPDK port started"
+            rx_checksum, rss, "DPDK port started"
         );
         Ok(Port {
             inner: Arc::new(PortInner {
@@ -404,6 +427,7 @@ impl Port {
                     .map(|_| AtomicBool::new(false))
                     .collect(),
                 rx_checksum,
+                rss,
                 rx_pool: rx_pool.clone(),
                 _eal: eal.clone(),
             }),
@@ -449,6 +473,15 @@ impl Port {
     /// and [`PortConfig::rx_checksum`] asked for it).
     pub fn rx_checksum(&self) -> bool {
         self.inner.rx_checksum
+    }
+
+    /// Whether the port runs in RSS mode: several receive queues and a
+    /// driver that hashes flows over them. `false` with one queue, and
+    /// with several on a driver without RSS (it steers by its own rules:
+    /// the tap PMD gets from the kernel's tun driver whatever queue the
+    /// kernel picks per flow).
+    pub fn rss(&self) -> bool {
+        self.inner.rss
     }
 
     /// The link now (non-blocking).

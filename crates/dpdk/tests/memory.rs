@@ -166,6 +166,98 @@ fn null_and_ring_bursts_partial_tx_and_pool_exhaustion() {
     });
 }
 
+#[test]
+#[ignore = "needs root and DPDK (hugepages optional): scripts/test.sh runs it as root"]
+fn worker_threads_register_as_lcores_and_drive_queues_of_one_port() {
+    const T: &str = "worker_threads_register_as_lcores_and_drive_queues_of_one_port";
+    let Some(_role) = child_role(T) else {
+        return run_parent(T);
+    };
+    child_main(|| {
+        let prefix = tag(T);
+        let eal = init_eal(&eal_args(&prefix, 0, &["--vdev=net_null0".to_owned()]));
+        let lcores = eal.lcores();
+        assert_eq!(lcores.len(), 1, "-l 0: {lcores:?}");
+        assert_eq!((lcores[0].id, lcores[0].cpus.clone()), (0, vec![0]));
+        // The thread that initialised EAL is its main lcore already.
+        assert!(matches!(
+            eal.register_thread(0),
+            Err(DpdkError::AlreadyLcore { lcore: 0 })
+        ));
+        let pool = Mempool::new(&eal, "ww_mq", 4095, 64, DEFAULT_DATA_ROOM).unwrap();
+        let id = Port::find(&eal, "net_null0").unwrap();
+        let config = PortConfig {
+            rx_queues: 2,
+            tx_queues: 2,
+            ..PortConfig::default()
+        };
+        let port = Port::start(&eal, id, &config, &pool).unwrap();
+        assert_eq!(port.queues(), (2, 2));
+        eprintln!("net_null with 2 queues: rss {}", port.rss());
+        // Three workers on one lcore: round-robin puts them all on its CPU.
+        // They meet once all are registered, so their lcore ids coexist.
+        let all_registered = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let workers: Vec<_> = (0..3u16)
+            .map(|i| {
+                let (eal, port, pool) = (eal.clone(), port.clone(), pool.clone());
+                let all_registered = all_registered.clone();
+                std::thread::spawn(move || {
+                    let guard = eal.register_thread(usize::from(i)).unwrap();
+                    all_registered.wait();
+                    assert_eq!((guard.eal_lcore(), guard.cpus()), (0, &[0usize][..]));
+                    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                    let allowed = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                        .unwrap()
+                        .trim()
+                        .to_owned();
+                    assert_eq!(allowed, "0", "pinned to lcore 0's CPU");
+                    assert!(matches!(
+                        eal.register_thread(0),
+                        Err(DpdkError::AlreadyLcore { .. })
+                    ));
+                    let lcore = guard.lcore_id();
+                    if i == 2 {
+                        // No queue 2: the guard alone, released on drop.
+                        drop(guard);
+                        let again = eal.register_thread(0).unwrap();
+                        return (lcore, again.lcore_id());
+                    }
+                    let mut dev =
+                        DpdkDevice::new(&port, i, &pool, DeviceConfig::default()).unwrap();
+                    dev.attach_lcore(guard);
+                    for s in 0..32 {
+                        assert!(queue_frame(&mut dev, s, 64));
+                    }
+                    assert_eq!(dev.flush().unwrap(), 32);
+                    assert_eq!(recv_seqs(&mut dev, 32).len(), 32);
+                    drop(dev);
+                    // The device released the lcore: registering works again.
+                    let again = eal.register_thread(0).unwrap();
+                    (lcore, again.lcore_id())
+                })
+            })
+            .collect();
+        let ids: Vec<(u32, u32)> = workers.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut firsts: Vec<u32> = ids.iter().map(|p| p.0).collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        assert_eq!(
+            firsts.len(),
+            3,
+            "each live thread has its own lcore id: {ids:?}"
+        );
+        assert!(
+            firsts.iter().all(|&l| l != 0),
+            "never the main lcore: {ids:?}"
+        );
+        assert_eq!(port.stats().unwrap().opackets, 64);
+        drop((port, pool));
+        eal.cleanup();
+    });
+}
+
 /// The entry point `warpwire_dpdk::probe` re-executes this binary into
 /// (it passes `--exact __warpwire_dpdk_probe_child__`): with the probe's
 /// environment variable set it runs the probe and exits; otherwise it does
