@@ -2,7 +2,9 @@
 //! (shared memory, entirely in user space: no kernel on the data path),
 //! server and client both on `--transport dpdk` with smoltcp on top; and a
 //! DPDK server on net_tap inside a namespace the test creates, with kernel
-//! TCP clients (the socket backend) in that namespace.
+//! TCP clients (the socket backend) in that namespace, on one queue and on
+//! two (`--queues 2`: two workers, two stacks, flows spread by the kernel's
+//! multi-queue tun driver).
 //!
 //! Ignored by default (needs root for DPDK's runtime directory):
 //! `scripts/test.sh` runs it as root, so elsewhere it shows as skipped.
@@ -255,135 +257,202 @@ fn memif_with_hugepages_and_eal_args_from_the_config_file() {
     common::assert_bench_clean(&bench);
 }
 
-/// A namespace that is deleted on drop (with the TAP device in it).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// A DPDK server on net_tap inside a namespace of its own, the TAP (the
+/// kernel's side of the port) addressed 10.77.x.2/24 in it; kernel TCP
+/// clients (the socket backend) run in the namespace too. On drop the
+/// server is killed (by its own pid), its EAL runtime directory removed
+/// and the namespace, with the TAP, deleted: on every path.
+struct TapServer {
+    server: Option<Child>,
+    ns: String,
+    prefix: String,
+    /// The server's log (stderr), when kept.
+    log: Option<std::path::PathBuf>,
+    addr: String,
 }
 
-#[test]
-#[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
-fn dpdk_server_on_net_tap_with_kernel_clients() {
-    assert!(
-        common::is_root(),
-        "this test needs root (scripts/test.sh runs it as root)"
-    );
-    let id = std::process::id() % 100_000;
-    let ns = Netns(format!("ww-dtap-{id}"));
-    let tap = format!("wwtap{id}");
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let eal = format!(
-        "--no-huge --no-pci -m 256 --no-shconf --file-prefix ww-dtap-{id} -l 0 --log-level=lib.eal:error \
-         --log-level=pmd.net.tap:error --vdev=net_tap0,iface={tap}"
-    );
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            BIN,
-            "serve",
-            "--transport",
-            "dpdk",
-            "--dpdk-args",
-            &eal,
-        ])
-        .args(["--ip", "10.77.3.1/24", "--listen", "0.0.0.0:7077"])
-        .env("WARPWIRE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(Child, u32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/ww-dtap-{}", self.1));
-        }
-    }
-    let line = common::first_line(&mut server, Duration::from_secs(30));
-    let server = Kill(server, id);
-    let line = line.expect("dpdk server started");
-    assert!(
-        line.starts_with("warpwire listening on 10.77.3.1:7077"),
-        "{line}"
-    );
-    // The TAP is the kernel's side of the DPDK port: give it an address.
-    for args in [
-        vec!["addr", "add", "10.77.3.2/24", "dev", tap.as_str()],
-        vec!["link", "set", tap.as_str(), "up"],
-        vec!["link", "set", "lo", "up"],
-    ] {
-        let mut a = vec!["-n", ns.0.as_str()];
-        a.extend(args);
+impl TapServer {
+    /// Starts `warpwire serve --transport dpdk` on `net_tap0` in namespace
+    /// `ww-<name>-<pid>`, EAL on `lcores`, subnet 10.77.`net`.0/24, with
+    /// `extra` serve arguments. With `log`, the server logs at info level
+    /// to a file (see [`TapServer::log`]).
+    fn start(name: &str, net: u8, lcores: &str, extra: &[&str], log: bool) -> Self {
         assert!(
-            Command::new("ip").args(&a).status().unwrap().success(),
-            "ip {a:?}"
+            common::is_root(),
+            "this test needs root (scripts/test.sh runs it as root)"
         );
+        let id = std::process::id() % 100_000;
+        let tap = format!("ww{name}{id}");
+        let mut t = Self {
+            server: None,
+            ns: format!("ww-{name}-{id}"),
+            prefix: format!("ww-{name}-{id}"),
+            log: log.then(|| std::env::temp_dir().join(format!("ww-{name}-{id}.log"))),
+            addr: format!("10.77.{net}.1:7077"),
+        };
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &t.ns])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let eal = format!(
+            "--no-huge --no-pci -m 256 --no-shconf --file-prefix {} -l {lcores} \
+             --log-level=lib.eal:error --log-level=pmd.net.tap:error --vdev=net_tap0,iface={tap}",
+            t.prefix
+        );
+        let stderr = match &t.log {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::null(),
+        };
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &t.ns, BIN, "serve", "--transport", "dpdk"])
+            .args(["--dpdk-args", &eal])
+            .args([
+                "--ip",
+                &format!("10.77.{net}.1/24"),
+                "--listen",
+                "0.0.0.0:7077",
+            ])
+            .args(extra)
+            .env("WARPWIRE_LOG", if log { "info" } else { "warn" })
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let line = common::first_line(&mut server, Duration::from_secs(30));
+        t.server = Some(server);
+        let line = line.expect("dpdk server started");
+        assert!(
+            line.starts_with(&format!("warpwire listening on {}", t.addr)),
+            "{line}"
+        );
+        let kernel_ip = format!("10.77.{net}.2/24");
+        for args in [
+            vec!["addr", "add", kernel_ip.as_str(), "dev", tap.as_str()],
+            vec!["link", "set", tap.as_str(), "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut a = vec!["-n", t.ns.as_str()];
+            a.extend(args);
+            assert!(
+                Command::new("ip").args(&a).status().unwrap().success(),
+                "ip {a:?}"
+            );
+        }
+        t
     }
-    let run = |args: &[&str]| -> Output {
+
+    /// A command in the namespace, bounded at 60 s.
+    fn run_cmd(&self, cmd: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &ns.0, "timeout", "60", BIN])
-            .args(args)
+            .args(["netns", "exec", &self.ns, "timeout", "60"])
+            .args(cmd)
             .env("WARPWIRE_LOG", "warn")
             .output()
             .unwrap()
-    };
-    let ok = |args: &[&str]| -> String {
-        let o = run(args);
+    }
+
+    /// `warpwire ARGS` in the namespace (a kernel TCP client).
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = vec![BIN];
+        cmd.extend_from_slice(args);
+        self.run_cmd(&cmd)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
         assert!(
             o.status.success(),
             "{args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8(o.stdout).unwrap()
-    };
-    let addr = "10.77.3.1:7077";
+    }
+
+    /// SIGTERM to the server (by its pid: `ip netns exec` execs it), then
+    /// waits up to 10 s for a clean exit; whether it exited with success.
+    fn stop(&mut self) -> bool {
+        let Some(mut c) = self.server.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// The server's log so far.
+    fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TapServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        if let Some(p) = &self.log {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
+fn dpdk_server_on_net_tap_with_kernel_clients() {
+    let t = TapServer::start("dtap", 3, "0", &[], false);
+    let addr = t.addr.as_str();
     assert_eq!(
-        ok(&["client", addr, "echo", "kernel to dpdk"]).trim(),
+        t.ok(&["client", addr, "echo", "kernel to dpdk"]).trim(),
         "kernel to dpdk"
     );
-    assert!(ok(&["client", addr, "ping", "--count", "3", "--interval", "10ms"]).contains("seq=2"));
-    assert_eq!(ok(&["client", addr, "app", "0x80", "abc"]).trim(), "cba");
-    assert!(ok(&["client", addr, "data", "twelve bytes"]).contains("12 bytes accepted"));
-    assert!(ok(&["client", addr, "stats"]).contains("transport     dpdk"));
     assert!(
-        String::from_utf8_lossy(&run(&["client", addr, "app", "0x99", "x"]).stderr)
+        t.ok(&["client", addr, "ping", "--count", "3", "--interval", "10ms"])
+            .contains("seq=2")
+    );
+    assert_eq!(t.ok(&["client", addr, "app", "0x80", "abc"]).trim(), "cba");
+    assert!(
+        t.ok(&["client", addr, "data", "twelve bytes"])
+            .contains("12 bytes accepted")
+    );
+    assert!(
+        t.ok(&["client", addr, "stats"])
+            .contains("transport     dpdk")
+    );
+    assert!(
+        String::from_utf8_lossy(&t.run(&["client", addr, "app", "0x99", "x"]).stderr)
             .contains("UNKNOWN_TYPE")
     );
     // A broadcast between two kernel clients through the DPDK server.
     let listener = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "timeout",
-            "30",
-            BIN,
-            "client",
-            addr,
-            "listen",
-            "--count",
-            "1",
-            "--duration",
-            "20s",
-        ])
+        .args(["netns", "exec", &t.ns, "timeout", "30", BIN, "client", addr])
+        .args(["listen", "--count", "1", "--duration", "20s"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut delivered = false;
     for _ in 0..100 {
-        if ok(&["client", addr, "broadcast", "via dpdk"]).contains("delivered to 1 recipient") {
+        if t.ok(&["client", addr, "broadcast", "via dpdk"])
+            .contains("delivered to 1 recipient")
+        {
             delivered = true;
             break;
         }
@@ -393,7 +462,7 @@ fn dpdk_server_on_net_tap_with_kernel_clients() {
     assert!(
         String::from_utf8_lossy(&listener.wait_with_output().unwrap().stdout).contains("via dpdk")
     );
-    let bench = ok(&[
+    let bench = t.ok(&[
         "bench",
         addr,
         "--connections",
@@ -405,5 +474,145 @@ fn dpdk_server_on_net_tap_with_kernel_clients() {
         "--json",
     ]);
     common::assert_bench_clean(&bench);
-    drop(server);
+}
+
+/// `warpwire_<name>{worker="i",...} value` per worker, from a Prometheus page.
+fn per_worker(metrics: &str, name: &str) -> Vec<u64> {
+    let prefix = format!("warpwire_{name}{{worker=\"");
+    let mut v: Vec<(usize, u64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (worker, rest) = rest.split_once('"')?;
+            let value = rest.rsplit_once(' ')?.1;
+            Some((worker.parse().ok()?, value.parse().ok()?))
+        })
+        .collect();
+    v.sort_unstable();
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// `serve --queues 2` on a multi-queue TAP: the tap PMD opens one queue of
+/// the kernel's multi-queue tun device per DPDK queue, and the tun driver
+/// picks a queue per flow (by flow hash, then by the queue the flow's
+/// replies were written on), so kernel clients' connections land on both
+/// workers; each worker's smoltcp stack owns the connections of its queue.
+#[test]
+#[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
+fn dpdk_server_with_two_queues_on_net_tap_spreads_kernel_clients_over_workers() {
+    const CONNECTIONS: usize = 32;
+    const ECHOES: usize = 16;
+    let two_cpus = std::thread::available_parallelism().map_or(1, usize::from) >= 2;
+    let lcores = if two_cpus { "0-1" } else { "0" };
+    let mut t = TapServer::start(
+        "dmq",
+        5,
+        lcores,
+        &["--queues", "2", "--metrics", "127.0.0.1:9178"],
+        true,
+    );
+    let addr = t.addr.as_str();
+    let started = Instant::now();
+    // Every worker registered as an lcore and pinned to one of EAL's.
+    let log = t.log();
+    for (q, cpus) in [(0, "[0]"), (1, if two_cpus { "[1]" } else { "[0]" })] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("DPDK worker registered as an lcore")
+                    && l.contains(&format!("queue={q} "))
+                    && l.contains(&format!("cpus={cpus}"))),
+            "worker {q} not registered and pinned to {cpus}:\n{log}"
+        );
+    }
+    assert!(log.contains("queues=2"), "{log}");
+
+    // Many kernel connections: bench, then one process per echo.
+    let bench = t.ok(&[
+        "bench",
+        addr,
+        "--connections",
+        &CONNECTIONS.to_string(),
+        "--depth",
+        "4",
+        "--count",
+        "8000",
+        "--json",
+    ]);
+    common::assert_bench_clean(&bench);
+    // Concurrently: a kernel client waits up to 0.5 s for the server's FIN
+    // after its own, so one after another they would take 8 s.
+    let echoes: Vec<(String, Child)> = (0..ECHOES)
+        .map(|i| {
+            let msg = format!("echo number {i} through queue whichever");
+            let child = Command::new("ip")
+                .args(["netns", "exec", &t.ns, "timeout", "60", BIN])
+                .args(["client", addr, "echo", &msg])
+                .env("WARPWIRE_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (msg, child)
+        })
+        .collect();
+    for (msg, child) in echoes {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "echo {msg:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), msg);
+    }
+
+    let o = t.run_cmd(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:9178/metrics",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let metrics = String::from_utf8(o.stdout).unwrap();
+    let accepted = per_worker(&metrics, "accepted_total");
+    let messages = per_worker(&metrics, "messages_in_total");
+    eprintln!(
+        "2 queues: accepted per worker {accepted:?}, messages in {messages:?} ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(accepted.len(), 2, "{metrics}");
+    assert_eq!(
+        accepted.iter().sum::<u64>(),
+        (CONNECTIONS + ECHOES) as u64,
+        "every connection accepted once: {accepted:?}"
+    );
+    assert!(
+        accepted.iter().all(|&n| n > 0) && messages.iter().all(|&n| n > 0),
+        "both workers carried connections: accepted {accepted:?}, messages {messages:?}"
+    );
+
+    // A dpdk client stays on one queue: --queues 2 is refused, before EAL.
+    let client_prefix = format!("ww-dmqc-{}", std::process::id());
+    let eal = format!(
+        "--no-huge --no-pci -m 256 --no-shconf --file-prefix {client_prefix} -l 0 --vdev=net_null0"
+    );
+    for cmd in ["client", "bench"] {
+        let mut args = vec![cmd, addr, "--transport", "dpdk", "--dpdk-args", &eal];
+        args.extend_from_slice(&["--ip", "10.77.6.1/24", "--queues", "2"]);
+        if cmd == "client" {
+            args.extend_from_slice(&["echo", "x"]);
+        }
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert!(!o.status.success(), "{cmd} --queues 2 on dpdk must fail");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--queues above 1 is for `serve`"), "{err}");
+    }
+    assert!(!std::path::Path::new(&format!("/var/run/dpdk/{client_prefix}")).exists());
+
+    // A graceful stop cleans up EAL (held by the workers' factory).
+    assert!(t.stop(), "server did not exit cleanly:\n{}", t.log());
+    assert!(
+        !std::path::Path::new(&format!("/var/run/dpdk/{}", t.prefix)).exists(),
+        "EAL runtime directory left behind"
+    );
 }
