@@ -21,8 +21,10 @@ SECONDS=0
 # Build: AF_XDP (xsk-rs/libxdp) needs libelf, m4, clang and zlib headers;
 # DPDK needs libdpdk-dev (22.11) and libclang for bindgen.
 # Tests: iproute2 (namespaces, veth), ethtool (offloads), tshark (reads our
-# pcap captures), python3 (golden vectors).
-PACKAGES=(iproute2 python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev ethtool tshark)
+# pcap captures), python3 (golden vectors); QEMU, the ibverbs tools and cpio
+# for the soft-RoCE guest of scripts/rdma-vm.sh (which also checks them).
+PACKAGES=(iproute2 python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev ethtool tshark
+    qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,303 @@
+#!/bin/sh
+# Runs inside the throw-away QEMU guest (busybox sh, as PID 1's child), see
+# scripts/rdma-vm.sh. Sets up dummy0 (10.9.9.1/24) with soft-RoCE rxe0 on
+# it, then drives every protocol feature through `warpwire serve` and
+# `warpwire client`/`bench` on the transport the host chose (T, from
+# /etc/ww-test.conf). Prints one `WW-RDMA: <check> PASS|FAIL` line per
+# check and a final `WW-RDMA-RESULT: PASS|FAIL`; the host decides from
+# those. Every command runs under `timeout`.
+
+# T, DATA_BYTES, SERVE_EXTRA, CLIENT_EXTRA (written by the host).
+. /etc/ww-test.conf
+export WARPWIRE_LOG=warn
+IP=10.9.9.1
+A=$IP:7077
+AUTH_A=$IP:7078
+FAILS=0
+CHECKS=0
+
+up() { cut -d' ' -f1 /proc/uptime; }
+mark() { MARK=$(up); }
+took() { awk -v a="$MARK" -v b="$(up)" 'BEGIN { printf "%.1fs", b - a }'; }
+# Output of the last command, indented, for a failed check.
+dump() {
+    for f in /tmp/out /tmp/err; do
+        [ -s "$f" ] && head -n 30 "$f" | sed "s|^|  ${f#/tmp/}: |"
+    done
+}
+# verdict NAME STATUS [NOTE]: STATUS 0 is a pass.
+verdict() {
+    CHECKS=$((CHECKS + 1))
+    if [ "$2" = 0 ]; then
+        echo "WW-RDMA: $1 PASS ($(took)${3:+, $3})"
+    else
+        echo "WW-RDMA: $1 FAIL ($(took)${3:+, $3})"
+        dump
+        FAILS=$((FAILS + 1))
+    fi
+}
+info() { echo "WW-RDMA-INFO: $*"; }
+# run SECONDS CMD...: stdout in /tmp/out, stderr in /tmp/err, status in RC.
+run() {
+    to=$1
+    shift
+    timeout "$to" "$@" >/tmp/out 2>/tmp/err
+    RC=$?
+}
+out_is() { [ "$RC" = 0 ] && [ "$(cat /tmp/out)" = "$1" ]; }
+out_has() { [ "$RC" = 0 ] && grep -q -- "$1" /tmp/out; }
+err_has() { [ "$RC" != 0 ] && grep -q -- "$1" /tmp/err; }
+# A client command on transport T against ADDR (default: the main server).
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+cli_at() {
+    addr=$1
+    shift
+    run 60 warpwire client --transport "$T" $CLIENT_EXTRA "$addr" "$@"
+}
+cli() { cli_at "$A" "$@"; }
+
+# start_server PORT LOG ARGS...: background server, its pid in SERVER_PID.
+# shellcheck disable=SC2086 # SERVE_EXTRA is a list of flags
+start_server() {
+    port=$1
+    log=$2
+    shift 2
+    timeout 900 warpwire serve --transport "$T" $SERVE_EXTRA --listen "$IP:$port" "$@" \
+        >"$log" 2>"$log.err" &
+    SERVER_PID=$!
+    i=0
+    while [ $i -lt 300 ]; do
+        grep -q "listening on $IP:$port" "$log" && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.2
+        i=$((i + 1))
+    done
+    cp "$log" /tmp/out
+    cp "$log.err" /tmp/err
+    return 1
+}
+
+echo "WW-GUEST: tests start transport=$T uptime=$(up)"
+
+# --- soft-RoCE on dummy0 -----------------------------------------------------
+# Loading the dummy module usually creates dummy0 already.
+mark
+{ [ -e /sys/class/net/dummy0 ] || timeout 20 ip link add dummy0 type dummy; } &&
+    timeout 20 ip addr add "$IP/24" dev dummy0 &&
+    timeout 20 ip link set dummy0 up
+verdict dummy0-up $?
+
+# The guest must have no way out: no NIC but the ones made here.
+mark
+NETS=$(ls /sys/class/net | tr '\n' ' ')
+[ "$NETS" = "dummy0 lo " ]
+R=$?
+verdict guest-isolated $R "interfaces: $NETS"
+
+mark
+run 30 rdma link add rxe0 type rxe netdev dummy0
+verdict rxe0-link $RC
+run 10 rdma link show
+info "$(cat /tmp/out)"
+
+mark
+run 30 ibv_devinfo -d rxe0
+grep -q "state:.*PORT_ACTIVE" /tmp/out && grep -q "link_layer:.*Ethernet" /tmp/out
+R=$?
+verdict ibv-devinfo $R "$(grep -E 'hca_id|state:|active_mtu' /tmp/out | tr -s ' \t\n' ' ')"
+
+# Verbs data path (RC SEND/RECV) through rxe, before warpwire touches it:
+# the GID of the IPv4 address, RoCE v2.
+GIDX=
+for i in 0 1 2 3 4 5; do
+    g=$(cat "/sys/class/infiniband/rxe0/ports/1/gids/$i" 2>/dev/null)
+    t=$(cat "/sys/class/infiniband/rxe0/ports/1/gid_attrs/types/$i" 2>/dev/null)
+    case "$g" in 0000:0000:0000:0000:0000:ffff:*)
+        [ "$t" = "RoCE v2" ] && GIDX=$i && break
+        ;;
+    esac
+done
+mark
+timeout 60 ibv_rc_pingpong -d rxe0 -g "${GIDX:-1}" -n 100 >/tmp/pp-srv.log 2>&1 &
+PP=$!
+sleep 1
+run 60 ibv_rc_pingpong -d rxe0 -g "${GIDX:-1}" -n 100 "$IP"
+C=$RC
+wait $PP
+S=$?
+[ "$C" = 0 ] && [ "$S" = 0 ]
+R=$?
+verdict ibv-rc-pingpong $R "gid index ${GIDX:-none}, $(grep 'iters in' /tmp/out | head -n 1)"
+
+mark
+run 30 warpwire probe
+sed 's/^/WW-RDMA-INFO: probe: /' /tmp/out
+# The chosen transport must be compiled in and available.
+[ "$RC" = 0 ] && grep -Eq "^$T +yes +yes" /tmp/out
+verdict probe $?
+
+# --- every protocol feature against one server --------------------------------
+mark
+mkdir -p /tmp/data
+start_server 7077 /tmp/serve.log --data-dir /tmp/data
+verdict serve-start $?
+MAIN_PID=$SERVER_PID
+
+mark
+cli echo "over $T in the guest"
+out_is "over $T in the guest"
+verdict echo $?
+
+mark
+cli ping --count 3 --interval 10ms
+out_has "seq=2"
+R=$?
+verdict ping $R "$(grep 'seq=2' /tmp/out)"
+
+mark
+cli app 0x80 abc
+out_is cba
+verdict app-reverse $?
+
+mark
+cli app 0x81 abc
+out_is ABC
+verdict app-uppercase $?
+
+mark
+cli app 0x99 x
+err_has UNKNOWN_TYPE
+verdict app-unknown-type $?
+
+mark
+cli data "twelve bytes"
+out_has "12 bytes accepted"
+verdict data-small $?
+
+mark
+cli stats
+out_has "transport  *$T\$"
+verdict stats $?
+
+mark
+cli auth x y
+out_has refused
+verdict auth-without-users $?
+
+# A broadcast from one client reaches another that listens.
+mark
+# shellcheck disable=SC2086
+timeout 60 warpwire client --transport "$T" $CLIENT_EXTRA "$A" listen --count 1 --duration 40s \
+    >/tmp/listen.out 2>/tmp/listen.err &
+LISTENER=$!
+delivered=1
+i=0
+while [ $i -lt 100 ]; do
+    cli broadcast "to the listener"
+    if out_has "delivered to 1 recipient"; then
+        delivered=0
+        break
+    fi
+    kill -0 "$LISTENER" 2>/dev/null || break
+    sleep 0.2
+    i=$((i + 1))
+done
+wait $LISTENER
+[ "$delivered" = 0 ] && grep -q "to the listener" /tmp/listen.out
+R=$?
+verdict broadcast $R "after $((i + 1)) attempt(s)"
+
+# Bounded benches: 2 connections, depth 1 and depth 32, zero errors.
+# shellcheck disable=SC2086
+bench() {
+    depth=$1
+    count=$2
+    mark
+    run 120 warpwire bench --transport "$T" $CLIENT_EXTRA "$A" --connections 2 --depth "$depth" \
+        --count "$count" --json
+    j() { sed -n "s/^ *\"$1\": *\([0-9.e+-]*\),*$/\1/p" /tmp/out; }
+    msgs=$(j messages)
+    errs=$(j errors)
+    lost=$(j lost)
+    r() { j "$1" | awk '{ printf "%.1f", $1 }'; }
+    echo "WW-RDMA-BENCH: transport=$T connections=2 depth=$depth messages=$msgs errors=$errs lost=$lost" \
+        "msgs_per_s=$(j throughput_msgs_per_s | awk '{ printf "%.0f", $1 }') p50_us=$(r p50_us)" \
+        "p99_us=$(r p99_us) max_us=$(r max_us)"
+    [ "$RC" = 0 ] && [ "${msgs:-0}" -gt 0 ] && [ "$errs" = 0 ] && [ "$lost" = 0 ]
+    verdict "bench-depth$depth" $?
+}
+bench 1 2000
+bench 32 20000
+
+# DATA: a random file, stored by the server, hash-checked.
+MB=$((DATA_BYTES / 1000000))
+mark
+run 120 dd if=/dev/urandom of=/tmp/payload bs=1000000 count="$MB"
+info "payload of $DATA_BYTES bytes made in $(took)"
+mark
+run 300 warpwire client --transport "$T" --timeout 60s "$A" data --file /tmp/payload
+SENT=$RC
+SECS=$(took)
+info "data --file: $(cat /tmp/out)"
+STORED=
+for f in /tmp/data/*.data; do
+    [ -f "$f" ] && [ "$(wc -c <"$f")" = "$DATA_BYTES" ] && STORED=$f
+done
+WANT=$(sha256sum /tmp/payload | cut -d' ' -f1)
+GOT=$( [ -n "$STORED" ] && sha256sum "$STORED" | cut -d' ' -f1)
+RC=$SENT
+out_has "sent $DATA_BYTES bytes" && [ -n "$STORED" ] && [ "$WANT" = "$GOT" ]
+R=$?
+verdict "data-${MB}mb" $R "$DATA_BYTES bytes in $SECS, sha256 sent $WANT stored ${GOT:-nothing}"
+rm -f /tmp/payload /tmp/data/*
+
+# --- authentication: a second server with --require-auth ---------------------
+mark
+run 30 warpwire users add alice --users /tmp/users.toml
+TOKEN=$(sed -n 's/^token (shown once, store it now): //p' /tmp/out)
+[ "$RC" = 0 ] && [ -n "$TOKEN" ]
+verdict users-add $?
+
+mark
+start_server 7078 /tmp/serve-auth.log --require-auth --users /tmp/users.toml
+verdict serve-auth-start $?
+AUTH_PID=$SERVER_PID
+
+mark
+cli_at "$AUTH_A" --user alice --token "$TOKEN" echo "signed in"
+out_is "signed in"
+verdict auth-token-echo $?
+
+mark
+cli_at "$AUTH_A" auth alice "$TOKEN"
+out_has "authenticated as alice"
+verdict auth-ok $?
+
+mark
+cli_at "$AUTH_A" echo anonymous
+err_has UNAUTHENTICATED
+verdict auth-anonymous-refused $?
+
+mark
+cli_at "$AUTH_A" auth alice wrong-token
+err_has AUTH_FAILED
+verdict auth-wrong-token-rejected $?
+
+# --- graceful shutdown ------------------------------------------------------------
+mark
+kill -TERM "$MAIN_PID" "$AUTH_PID" 2>/dev/null
+wait "$MAIN_PID"
+M=$?
+wait "$AUTH_PID"
+S=$?
+cp /tmp/serve.log.err /tmp/err
+[ "$M" = 0 ] && [ "$S" = 0 ]
+R=$?
+verdict serve-sigterm $R "exit $M and $S"
+
+echo "WW-GUEST: tests done uptime=$(up)"
+if [ "$FAILS" = 0 ]; then
+    echo "WW-RDMA-RESULT: PASS ($CHECKS checks)"
+else
+    echo "WW-RDMA-RESULT: FAIL ($FAILS of $CHECKS checks failed)"
+fi
