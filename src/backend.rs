@@ -42,6 +42,10 @@ pub enum Backend {
         /// The stack on top.
         stack: StackSetup,
     },
+    /// RDMA reliable connections through rdma_cm; the server's workers
+    /// share one listener.
+    #[cfg(feature = "rdma")]
+    Rdma(warpwire_rdma::RdmaConfig),
     /// AF_XDP on an interface, one queue per worker.
     #[cfg(feature = "xdp")]
     Xdp {
@@ -129,6 +133,16 @@ impl Backend {
                     stack: stack_setup(b)?,
                 })
             }
+            #[cfg(feature = "rdma")]
+            BackendKind::Rdma => {
+                if b.iface.is_some() || b.ip.is_some() || b.dpdk_args.is_some() {
+                    tracing::warn!(
+                        "--iface/--ip/--dpdk-args are ignored by the rdma transport: \
+                         rdma_cm picks the device that owns the address"
+                    );
+                }
+                Ok(Self::Rdma(warpwire_rdma::RdmaConfig::default()))
+            }
             #[allow(unreachable_patterns)]
             other => Err(format!("transport {other} is not implemented in this build").into()),
         }
@@ -138,6 +152,8 @@ impl Backend {
     pub fn workers(&self, configured: usize) -> usize {
         match self {
             Self::Socket => configured,
+            #[cfg(feature = "rdma")]
+            Self::Rdma(_) => configured,
             #[cfg(feature = "dpdk")]
             Self::Dpdk { queues, .. } => usize::from(*queues),
             #[cfg(feature = "xdp")]
@@ -149,6 +165,8 @@ impl Backend {
     pub fn listen_addr(&self, listen: SocketAddr) -> SocketAddr {
         match self {
             Self::Socket => listen,
+            #[cfg(feature = "rdma")]
+            Self::Rdma(_) => listen,
             #[cfg(feature = "dpdk")]
             Self::Dpdk { stack, .. } => SocketAddr::from((stack.ip, listen.port())),
             #[cfg(feature = "xdp")]

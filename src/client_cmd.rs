@@ -32,6 +32,12 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
     };
     Ok(match backend {
         Backend::Socket => Client::connect(SocketTransport::new, a.addr, cfg)?,
+        #[cfg(feature = "rdma")]
+        Backend::Rdma(rc) => Client::connect(
+            move || warpwire_rdma::RdmaTransport::new(rc.clone()),
+            a.addr,
+            cfg,
+        )?,
         #[cfg(feature = "xdp")]
         Backend::Xdp { iface, stack, .. } => Client::connect(
             move || crate::backend::xdp_transport(&iface, 0, &stack),
@@ -330,6 +336,12 @@ pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
     };
     let report = match &backend {
         Backend::Socket => warpwire_client::loadgen::run(SocketTransport::new, &cfg, progress)?,
+        #[cfg(feature = "rdma")]
+        Backend::Rdma(rc) => warpwire_client::loadgen::run(
+            || warpwire_rdma::RdmaTransport::new(rc.clone()),
+            &cfg,
+            progress,
+        )?,
         #[cfg(feature = "xdp")]
         Backend::Xdp { iface, stack, .. } => {
             // One AF_XDP socket per queue: the load generator uses queue 0 from one thread.

@@ -18,7 +18,10 @@ pub fn probe_all(bypass: &BypassArgs) -> Vec<ProbeReport> {
         .collect()
 }
 
-#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "xdp", feature = "dpdk", feature = "rdma")),
+    allow(unused_variables)
+)]
 fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
     match kind {
         BackendKind::Socket => warpwire_socket::probe(),
@@ -26,9 +29,14 @@ fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
         BackendKind::Xdp => warpwire_xdp::probe(bypass.iface.as_deref()),
         #[cfg(feature = "dpdk")]
         BackendKind::Dpdk => warpwire_dpdk::probe(bypass.dpdk_args.as_deref()),
-        BackendKind::Rdma if cfg!(feature = "rdma") => ProbeReport::unavailable(
-            kind,
-            "compiled in, but the RDMA backend is not implemented yet",
+        // The configured address (--ip) must belong to an RDMA device.
+        #[cfg(feature = "rdma")]
+        BackendKind::Rdma => warpwire_rdma::probe(
+            bypass
+                .ip
+                .as_deref()
+                .and_then(|c| c.split('/').next())
+                .and_then(|ip| ip.parse().ok()),
         ),
         other => ProbeReport::not_compiled_in(other),
     }

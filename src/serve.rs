@@ -110,6 +110,14 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
         Backend::Socket => {
             server.start(|_| SocketTransport::with_config(SocketConfig::default()))?
         }
+        #[cfg(feature = "rdma")]
+        Backend::Rdma(rc) => {
+            // rdma_cm has no SO_REUSEPORT: the workers share one listener.
+            let (rc, shared) = (rc.clone(), warpwire_rdma::RdmaShared::new());
+            server.start(move |_| {
+                warpwire_rdma::RdmaTransport::with_shared(rc.clone(), shared.clone())
+            })?
+        }
         #[cfg(feature = "xdp")]
         Backend::Xdp { iface, stack, .. } => {
             let (iface, stack) = (iface.clone(), stack.clone());
