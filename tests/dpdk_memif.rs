@@ -204,6 +204,32 @@ fn two_warpwire_processes_over_memif() {
     let _ = std::fs::remove_file(&payload);
 }
 
+/// net_memif has no RSS: a server with `--queues 2` configures the port
+/// without the RSS mode (asking for it would fail) and serves both queues;
+/// a warpwire client on one queue reaches worker 0.
+#[test]
+#[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn memif_server_with_two_queues_on_a_driver_without_rss() {
+    let m = Memif::start_with("q", NO_HUGE, false, &["--queues", "2"]);
+    assert_eq!(
+        m.ok("client", &["echo", "two queues, no RSS"]).trim(),
+        "two queues, no RSS"
+    );
+    let bench = m.ok(
+        "bench",
+        &[
+            "--connections",
+            "2",
+            "--depth",
+            "8",
+            "--count",
+            "2000",
+            "--json",
+        ],
+    );
+    common::assert_bench_clean(&bench);
+}
+
 /// Reserves 2 MiB hugepages for the test and gives back the previous count.
 struct Hugepages(String);
 
