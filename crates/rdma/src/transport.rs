@@ -312,7 +312,9 @@ impl RdmaTransport {
             blocked: false,
             disconnected: false,
             failed: None,
-            linger: None,
+            // Connection setup must finish within this (rdma_cm retries
+            // its own steps, but a peer can vanish between them).
+            linger: Some(Instant::now() + self.config.resolve_timeout * 4),
             cq_share: 0,
             region: None,
         });
@@ -371,7 +373,7 @@ impl RdmaTransport {
         let per_conn = u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth());
         let want = per_conn
             .saturating_mul(self.config.max_conns as u32)
-            .max(per_conn);
+            .saturating_mul(2);
         let d = Device::new(ctx, want)?;
         tracing::debug!(device = %d.name, cq = d.cq_size, "rdma: device set up");
         self.devices.push(d);
@@ -390,7 +392,9 @@ impl RdmaTransport {
         }
         let d = self.device_for(ctx)?;
         let share = u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth());
-        if self.devices[d].cq_used + share > self.devices[d].cq_size {
+        // Half the CQ is kept free for completions of queue pairs that are
+        // already destroyed but whose flushed entries are not polled yet.
+        if self.devices[d].cq_used + share > self.devices[d].cq_size / 2 {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         let (pd, cq) = (self.devices[d].pd, self.devices[d].cq);
@@ -1008,8 +1012,20 @@ impl Transport for RdmaTransport {
                 _ => {}
             }
         }
+        // Setups that never finished: an outgoing one fails, an incoming
+        // one is dropped unreported.
+        for (index, c) in self.conns.iter() {
+            let setting_up = !matches!(c.state, State::Open | State::Closing);
+            if setting_up && c.linger.is_some_and(|t| now >= t) {
+                close.push((index, CloseReason::ConnectFailed(Some(libc::ETIMEDOUT))));
+            }
+        }
         for (index, reason) in close {
-            self.remove(index, reason, true);
+            let report = self
+                .conns
+                .get(index)
+                .is_some_and(|c| c.outbound || matches!(c.state, State::Open | State::Closing));
+            self.remove(index, reason, report);
         }
         for ev in self.pending.drain(..) {
             events.push(ev);
