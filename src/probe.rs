@@ -38,6 +38,7 @@ fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
                 .and_then(|c| c.split('/').next())
                 .and_then(|ip| ip.parse().ok()),
         ),
+        #[allow(unreachable_patterns)]
         other => ProbeReport::not_compiled_in(other),
     }
 }
