@@ -1,13 +1,15 @@
-//! The transport end to end inside a throw-away QEMU guest with soft-RoCE
-//! (this host's kernel has no RDMA): `scripts/rdma-vm.sh` boots Debian's
-//! stock kernel (unpacked, never installed) with a busybox initramfs that
-//! holds this warpwire binary, creates rxe0 on a dummy interface, runs
-//! `warpwire serve` and every client feature, two benches and a 50 MB
-//! hash-checked DATA transfer, and decides from the guest's console.
+//! The RDMA transport end to end inside a throw-away QEMU guest with
+//! soft-RoCE (this host's kernel has no RDMA): `scripts/rdma-vm.sh` boots
+//! Debian's stock kernel (unpacked, never installed) with a busybox
+//! initramfs that holds this warpwire binary, creates rxe0 on a dummy
+//! interface, runs `warpwire serve --transport rdma` and every client
+//! feature over rdma, two benches and a 50 MB hash-checked DATA transfer,
+//! and decides from the guest's console.
 //!
 //! Ignored by default (needs root: apt for QEMU and the rdma-core tools):
 //! `scripts/test.sh` runs it as root, so elsewhere it shows as skipped. The
 //! guest has no network device, so no traffic leaves it.
+#![cfg(feature = "rdma")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,10 +19,9 @@ use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpwire");
 
-/// The transport the guest tests. The RDMA backend is not usable yet, so
-/// the harness runs over kernel TCP inside the guest (soft-RoCE is still
-/// set up and checked with the ibverbs tools).
-const TRANSPORT: &str = "socket";
+/// The transport the guest tests (`socket` runs the same checks over the
+/// guest's kernel TCP, to tell a harness problem from a transport one).
+const TRANSPORT: &str = "rdma";
 
 #[test]
 #[ignore = "needs root and QEMU (boots a soft-RoCE guest): scripts/test.sh runs it as root"]
