@@ -17,7 +17,12 @@ use crate::serve::BoxError;
 
 fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
     let bypass = crate::serve::bypass_with_file(config, &a.bypass)?;
-    let (sel, policy) = crate::probe::choose(config, &a.select, &bypass)?;
+    let (sel, policy) = crate::probe::choose(
+        config,
+        &a.select,
+        &bypass,
+        crate::probe::Target::Connect(a.addr),
+    )?;
     let backend = Backend::new(sel.kind, &bypass)?;
     let cfg = ClientConfig {
         request_timeout: a.timeout,
@@ -283,7 +288,12 @@ pub fn parse_type(s: &str) -> Result<u8, String> {
 /// `warpwire bench`.
 pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
     let bypass = crate::serve::bypass_with_file(config, &a.bypass)?;
-    let (sel, policy) = crate::probe::choose(config, &a.select, &bypass)?;
+    let (sel, policy) = crate::probe::choose(
+        config,
+        &a.select,
+        &bypass,
+        crate::probe::Target::Connect(a.addr),
+    )?;
     let backend = Backend::new(sel.kind, &bypass)?;
     let mut cfg = LoadConfig::new(a.addr);
     cfg.connections = a.connections;

@@ -11,33 +11,47 @@ use crate::cli::{BypassArgs, ProbeArgs, SelectArgs};
 use crate::serve::{BoxError, load_file};
 
 /// Probes every backend this binary knows.
-pub fn probe_all(bypass: &BypassArgs) -> Vec<ProbeReport> {
+pub fn probe_all(bypass: &BypassArgs, target: Target) -> Vec<ProbeReport> {
     BackendKind::ALL
         .iter()
-        .map(|&k| probe_one(k, bypass))
+        .map(|&k| probe_one(k, bypass, target))
         .collect()
 }
 
-#[cfg_attr(
-    not(any(feature = "xdp", feature = "dpdk", feature = "rdma")),
-    allow(unused_variables)
-)]
-fn probe_one(kind: BackendKind, bypass: &BypassArgs) -> ProbeReport {
+/// The address a command will use, for backends whose availability
+/// depends on it (rdma: a device must own the listen address, or route
+/// to the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `probe`: no address beyond `--ip`.
+    None,
+    /// `serve`: the listen address.
+    Listen(std::net::SocketAddr),
+    /// `client`/`bench`: the server's address.
+    Connect(std::net::SocketAddr),
+}
+
+#[cfg_attr(not(feature = "rdma"), allow(unused_variables))]
+fn probe_one(kind: BackendKind, bypass: &BypassArgs, target: Target) -> ProbeReport {
     match kind {
         BackendKind::Socket => warpwire_socket::probe(),
         #[cfg(feature = "xdp")]
         BackendKind::Xdp => warpwire_xdp::probe(bypass.iface.as_deref()),
         #[cfg(feature = "dpdk")]
         BackendKind::Dpdk => warpwire_dpdk::probe(bypass.dpdk_args.as_deref()),
-        // The configured address (--ip) must belong to an RDMA device.
+        // The address in use must belong to (or route through) an RDMA
+        // device; `probe` checks `--ip` when given.
         #[cfg(feature = "rdma")]
-        BackendKind::Rdma => warpwire_rdma::probe(
-            bypass
+        BackendKind::Rdma => warpwire_rdma::probe(match target {
+            Target::Listen(a) => Some(warpwire_rdma::ProbeAddr::Local(a.ip())),
+            Target::Connect(a) => Some(warpwire_rdma::ProbeAddr::Remote(a.ip())),
+            Target::None => bypass
                 .ip
                 .as_deref()
                 .and_then(|c| c.split('/').next())
-                .and_then(|ip| ip.parse().ok()),
-        ),
+                .and_then(|ip| ip.parse().ok())
+                .map(warpwire_rdma::ProbeAddr::Local),
+        }),
         #[allow(unreachable_patterns)]
         other => ProbeReport::not_compiled_in(other),
     }
@@ -67,16 +81,20 @@ pub fn choose(
     config: Option<&Path>,
     args: &SelectArgs,
     bypass: &BypassArgs,
+    target: Target,
 ) -> Result<(Selection, LatencyPolicy), BoxError> {
     let (choice, policy) = resolve(config, args)?;
-    let sel = select(&probe_all(bypass), choice, policy)?;
+    let sel = select(&probe_all(bypass, target), choice, policy)?;
     Ok((sel, policy))
 }
 
 /// `warpwire probe`.
 pub fn run(config: Option<&Path>, args: ProbeArgs) -> Result<(), BoxError> {
     let (choice, policy) = resolve(config, &args.select)?;
-    let reports = probe_all(&crate::serve::bypass_with_file(config, &args.bypass)?);
+    let reports = probe_all(
+        &crate::serve::bypass_with_file(config, &args.bypass)?,
+        Target::None,
+    );
     println!(
         "{:<8} {:<9} {:<9} {:<18} detail",
         "backend", "compiled", "available", "latency class"

@@ -85,9 +85,10 @@ fn server_config(file: ServerConfig, a: &ServeArgs) -> ServerConfig {
 pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
     let file = load_file(config)?;
     let bypass = bypass_with_file(config, &a.bypass)?;
-    let (selection, policy) = crate::probe::choose(config, &a.select, &bypass)?;
-    let backend = Backend::new(selection.kind, &bypass)?;
     let mut cfg = server_config(file.server, &a);
+    let target = crate::probe::Target::Listen(cfg.listen);
+    let (selection, policy) = crate::probe::choose(config, &a.select, &bypass, target)?;
+    let backend = Backend::new(selection.kind, &bypass)?;
     cfg.busy_poll = policy.busy_poll();
     cfg.workers = backend.workers(cfg.workers);
     cfg.listen = backend.listen_addr(cfg.listen);

@@ -40,7 +40,7 @@ mod transport;
 use std::io;
 use std::time::Duration;
 
-pub use probe::{DeviceInfo, probe, probe_devices};
+pub use probe::{DeviceInfo, ProbeAddr, probe, probe_devices};
 pub use transport::{RdmaShared, RdmaTransport};
 
 /// Settings of an RDMA transport instance. Memory per connection is

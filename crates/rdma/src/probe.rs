@@ -135,9 +135,85 @@ fn device_of(ip: IpAddr) -> Result<String, String> {
     result
 }
 
+/// Which RDMA device routes to `dst` (rdma_resolve_addr, waited for up
+/// to `within`).
+fn device_towards(dst: IpAddr, within: std::time::Duration) -> Result<String, String> {
+    let ch = EventChannel::new().map_err(|e| format!("rdma_create_event_channel: {e}"))?;
+    let mut id: *mut sys::rdma_cm_id = ptr::null_mut();
+    // SAFETY: the channel is live; id is written on success.
+    check(unsafe {
+        sys::rdma_create_id(
+            ch.as_ptr(),
+            &mut id,
+            ptr::null_mut(),
+            sys::rdma_port_space::RDMA_PS_TCP,
+        )
+    })
+    .map_err(|e| format!("rdma_create_id: {e}"))?;
+    let mut raw = RawAddr::new(SocketAddr::new(dst, 0));
+    let ms = within.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: the id is live; raw holds a valid sockaddr for the call.
+    let mut result: Result<String, String> =
+        check(unsafe { sys::rdma_resolve_addr(id, ptr::null_mut(), raw.as_mut_ptr(), ms) })
+            .map(|()| String::new())
+            .map_err(|e| format!("no RDMA route to {dst}: {e}"));
+    if result.is_ok() {
+        result = Err(format!("no RDMA route to {dst} (timed out)"));
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let mut pfd = libc::pollfd {
+                fd: ch.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+            match ch.next() {
+                Ok(Some(ev)) if ev.kind == sys::rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED => {
+                    // SAFETY: the id is live and resolved: verbs names its device.
+                    let verbs = unsafe { (*id).verbs };
+                    result = if verbs.is_null() {
+                        Err(format!("no RDMA device routes to {dst}"))
+                    } else {
+                        // SAFETY: verbs is a live context of a live id.
+                        Ok(
+                            unsafe { CStr::from_ptr(sys::ibv_get_device_name((*verbs).device)) }
+                                .to_string_lossy()
+                                .into_owned(),
+                        )
+                    };
+                    break;
+                }
+                Ok(Some(_)) => {
+                    result = Err(format!("no RDMA route to {dst}"));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    result = Err(format!("rdma_get_cm_event: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    // SAFETY: the id is ours; every event fetched was acked.
+    unsafe { sys::rdma_destroy_id(id) };
+    result
+}
+
+/// Which address the probe checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAddr {
+    /// An address to listen on: an RDMA device must own it (unspecified
+    /// addresses pass).
+    Local(IpAddr),
+    /// A server to reach: an RDMA device must route to it.
+    Remote(IpAddr),
+}
+
 /// The rdma probe: rdma-core compiled in, devices present, a port active,
-/// and, when `addr` is given, an RDMA device owning it.
-pub fn probe(addr: Option<IpAddr>) -> ProbeReport {
+/// and, when `addr` is given, an RDMA device owning or routing to it.
+pub fn probe(addr: Option<ProbeAddr>) -> ProbeReport {
     let kind = BackendKind::Rdma;
     let devices = match probe_devices() {
         Ok(d) if d.is_empty() => return ProbeReport::unavailable(kind, "no RDMA devices"),
@@ -164,11 +240,16 @@ pub fn probe(addr: Option<IpAddr>) -> ProbeReport {
     if !devices.iter().any(|d| d.active) {
         return ProbeReport::unavailable(kind, format!("no active port: {list}"));
     }
-    match addr.filter(|a| !a.is_unspecified()) {
-        Some(ip) => match device_of(ip) {
-            Ok(dev) => ProbeReport::available(kind, format!("{ip} on {dev}; {list}")),
-            Err(why) => ProbeReport::unavailable(kind, format!("{why}; {list}")),
-        },
-        None => ProbeReport::available(kind, list),
+    let checked = match addr {
+        Some(ProbeAddr::Local(ip)) if !ip.is_unspecified() => {
+            device_of(ip).map(|dev| format!("{ip} on {dev}; "))
+        }
+        Some(ProbeAddr::Remote(ip)) => device_towards(ip, std::time::Duration::from_millis(500))
+            .map(|dev| format!("{ip} via {dev}; ")),
+        _ => Ok(String::new()),
+    };
+    match checked {
+        Ok(prefix) => ProbeReport::available(kind, format!("{prefix}{list}")),
+        Err(why) => ProbeReport::unavailable(kind, format!("{why}; {list}")),
     }
 }
