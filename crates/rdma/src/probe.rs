@@ -104,17 +104,7 @@ pub fn probe_devices() -> Result<Vec<DeviceInfo>, String> {
 /// Which RDMA device owns `ip`, by binding an rdma_cm id to it.
 fn device_of(ip: IpAddr) -> Result<String, String> {
     let ch = EventChannel::new().map_err(|e| format!("rdma_create_event_channel: {e}"))?;
-    let mut id: *mut sys::rdma_cm_id = ptr::null_mut();
-    // SAFETY: the channel is live; id is written on success.
-    check(unsafe {
-        sys::rdma_create_id(
-            ch.as_ptr(),
-            &mut id,
-            ptr::null_mut(),
-            sys::rdma_port_space::RDMA_PS_TCP,
-        )
-    })
-    .map_err(|e| format!("rdma_create_id: {e}"))?;
+    let id = ch.create_id().map_err(|e| format!("rdma_create_id: {e}"))?;
     let mut raw = RawAddr::new(SocketAddr::new(ip, 0));
     // SAFETY: the id is live; raw holds a valid sockaddr.
     let bound = check(unsafe { sys::rdma_bind_addr(id, raw.as_mut_ptr()) });
@@ -139,17 +129,7 @@ fn device_of(ip: IpAddr) -> Result<String, String> {
 /// to `within`).
 fn device_towards(dst: IpAddr, within: std::time::Duration) -> Result<String, String> {
     let ch = EventChannel::new().map_err(|e| format!("rdma_create_event_channel: {e}"))?;
-    let mut id: *mut sys::rdma_cm_id = ptr::null_mut();
-    // SAFETY: the channel is live; id is written on success.
-    check(unsafe {
-        sys::rdma_create_id(
-            ch.as_ptr(),
-            &mut id,
-            ptr::null_mut(),
-            sys::rdma_port_space::RDMA_PS_TCP,
-        )
-    })
-    .map_err(|e| format!("rdma_create_id: {e}"))?;
+    let id = ch.create_id().map_err(|e| format!("rdma_create_id: {e}"))?;
     let mut raw = RawAddr::new(SocketAddr::new(dst, 0));
     let ms = within.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: the id is live; raw holds a valid sockaddr for the call.

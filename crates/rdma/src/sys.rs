@@ -72,6 +72,21 @@ impl EventChannel {
         unsafe { (*self.0.as_ptr()).fd }
     }
 
+    /// A new TCP-port-space cm id whose events come to this channel.
+    pub(crate) fn create_id(&self) -> io::Result<*mut sys::rdma_cm_id> {
+        let mut id: *mut sys::rdma_cm_id = ptr::null_mut();
+        // SAFETY: the channel is live; `id` is written on success.
+        check(unsafe {
+            sys::rdma_create_id(
+                self.0.as_ptr(),
+                &mut id,
+                ptr::null_mut(),
+                sys::rdma_port_space::RDMA_PS_TCP,
+            )
+        })?;
+        Ok(id)
+    }
+
     /// The next event, acknowledged, or None when there is none now.
     pub(crate) fn next(&self) -> io::Result<Option<CmEvent>> {
         let mut ev: *mut sys::rdma_cm_event = ptr::null_mut();

@@ -894,17 +894,7 @@ impl Transport for RdmaTransport {
             });
         }
         let channel = EventChannel::new().map_err(err)?;
-        let mut id: *mut sys::rdma_cm_id = ptr::null_mut();
-        // SAFETY: channel is live; `id` is written on success.
-        check(unsafe {
-            sys::rdma_create_id(
-                channel.as_ptr(),
-                &mut id,
-                ptr::null_mut(),
-                sys::rdma_port_space::RDMA_PS_TCP,
-            )
-        })
-        .map_err(err)?;
+        let id = channel.create_id().map_err(err)?;
         let mut listener = Listener { id, addr, channel };
         let mut raw = RawAddr::new(addr);
         // SAFETY: the id is live; raw holds a valid sockaddr.
@@ -932,17 +922,7 @@ impl Transport for RdmaTransport {
         if self.conns.len() >= self.config.max_conns {
             return Err(TransportError::TooManyConnections(self.config.max_conns));
         }
-        let mut id: *mut sys::rdma_cm_id = ptr::null_mut();
-        // SAFETY: our channel is live; `id` is written on success.
-        check(unsafe {
-            sys::rdma_create_id(
-                self.channel.as_ptr(),
-                &mut id,
-                ptr::null_mut(),
-                sys::rdma_port_space::RDMA_PS_TCP,
-            )
-        })
-        .map_err(err)?;
+        let id = self.channel.create_id().map_err(err)?;
         let conn = self.insert(id, State::Resolving, addr);
         let mut raw = RawAddr::new(addr);
         let ms = self
