@@ -175,6 +175,10 @@ pub struct StackTransport<D: PacketDevice> {
     generations: Vec<u32>,
     listeners: Vec<Listener>,
     pending: Vec<Event>,
+    /// Sockets of connections the peer closed, kept until our FIN is
+    /// acknowledged (or the close linger passes) so the peer's close
+    /// completes instead of meeting a reset.
+    draining: Vec<(SocketHandle, Instant)>,
     taps: RefCell<Taps>,
     epoch: Instant,
     next_port: u16,
@@ -352,6 +356,7 @@ impl<D: PacketDevice> StackTransport<D> {
             generations: Vec::new(),
             listeners: Vec::new(),
             pending: Vec::new(),
+            draining: Vec::new(),
             taps,
             epoch: now,
             next_port: 49_152 + (seed % 16_000) as u16,
@@ -423,7 +428,9 @@ impl<D: PacketDevice> StackTransport<D> {
             return;
         }
         let c = self.conns.remove(index);
-        self.sockets.remove(c.handle);
+        if !self.draining.iter().any(|&(h, _)| h == c.handle) {
+            self.sockets.remove(c.handle);
+        }
         self.generations[index] = self.generations[index].wrapping_add(1);
         self.pending.push(Event::Closed(c.id, reason));
     }
@@ -542,12 +549,16 @@ impl<D: PacketDevice> StackTransport<D> {
                         events.push(Event::Readable(c.id));
                     } else if !s.may_recv() && s.recv_queue() == 0 {
                         // Peer's FIN and every byte read: done, like EOF.
+                        // Our FIN follows; the socket stays in `draining`
+                        // until it is acknowledged.
                         let reason = if s.state() == tcp::State::Closed {
                             CloseReason::Reset(None)
                         } else {
+                            s.close();
+                            self.draining
+                                .push((c.handle, now + self.config.close_linger));
                             CloseReason::PeerClosed
                         };
-                        s.close();
                         gone.push((i, reason));
                         continue;
                     }
@@ -576,6 +587,24 @@ impl<D: PacketDevice> StackTransport<D> {
         for (i, reason) in gone {
             self.remove(i, reason);
         }
+        let sockets = &mut self.sockets;
+        self.draining.retain(|&(h, deadline)| {
+            let s = sockets.get_mut::<tcp::Socket<'_>>(h);
+            while s.can_recv() {
+                if s.recv(|b| (b.len(), ())).is_err() {
+                    break;
+                }
+            }
+            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if !done && now < deadline {
+                return true;
+            }
+            if !done {
+                s.abort();
+            }
+            sockets.remove(h);
+            false
+        });
     }
 
     fn pick_port(&mut self) -> u16 {

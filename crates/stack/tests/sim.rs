@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use warpwire_stack::sim::{self, SimConfig, SimDevice, SimStats};
 use warpwire_stack::{StackConfig, StackStats, StackTransport};
-use warpwire_transport::{ConnId, Event, Events, Transport};
+use warpwire_transport::{CloseReason, ConnId, Event, Events, Transport};
 
 type Stack = StackTransport<SimDevice>;
 
@@ -333,4 +333,34 @@ fn pcap_tap_records_the_exchange() {
         eprintln!("tshark not installed: pcap checked structurally only");
     }
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_peer_close_is_answered_with_our_fin_not_a_reset() {
+    let mut net = Net::new(SimConfig::default(), |_| {});
+    net.srv.listen(SocketAddr::from((SERVER, 7077))).unwrap();
+    let (s, c) = net.connect();
+    net.cli.close(c);
+    let (mut server_saw, mut steps) = (None, 0);
+    let mut client_done = false;
+    // The client's close completes when our FIN arrives: a few round trips,
+    // not a retransmission timeout answered by a reset.
+    while steps < 20_000 && !client_done {
+        let (se, ce) = net.step();
+        steps += 1;
+        for e in se {
+            if let Event::Closed(id, why) = e {
+                assert_eq!(id, s);
+                server_saw = Some(why);
+            }
+        }
+        client_done = ce.contains(&Event::Closed(c, CloseReason::Local));
+    }
+    assert_eq!(server_saw, Some(CloseReason::PeerClosed));
+    assert!(client_done, "the client's close never completed");
+    let took = STEP * steps;
+    assert!(
+        took < Duration::from_millis(100),
+        "the client's close took {took:?}: the server did not send its FIN"
+    );
 }
