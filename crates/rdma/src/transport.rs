@@ -1142,7 +1142,8 @@ impl Transport for RdmaTransport {
         {
             add(l.channel.fd());
         }
-        let closing = self.conns.iter().any(|(_, c)| c.state == State::Closing);
+        // Deadlines of closes and of setups are checked by poll: wake for them.
+        let closing = self.conns.iter().any(|(_, c)| c.state != State::Open);
         let timeout = match (timeout, closing) {
             (Some(t), true) => Some(t.min(Duration::from_millis(50))),
             (None, true) => Some(Duration::from_millis(50)),
