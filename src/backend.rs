@@ -24,6 +24,26 @@ pub struct StackSetup {
     pub pcap: Option<std::path::PathBuf>,
 }
 
+#[cfg(any(feature = "xdp", feature = "dpdk"))]
+impl StackSetup {
+    /// The stack configuration of one queue's worker (`name` for STATS);
+    /// queues above 0 capture to `FILE.qN.pcap`.
+    pub fn config(&self, queue: usize, name: &'static str) -> warpwire_stack::StackConfig {
+        let mut sc = warpwire_stack::StackConfig::new(self.ip, self.prefix);
+        sc.gateway = self.gateway;
+        sc.mac = self.mac;
+        sc.pcap = self.pcap.as_ref().map(|p| {
+            if queue == 0 {
+                p.clone()
+            } else {
+                p.with_extension(format!("q{queue}.pcap"))
+            }
+        });
+        sc.name = name;
+        sc
+    }
+}
+
 /// The selected backend with what it needs to build transports.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -196,17 +216,7 @@ pub fn xdp_transport(
     cfg.busy_poll = false;
     let dev = warpwire_xdp::XdpDevice::open(cfg)
         .map_err(|e| wrap("cannot open the AF_XDP socket", Box::new(e)))?;
-    let mut sc = warpwire_stack::StackConfig::new(s.ip, s.prefix);
-    sc.gateway = s.gateway;
-    sc.mac = s.mac;
-    sc.pcap = s.pcap.as_ref().map(|p| {
-        if queue == 0 {
-            p.clone()
-        } else {
-            p.with_extension(format!("q{queue}.pcap"))
-        }
-    });
-    sc.name = "xdp";
+    let sc = s.config(queue, "xdp");
     Ok(warpwire_stack::StackTransport::new(
         dev,
         sc,

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use warpwire_dpdk::{DeviceConfig, DpdkDevice, DpdkError, Eal, Mempool, Port, PortConfig};
-use warpwire_stack::{StackConfig, StackTransport};
+use warpwire_stack::StackTransport;
 use warpwire_transport::TransportError;
 
 use crate::backend::StackSetup;
@@ -148,18 +148,7 @@ impl DpdkRuntime {
         dev: DpdkDevice,
         queue: u16,
     ) -> Result<StackTransport<DpdkDevice>, TransportError> {
-        let s = &self.stack;
-        let mut sc = StackConfig::new(s.ip, s.prefix);
-        sc.gateway = s.gateway;
-        sc.mac = s.mac;
-        sc.pcap = s.pcap.as_ref().map(|p| {
-            if queue == 0 {
-                p.clone()
-            } else {
-                p.with_extension(format!("q{queue}.pcap"))
-            }
-        });
-        sc.name = "dpdk";
+        let sc = self.stack.config(usize::from(queue), "dpdk");
         Ok(StackTransport::new(dev, sc, Instant::now())?)
     }
 }
