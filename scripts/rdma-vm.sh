@@ -26,6 +26,18 @@
 # RDMA_VM_DATA_BYTES (the hash-checked DATA transfer, default 50000000),
 # RDMA_VM_SERVE_ARGS / RDMA_VM_CLIENT_ARGS (extra flags for serve and for
 # client/bench in the guest), RDMA_VM_SKIP_APT=1.
+#
+# RDMA_VM_BENCH=1 runs the rdma/socket comparison of docs/benchmarks.md
+# instead of the checks (scripts/rdma-vm/guest-bench.sh; --transport is
+# then ignored): the same `warpwire bench` (64 B ECHO, 2 connections,
+# depth 1 and 32) and a DATA upload over rdma and over kernel TCP on the
+# same guest address, alternating, RDMA_VM_BENCH_ROUNDS times (default 2),
+# printing `WW-RDMA-BENCH:` lines and a summary. Give it a release build:
+#   cargo build --release --features rdma
+#   RDMA_VM_BENCH=1 scripts/rdma-vm.sh target/release/warpwire
+# RDMA_VM_BENCH_COUNT1 / RDMA_VM_BENCH_COUNT32: replies per bench at depth
+# 1 (default 5000) and 32 (default 50000); the upload is
+# RDMA_VM_DATA_BYTES.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 GUEST_DIR=$ROOT/scripts/rdma-vm
@@ -59,6 +71,11 @@ case "$TRANSPORT" in rdma | socket) ;; *) usage ;; esac
 }
 VM_TIMEOUT=${RDMA_VM_TIMEOUT:-270}
 DATA_BYTES=${RDMA_VM_DATA_BYTES:-50000000}
+MODE=test
+if [ "${RDMA_VM_BENCH:-0}" = 1 ]; then
+    MODE=bench
+    TRANSPORT=rdma
+fi
 
 CACHE=$ROOT/target/rdma-vm
 mkdir -p "$CACHE"
@@ -236,19 +253,27 @@ echo $((VM_TIMEOUT - 30)) >"$R/etc/ww-guest-timeout"
     printf 'DATA_BYTES=%q\n' "$DATA_BYTES"
     printf 'SERVE_EXTRA=%q\n' "${RDMA_VM_SERVE_ARGS:-}"
     printf 'CLIENT_EXTRA=%q\n' "${RDMA_VM_CLIENT_ARGS:-}"
+    printf 'MODE=%q\n' "$MODE"
+    printf 'BENCH_ROUNDS=%q\n' "${RDMA_VM_BENCH_ROUNDS:-2}"
+    printf 'BENCH_COUNT1=%q\n' "${RDMA_VM_BENCH_COUNT1:-5000}"
+    printf 'BENCH_COUNT32=%q\n' "${RDMA_VM_BENCH_COUNT32:-50000}"
+    printf 'BENCH_DATA_BYTES=%q\n' "$DATA_BYTES"
 } >"$R/etc/ww-test.conf"
 install -m 755 "$GUEST_DIR/init" "$R/init"
 install -m 755 "$GUEST_DIR/guest-test.sh" "$R/ww-guest-test.sh"
+install -m 644 "$GUEST_DIR/guest-bench.sh" "$R/ww-guest-bench.sh"
 # Uncompressed: the kernel unpacks it faster under TCG than it inflates gzip.
 (cd "$R" && find . -print0 | cpio --null -o -H newc --quiet) >"$WORK/initramfs.cpio"
 INITRD_MB=$(($(stat -c %s "$WORK/initramfs.cpio") / 1000000))
-log "initramfs: ${INITRD_MB} MB, kernel $KV, ${#MODS[@]} modules, transport $TRANSPORT"
+log "initramfs: ${INITRD_MB} MB, kernel $KV, ${#MODS[@]} modules, transport $TRANSPORT, mode $MODE"
 phase_done initramfs "$t"
 
 # --- 4. boot and test -------------------------------------------------------------
 # No network device of any kind (-nodefaults, -nic none): the guest cannot
 # reach the host or the outside. Console on the serial port only.
 CONSOLE=$CACHE/console.log
+# TCG guests are slowed by anything else on the host: say how busy it was.
+log "host: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 log "booting the guest (TCG, hard limit ${VM_TIMEOUT}s), console: $CONSOLE"
 t=$(now)
 T_TESTS=
@@ -286,11 +311,17 @@ log "qemu exited with status $QRC"
 # --- 5. verdict -------------------------------------------------------------------
 # Every check must be there and pass: a guest that silently skipped one
 # fails too.
-REQUIRED=(dummy0-up guest-isolated rxe0-link ibv-devinfo ibv-rc-pingpong probe serve-start
-    echo ping app-reverse app-uppercase app-unknown-type data-small stats auth-without-users
-    broadcast bench-depth1 bench-depth32 "data-$((DATA_BYTES / 1000000))mb" users-add
-    serve-auth-start auth-token-echo auth-ok auth-anonymous-refused auth-wrong-token-rejected
-    serve-sigterm)
+REQUIRED=(dummy0-up guest-isolated rxe0-link ibv-devinfo ibv-rc-pingpong probe
+    auto-falls-back rdma-refuses-loopback serve-start echo ping app-reverse app-uppercase
+    app-unknown-type data-small stats connect-refused auth-without-users broadcast
+    bench-depth1 bench-depth32 many-connections busy-poll "data-$((DATA_BYTES / 1000000))mb"
+    client-killed users-add serve-auth-start auth-token-echo auth-ok auth-anonymous-refused
+    auth-wrong-token-rejected serve-sigterm)
+# An auto client picks rdma only towards an rdma server.
+[ "$TRANSPORT" = rdma ] && REQUIRED+=(auto-selects-rdma)
+# The comparison: the guest's setup, then every bench run without errors.
+[ "$MODE" = bench ] && REQUIRED=(dummy0-up guest-isolated rxe0-link ibv-devinfo ibv-rc-pingpong
+    probe bench-servers-start bench-compare)
 bad=()
 for c in "${REQUIRED[@]}"; do
     grep -q "^WW-RDMA: $c PASS" "$CONSOLE" || bad+=("$c")
@@ -298,9 +329,13 @@ done
 if grep -q "^WW-RDMA: .* FAIL" "$CONSOLE"; then
     mapfile -t -O "${#bad[@]}" bad < <(sed -n 's/^WW-RDMA: \(.*\) FAIL.*/\1/p' "$CONSOLE")
 fi
-log "phases: ${PHASES[*]} total=$(since "$T0")s"
+log "phases: ${PHASES[*]} total=$(since "$T0")s; host load average now $(cut -d' ' -f1-3 /proc/loadavg)"
 if ((${#bad[@]} == 0)) && grep -q '^WW-RDMA-RESULT: PASS' "$CONSOLE"; then
-    log "RESULT: PASS (transport $TRANSPORT, ${#REQUIRED[@]} checks)"
+    if [ "$MODE" = bench ]; then
+        log "RESULT: PASS (rdma/socket comparison, ${#REQUIRED[@]} checks)"
+    else
+        log "RESULT: PASS (transport $TRANSPORT, ${#REQUIRED[@]} checks)"
+    fi
     exit 0
 fi
 [ "$QRC" = 124 ] && log "QEMU hit the ${VM_TIMEOUT}s limit"

@@ -4,7 +4,10 @@
 //! initramfs that holds this warpwire binary, creates rxe0 on a dummy
 //! interface, runs `warpwire serve --transport rdma` and every client
 //! feature over rdma, two benches and a 50 MB hash-checked DATA transfer,
-//! and decides from the guest's console.
+//! transport selection by address (auto on 127.0.0.1 falls back to socket,
+//! forced rdma there is refused), a refused connect, 64 connections, a
+//! busy-polling server and client, and a client killed mid-upload, and
+//! decides from the guest's console (about 60 s of tests under TCG).
 //!
 //! Ignored by default (needs root: apt for QEMU and the rdma-core tools):
 //! `scripts/test.sh` runs it as root, so elsewhere it shows as skipped. The

@@ -7,7 +7,8 @@
 # check and a final `WW-RDMA-RESULT: PASS|FAIL`; the host decides from
 # those. Every command runs under `timeout`.
 
-# T, DATA_BYTES, SERVE_EXTRA, CLIENT_EXTRA (written by the host).
+# T, DATA_BYTES, SERVE_EXTRA, CLIENT_EXTRA, MODE (test or bench) and the
+# BENCH_* settings of guest-bench.sh (written by the host).
 . /etc/ww-test.conf
 export WARPWIRE_LOG=warn
 IP=10.9.9.1
@@ -44,6 +45,10 @@ run() {
     timeout "$to" "$@" >/tmp/out 2>/tmp/err
     RC=$?
 }
+# A number from `bench --json` in /tmp/out, and one rounded to 0.1.
+j() { sed -n "s/^ *\"$1\": *\([0-9.e+-]*\),*$/\1/p" /tmp/out; }
+r() { j "$1" | awk '{ printf "%.1f", $1 }'; }
+
 out_is() { [ "$RC" = 0 ] && [ "$(cat /tmp/out)" = "$1" ]; }
 out_has() { [ "$RC" = 0 ] && grep -q -- "$1" /tmp/out; }
 err_has() { [ "$RC" != 0 ] && grep -q -- "$1" /tmp/err; }
@@ -77,7 +82,16 @@ start_server() {
     return 1
 }
 
-echo "WW-GUEST: tests start transport=$T uptime=$(up)"
+finish() {
+    echo "WW-GUEST: tests done uptime=$(up)"
+    if [ "$FAILS" = 0 ]; then
+        echo "WW-RDMA-RESULT: PASS ($CHECKS checks)"
+    else
+        echo "WW-RDMA-RESULT: FAIL ($FAILS of $CHECKS checks failed)"
+    fi
+}
+
+echo "WW-GUEST: tests start transport=$T mode=${MODE:-test} uptime=$(up)"
 
 # --- soft-RoCE on dummy0 -----------------------------------------------------
 # Loading the dummy module usually creates dummy0 already.
@@ -136,6 +150,61 @@ sed 's/^/WW-RDMA-INFO: probe: /' /tmp/out
 [ "$RC" = 0 ] && grep -Eq "^$T +yes +yes" /tmp/out
 verdict probe $?
 
+# RDMA_VM_BENCH=1: the rdma/socket comparison instead of the checks.
+if [ "${MODE:-test}" = bench ]; then
+    . /ww-guest-bench.sh
+    finish
+    exit 0
+fi
+
+# --- transport selection by address ----------------------------------------------
+# 127.0.0.1 belongs to lo, which no RDMA device owns (rxe0 is on dummy0):
+# --transport auto must serve on kernel TCP there, and a forced rdma must
+# refuse quickly with the reason.
+mark
+timeout 60 warpwire serve --transport auto --listen 127.0.0.1:7079 \
+    >/tmp/serve-auto.log 2>/tmp/serve-auto.log.err &
+AUTO_PID=$!
+i=0
+while [ $i -lt 150 ] && ! [ -s /tmp/serve-auto.log ] && kill -0 "$AUTO_PID" 2>/dev/null; do
+    sleep 0.2
+    i=$((i + 1))
+done
+FIRST=$(head -n 1 /tmp/serve-auto.log)
+run 30 warpwire client --transport auto 127.0.0.1:7079 echo "auto on loopback"
+out_is "auto on loopback"
+E=$?
+EERR=$(head -n 1 /tmp/err)
+run 30 warpwire client --transport auto 127.0.0.1:7079 stats
+out_has "transport  *socket\$"
+S=$?
+kill -TERM "$AUTO_PID" 2>/dev/null
+wait "$AUTO_PID"
+W=$?
+cat /tmp/serve-auto.log.err >>/tmp/err
+case "$FIRST" in *"listening on 127.0.0.1:7079 (socket)"*) F=0 ;; *) F=1 ;; esac
+[ "$F" = 0 ] && [ "$E" = 0 ] && [ "$S" = 0 ] && [ "$W" = 0 ]
+verdict auto-falls-back $? "first line: $FIRST; client echo exit $E${EERR:+ ($EERR)}, stats $S, serve exit $W"
+if [ "$E" != 0 ]; then
+    # Which transport the auto client took: a forced rdma client to the
+    # same address fails the same way if the probe let rdma through.
+    WARPWIRE_LOG=warpwire_rdma=debug run 30 warpwire client --transport rdma 127.0.0.1:7079 echo x
+    info "auto-falls-back: client --transport rdma 127.0.0.1:7079: exit $RC: $(tail -n 3 /tmp/err | tr '\n' ' ')"
+fi
+
+mark
+run 20 warpwire serve --transport rdma --listen 127.0.0.1:7080
+SRC=$RC
+SERR=$(head -n 1 /tmp/err)
+[ "$RC" != 0 ] && [ "$RC" != 124 ] && grep -q "rdma" /tmp/err && grep -q "127.0.0.1" /tmp/err
+SV=$?
+run 20 warpwire probe --transport rdma --ip 127.0.0.1/8
+PERR=$(grep -h "rdma" /tmp/out /tmp/err | tail -n 1)
+[ "$RC" != 0 ] && [ "$RC" != 124 ] && grep -q "^rdma .* no " /tmp/out && grep -q "choice: none" /tmp/out
+PV=$?
+[ "$SV" = 0 ] && [ "$PV" = 0 ]
+verdict rdma-refuses-loopback $? "serve exit $SRC: $SERR; probe exit $RC: $PERR"
+
 # --- every protocol feature against one server --------------------------------
 mark
 mkdir -p /tmp/data
@@ -179,6 +248,30 @@ cli stats
 out_has "transport  *$T\$"
 verdict stats $?
 
+# The connections the server counts (the asking client's own included).
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+conns() {
+    run 30 warpwire client --transport "$T" $CLIENT_EXTRA "$A" stats
+    sed -n 's/^connections  *//p' /tmp/out
+}
+
+# An auto client towards the rdma server picks rdma (rxe0 routes to it).
+if [ "$T" = rdma ]; then
+    mark
+    run 30 warpwire client --transport auto "$A" stats
+    out_has "transport  *rdma\$"
+    verdict auto-selects-rdma $?
+fi
+
+# No listener on the port: the connect is refused, fast and with a reason.
+mark
+T0=$(up)
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+run 30 warpwire client --transport "$T" $CLIENT_EXTRA "$IP:7099" echo x
+SECS=$(awk -v a="$T0" -v b="$(up)" 'BEGIN { printf "%.2f", b - a }')
+[ "$RC" != 0 ] && [ "$RC" != 124 ] && [ -s /tmp/err ] && awk -v s="$SECS" 'BEGIN { exit !(s < 5) }'
+verdict connect-refused $? "exit $RC in ${SECS}s: $(head -n 1 /tmp/err)"
+
 mark
 cli auth x y
 out_has refused
@@ -215,11 +308,9 @@ bench() {
     mark
     run 120 warpwire bench --transport "$T" $CLIENT_EXTRA "$A" --connections 2 --depth "$depth" \
         --count "$count" --json
-    j() { sed -n "s/^ *\"$1\": *\([0-9.e+-]*\),*$/\1/p" /tmp/out; }
     msgs=$(j messages)
     errs=$(j errors)
     lost=$(j lost)
-    r() { j "$1" | awk '{ printf "%.1f", $1 }'; }
     echo "WW-RDMA-BENCH: transport=$T connections=2 depth=$depth messages=$msgs errors=$errs lost=$lost" \
         "msgs_per_s=$(j throughput_msgs_per_s | awk '{ printf "%.0f", $1 }') p50_us=$(r p50_us)" \
         "p99_us=$(r p99_us) max_us=$(r max_us)"
@@ -228,6 +319,43 @@ bench() {
 }
 bench 1 2000
 bench 32 20000
+
+# Many connections at once: 64 x depth 4.
+mark
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+run 120 warpwire bench --transport "$T" $CLIENT_EXTRA "$A" --connections 64 --depth 4 \
+    --count 5000 --json
+msgs=$(j messages)
+errs=$(j errors)
+lost=$(j lost)
+echo "WW-RDMA-BENCH: transport=$T connections=64 depth=4 messages=$msgs errors=$errs lost=$lost" \
+    "msgs_per_s=$(j throughput_msgs_per_s | awk '{ printf "%.0f", $1 }') p50_us=$(r p50_us)" \
+    "p99_us=$(r p99_us) max_us=$(r max_us)"
+[ "$RC" = 0 ] && [ "${msgs:-0}" -ge 5000 ] && [ "$errs" = 0 ] && [ "$lost" = 0 ]
+verdict many-connections $?
+
+# Busy-polling: a server with --latency-policy lowest (one spinning worker:
+# the guest has 2 vCPUs and the client spins too), stopped right after.
+# Two spinners on TCG's 2 vCPUs starve everything else: few messages.
+mark
+start_server 7081 /tmp/serve-busy.log --workers 1 --latency-policy lowest
+B=$?
+BUSY_PID=$SERVER_PID
+RC=1
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+[ "$B" = 0 ] && run 120 warpwire bench --transport "$T" $CLIENT_EXTRA "$IP:7081" \
+    --latency-policy lowest --connections 1 --depth 1 --count 500 --json
+msgs=$(j messages)
+errs=$(j errors)
+lost=$(j lost)
+echo "WW-RDMA-BENCH: transport=$T busy-poll connections=1 depth=1 messages=$msgs errors=$errs" \
+    "lost=$lost msgs_per_s=$(j throughput_msgs_per_s | awk '{ printf "%.0f", $1 }')" \
+    "p50_us=$(r p50_us) p99_us=$(r p99_us) max_us=$(r max_us)"
+[ "$RC" = 0 ] && [ "${msgs:-0}" -ge 500 ] && [ "$errs" = 0 ] && [ "$lost" = 0 ]
+R=$?
+kill -TERM "$BUSY_PID" 2>/dev/null
+wait "$BUSY_PID"
+verdict busy-poll $R "server exit $?"
 
 # DATA: a random file, stored by the server, hash-checked.
 MB=$((DATA_BYTES / 1000000))
@@ -249,6 +377,50 @@ RC=$SENT
 out_has "sent $DATA_BYTES bytes" && [ -n "$STORED" ] && [ "$WANT" = "$GOT" ]
 R=$?
 verdict "data-${MB}mb" $R "$DATA_BYTES bytes in $SECS, sha256 sent $WANT stored ${GOT:-nothing}"
+
+# A client killed (SIGKILL) in the middle of an upload: the server drops
+# the connection and keeps serving others.
+mark
+BASE=$(conns)
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+timeout 120 warpwire client --transport "$T" $CLIENT_EXTRA --timeout 60s "$A" data --file /tmp/payload \
+    >/tmp/upload.out 2>/tmp/upload.err &
+UP=$!
+# Kill once the server has taken some of it (bytes_in grows).
+B0=$(sed -n 's/^bytes_in  *//p' /tmp/out)
+mid=1
+i=0
+while [ $i -lt 100 ] && kill -0 "$UP" 2>/dev/null; do
+    c=$(conns)
+    b=$(sed -n 's/^bytes_in  *//p' /tmp/out)
+    if [ "${c:-0}" -gt "${BASE:-0}" ] && [ "${b:-0}" -gt $((${B0:-0} + 1000000)) ]; then
+        KC=$c
+        mid=0
+        break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+kill -KILL "$UP" 2>/dev/null
+wait "$UP"
+KRC=$?
+[ "$mid" = 0 ] || info "client-killed: the upload ended before the kill: $(cat /tmp/upload.out /tmp/upload.err)"
+# The connection must go within a few seconds.
+T0=$(up)
+gone=1
+i=0
+while [ $i -lt 50 ]; do
+    c=$(conns)
+    [ "$c" = "$BASE" ] && gone=0 && break
+    sleep 0.2
+    i=$((i + 1))
+done
+GONE=$(awk -v a="$T0" -v b="$(up)" 'BEGIN { printf "%.1f", b - a }')
+cli echo "after the kill"
+out_is "after the kill"
+E=$?
+[ "$mid" = 0 ] && [ "$KRC" = 137 ] && [ "$gone" = 0 ] && [ "$E" = 0 ]
+verdict client-killed $? "killed (exit $KRC) after ${B0:-?}->${b:-?} bytes_in; connections $BASE -> ${KC:-?} -> $c, back in ${GONE}s; echo $E"
 rm -f /tmp/payload /tmp/data/*
 
 # --- authentication: a second server with --require-auth ---------------------
@@ -295,9 +467,4 @@ cp /tmp/serve.log.err /tmp/err
 R=$?
 verdict serve-sigterm $R "exit $M and $S"
 
-echo "WW-GUEST: tests done uptime=$(up)"
-if [ "$FAILS" = 0 ]; then
-    echo "WW-RDMA-RESULT: PASS ($CHECKS checks)"
-else
-    echo "WW-RDMA-RESULT: FAIL ($FAILS of $CHECKS checks failed)"
-fi
+finish
