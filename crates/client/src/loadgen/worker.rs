@@ -12,6 +12,48 @@ use warpwire_transport::{ConnId, Event, Events, Transport, TransportError};
 use super::{LoadConfig, MAX_SLEEP, READS_PER_POLL, Shared, WorkerResult, new_histogram};
 use crate::ClientError;
 
+/// Longest gap between two looks at the connections that counts in full
+/// towards silence and the drain deadline (see [`Watch`]). A worker looks
+/// at least every [`MAX_SLEEP`] plus its own work, far less than this.
+const MAX_WATCH_STEP: Duration = Duration::from_millis(100);
+
+/// The worker's clock for "no reply for `grace`" and the drain deadline:
+/// the time it spent watching its connections.
+///
+/// Wall-clock time between two looks counts in full up to
+/// [`MAX_WATCH_STEP`]; a longer gap means this thread was not running (a
+/// stopped process group, a VM starved of CPU, where the guest clock runs
+/// on while no vCPU does), and the server most likely was not either. Such
+/// a gap counts as [`MAX_WATCH_STEP`] only, so the server gets `grace` of
+/// the client's running time to answer, rather than losing every request
+/// in flight on the first look after the freeze, before it ran again.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    last: Instant,
+    watched: Duration,
+}
+
+impl Watch {
+    fn new(now: Instant) -> Self {
+        Self {
+            last: now,
+            watched: Duration::ZERO,
+        }
+    }
+
+    /// A look at `now` (taken just before polling); the watched time so far.
+    fn look(&mut self, now: Instant) -> Duration {
+        self.watched += now.saturating_duration_since(self.last).min(MAX_WATCH_STEP);
+        self.last = self.last.max(now);
+        self.watched
+    }
+
+    /// The watched time as of the last look.
+    fn watched(&self) -> Duration {
+        self.watched
+    }
+}
+
 /// One request in flight.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -67,8 +109,10 @@ struct Tally {
     /// Requests that never got a reply (included in `errors`).
     lost: u64,
     last_reply: Option<Instant>,
-    /// Last time anything arrived (for stall detection).
-    last_activity: Instant,
+    /// The worker's watched time (silence and drain deadlines).
+    watch: Watch,
+    /// Watched time of the last look that brought bytes (stall detection).
+    last_activity: Duration,
 }
 
 impl Tally {
@@ -128,7 +172,9 @@ where
     let start = *shared.start.get_or_init(Instant::now);
     let measure_start = start + cfg.warmup;
     let end = cfg.duration.map(|d| measure_start + d);
-    let hard_deadline = end.map(|e| e + cfg.grace);
+    // Watched time at which the measured phase was seen to end: the drain
+    // gets `grace` of watched time from there.
+    let mut drain_from: Option<Duration> = None;
     let interval = cfg
         .rate
         .map(|r| Duration::from_secs_f64((cfg.connections as f64 / r).min(3600.0)));
@@ -158,7 +204,8 @@ where
         errors: 0,
         lost: 0,
         last_reply: None,
-        last_activity: Instant::now(),
+        watch: Watch::new(Instant::now()),
+        last_activity: Duration::ZERO,
     };
     // Connection position by the id's slot index (dense, per the Transport
     // contract): O(1) event dispatch however many connections a worker has.
@@ -175,6 +222,7 @@ where
     let mut published = (0u64, 0u64);
     loop {
         let now = Instant::now();
+        let watched = tally.watch.look(now);
         transport
             .poll(now, &mut events)
             .map_err(ClientError::Transport)?;
@@ -193,8 +241,10 @@ where
             }
         }
         let now = Instant::now();
-        if !stopping && (end.is_some_and(|e| now >= e) || conns.iter().all(|c| c.quota == Some(0)))
-        {
+        if drain_from.is_none() && end.is_some_and(|e| now >= e) {
+            drain_from = Some(watched);
+        }
+        if !stopping && (drain_from.is_some() || conns.iter().all(|c| c.quota == Some(0))) {
             stopping = true;
         }
         if !stopping {
@@ -210,8 +260,10 @@ where
         let now = Instant::now();
         let all_closed = conns.iter().all(|c| c.closed);
         let drained = stopping && outstanding == 0;
-        let hard = hard_deadline.is_some_and(|h| now >= h);
-        let stalled = outstanding > 0 && now.duration_since(tally.last_activity) >= cfg.grace;
+        // Both as of this iteration's look: time spent after the poll (or
+        // frozen since) must not count against replies not yet looked for.
+        let hard = drain_from.is_some_and(|d| watched.saturating_sub(d) >= cfg.grace);
+        let stalled = outstanding > 0 && watched.saturating_sub(tally.last_activity) >= cfg.grace;
         if drained || all_closed || hard || stalled {
             break;
         }
@@ -417,7 +469,7 @@ fn read<T: Transport>(
         };
         c.decoder.commit(n);
         let now = Instant::now();
-        tally.last_activity = now;
+        tally.last_activity = tally.watch.watched();
         loop {
             match c.decoder.decode() {
                 Ok(Some(f)) => on_reply(c, &f, check, measure_start, now, tally),
@@ -504,7 +556,8 @@ mod tests {
             errors: 0,
             lost: 0,
             last_reply: None,
-            last_activity: Instant::now(),
+            watch: Watch::new(Instant::now()),
+            last_activity: Duration::ZERO,
         }
     }
 
@@ -674,6 +727,181 @@ mod tests {
             t0,
             "latency counts from the scheduled time"
         );
+    }
+
+    /// An echo server inside a transport, for runs whose timing a test
+    /// controls: requests sent before a poll are answered by that poll.
+    /// One `wait` (the `freeze_at`-th) stands for the whole machine not
+    /// running for `freeze`, client and server alike (a stopped process
+    /// group, a VM starved of CPU): the wall clock jumps, and the server
+    /// resumes a poll later than the client.
+    struct FrozenEcho {
+        conns: Vec<MockConn>,
+        waits: usize,
+        freeze_at: usize,
+        freeze: Duration,
+        server_behind: bool,
+    }
+
+    struct MockConn {
+        announced: bool,
+        requests: Decoder,
+        replies: BytesMut,
+    }
+
+    impl FrozenEcho {
+        fn new(freeze_at: usize, freeze: Duration) -> Self {
+            Self {
+                conns: Vec::new(),
+                waits: 0,
+                freeze_at,
+                freeze,
+                server_behind: false,
+            }
+        }
+
+        fn conn(&mut self, id: ConnId) -> Result<&mut MockConn, TransportError> {
+            self.conns
+                .get_mut(id.index())
+                .ok_or(TransportError::UnknownConn(id))
+        }
+    }
+
+    impl Transport for FrozenEcho {
+        fn capabilities(&self) -> warpwire_transport::Capabilities {
+            warpwire_transport::Capabilities {
+                name: "frozen-echo",
+                latency: warpwire_transport::LatencyClass::Kernel,
+                kernel_bypass: false,
+                busy_poll: false,
+                vectored_send: false,
+                max_segment: 64 * 1024,
+            }
+        }
+
+        fn listen(
+            &mut self,
+            _addr: std::net::SocketAddr,
+        ) -> Result<std::net::SocketAddr, TransportError> {
+            unreachable!("client only")
+        }
+
+        fn connect(
+            &mut self,
+            _addr: std::net::SocketAddr,
+            _now: Instant,
+        ) -> Result<ConnId, TransportError> {
+            self.conns.push(MockConn {
+                announced: false,
+                requests: Decoder::default(),
+                replies: BytesMut::new(),
+            });
+            Ok(ConnId::new(self.conns.len() as u32 - 1, 0))
+        }
+
+        fn poll(&mut self, _now: Instant, events: &mut Events) -> Result<(), TransportError> {
+            events.clear();
+            let serve = !std::mem::take(&mut self.server_behind);
+            for (i, c) in self.conns.iter_mut().enumerate() {
+                let id = ConnId::new(i as u32, 0);
+                if !c.announced {
+                    c.announced = true;
+                    events.push(Event::Connected(id));
+                }
+                while serve && let Some(f) = c.requests.decode().unwrap() {
+                    let reply = Frame::response(MessageType::ECHO_REPLY, f.request_id, f.body);
+                    reply.as_ref().encode(&mut c.replies).unwrap();
+                }
+                if !c.replies.is_empty() {
+                    events.push(Event::Readable(id));
+                }
+            }
+            Ok(())
+        }
+
+        fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
+            let c = self.conn(conn)?;
+            let n = buf.len().min(c.replies.len());
+            buf[..n].copy_from_slice(&c.replies.split_to(n));
+            Ok(n)
+        }
+
+        fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {
+            let c = self.conn(conn)?;
+            assert_eq!(c.requests.feed(data), data.len());
+            Ok(data.len())
+        }
+
+        fn pause_recv(&mut self, _conn: ConnId, _paused: bool) {}
+
+        fn close(&mut self, _conn: ConnId) {}
+
+        fn peer_addr(&self, _conn: ConnId) -> Option<std::net::SocketAddr> {
+            None
+        }
+
+        fn wait(&mut self, _timeout: Option<Duration>) -> Result<(), TransportError> {
+            self.waits += 1;
+            if self.waits == self.freeze_at {
+                std::thread::sleep(self.freeze);
+                self.server_behind = true;
+            }
+            Ok(())
+        }
+
+        fn waker(&self) -> Result<std::sync::Arc<dyn warpwire_transport::Wake>, TransportError> {
+            unreachable!("not used by the load generator")
+        }
+    }
+
+    #[test]
+    fn watched_time_counts_looks_in_full_and_freezes_as_one_step() {
+        let t0 = Instant::now();
+        let mut w = Watch::new(t0);
+        // A silent server watched every 5 ms: silence accrues in real time.
+        let mut t = t0;
+        for _ in 0..1000 {
+            t += MAX_SLEEP;
+            w.look(t);
+        }
+        assert_eq!(w.watched(), Duration::from_secs(5));
+        // Six seconds with nothing running count as one step.
+        t += Duration::from_secs(6);
+        assert_eq!(w.look(t), Duration::from_secs(5) + MAX_WATCH_STEP);
+        // A clock that does not advance adds nothing.
+        assert_eq!(w.look(t), w.watched());
+        assert_eq!(
+            w.look(t - MAX_SLEEP),
+            Duration::from_secs(5) + MAX_WATCH_STEP
+        );
+    }
+
+    /// Regression: with 2 connections x depth 32 (ECHO, count mode), a
+    /// freeze of client and server together longer than `grace` ended the
+    /// run on the client's first look after it, before the server had run
+    /// again: every request in flight (64) was reported lost, "no reply for
+    /// grace". Only time the worker spent watching counts as silence.
+    #[test]
+    fn a_freeze_of_the_whole_machine_is_not_a_silent_server() {
+        let grace = Duration::from_millis(300);
+        let freeze = grace + Duration::from_millis(200);
+        // Count mode (the reported run), then duration mode, whose drain
+        // deadline (`grace` after the measured phase) the freeze also spans.
+        for (count, duration) in [(Some(4_000), None), (None, Some(Duration::from_millis(50)))] {
+            let cfg = LoadConfig {
+                connections: 2,
+                pipeline_depth: 32,
+                count,
+                duration,
+                grace,
+                ..LoadConfig::new("127.0.0.1:9".parse().unwrap())
+            };
+            let r = crate::loadgen::run(|| Ok(FrozenEcho::new(10, freeze)), &cfg, |_| {}).unwrap();
+            assert_eq!((r.lost, r.errors), (0, 0), "{count:?} {duration:?}: {r:?}");
+            if let Some(n) = count {
+                assert_eq!(r.messages, n);
+            }
+        }
     }
 
     #[test]
