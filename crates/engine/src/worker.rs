@@ -306,6 +306,16 @@ impl<T: Transport> Worker<T> {
                 break;
             }
         }
+        // The cap stops decoding with whole frames possibly left in the
+        // decoder; the pause at the top of the loop catches that only when
+        // another read follows. After the poll's last read, or a read that
+        // brought nothing (a resumed session whose input is all buffered
+        // already), no Readable may ever come again: pause here so the
+        // drain in `flush_dirty` resumes the session and decodes them.
+        if s.closing.is_none() && !s.paused && s.out.len() >= max_output {
+            s.paused = true;
+            self.t.pause_recv(conn, true);
+        }
         let dirty = !s.out.is_empty() || (s.closing.is_some() && !s.close_sent);
         self.sessions[conn.index()] = Some(s);
         if dirty {
