@@ -46,7 +46,7 @@ pub enum ClientError {
     #[error("connection lost")]
     Disconnected,
     /// The connection could not be established.
-    #[error("cannot connect to {addr}: {reason:?}")]
+    #[error("cannot connect to {addr}: {}", describe(reason))]
     ConnectFailed {
         /// The server address.
         addr: SocketAddr,
@@ -128,5 +128,19 @@ mod tests {
     fn errors_are_send_and_sync() {
         fn check<T: Send + Sync + 'static>() {}
         check::<ClientError>();
+    }
+}
+
+/// A close reason in words, with the OS's text for an errno.
+fn describe(reason: &CloseReason) -> String {
+    let os = |e: &Option<i32>| match e {
+        Some(n) => std::io::Error::from_raw_os_error(*n).to_string(),
+        None => "no error code".into(),
+    };
+    match reason {
+        CloseReason::ConnectFailed(e) => os(e),
+        CloseReason::Reset(e) => format!("reset ({})", os(e)),
+        CloseReason::PeerClosed => "closed by the peer".into(),
+        CloseReason::Local => "gave up (timed out)".into(),
     }
 }

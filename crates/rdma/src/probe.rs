@@ -149,8 +149,20 @@ fn device_towards(dst: IpAddr, within: std::time::Duration) -> Result<String, St
             // SAFETY: one live pollfd.
             unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
             match ch.next() {
+                // The same two steps as a connect: address, then route;
+                // the id must end up on a device (loopback destinations
+                // resolve an address but may have no usable route).
                 Ok(Some(ev)) if ev.kind == sys::rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED => {
-                    // SAFETY: the id is live and resolved: verbs names its device.
+                    // SAFETY: the id is live and has resolved its address.
+                    if let Err(e) = check(unsafe { sys::rdma_resolve_route(id, ms) }) {
+                        result = Err(format!("no RDMA route to {dst}: {e}"));
+                        break;
+                    }
+                }
+                Ok(Some(ev))
+                    if ev.kind == sys::rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED =>
+                {
+                    // SAFETY: the id is live and routed: verbs names its device.
                     let verbs = unsafe { (*id).verbs };
                     result = if verbs.is_null() {
                         Err(format!("no RDMA device routes to {dst}"))
@@ -164,8 +176,11 @@ fn device_towards(dst: IpAddr, within: std::time::Duration) -> Result<String, St
                     };
                     break;
                 }
-                Ok(Some(_)) => {
-                    result = Err(format!("no RDMA route to {dst}"));
+                Ok(Some(ev)) => {
+                    result = Err(format!(
+                        "no RDMA route to {dst} ({})",
+                        crate::sys::event_name(ev.kind)
+                    ));
                     break;
                 }
                 Ok(None) => {}
