@@ -103,6 +103,20 @@ fn code_name(code: u16) -> String {
     }
 }
 
+/// A close reason in words, with the OS's text for an errno.
+fn describe(reason: &CloseReason) -> String {
+    let os = |e: &Option<i32>| match e {
+        Some(n) => std::io::Error::from_raw_os_error(*n).to_string(),
+        None => "no error code".into(),
+    };
+    match reason {
+        CloseReason::ConnectFailed(e) => os(e),
+        CloseReason::Reset(e) => format!("reset ({})", os(e)),
+        CloseReason::PeerClosed => "closed by the peer".into(),
+        CloseReason::Local => "gave up (timed out)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,19 +142,5 @@ mod tests {
     fn errors_are_send_and_sync() {
         fn check<T: Send + Sync + 'static>() {}
         check::<ClientError>();
-    }
-}
-
-/// A close reason in words, with the OS's text for an errno.
-fn describe(reason: &CloseReason) -> String {
-    let os = |e: &Option<i32>| match e {
-        Some(n) => std::io::Error::from_raw_os_error(*n).to_string(),
-        None => "no error code".into(),
-    };
-    match reason {
-        CloseReason::ConnectFailed(e) => os(e),
-        CloseReason::Reset(e) => format!("reset ({})", os(e)),
-        CloseReason::PeerClosed => "closed by the peer".into(),
-        CloseReason::Local => "gave up (timed out)".into(),
     }
 }
