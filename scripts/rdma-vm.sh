@@ -25,7 +25,8 @@
 # Environment: RDMA_VM_TIMEOUT (QEMU's hard limit, default 270 s),
 # RDMA_VM_DATA_BYTES (the hash-checked DATA transfer, default 50000000),
 # RDMA_VM_SERVE_ARGS / RDMA_VM_CLIENT_ARGS (extra flags for serve and for
-# client/bench in the guest), RDMA_VM_SKIP_APT=1.
+# client/bench in the guest), RDMA_VM_MTU (dummy0's MTU, default 1500: rxe
+# then reports a 1024-byte RoCE MTU; 9000 gives 4096), RDMA_VM_SKIP_APT=1.
 #
 # RDMA_VM_BENCH=1 runs the rdma/socket comparison of docs/benchmarks.md
 # instead of the checks (scripts/rdma-vm/guest-bench.sh; --transport is
@@ -254,6 +255,7 @@ echo $((VM_TIMEOUT - 30)) >"$R/etc/ww-guest-timeout"
     printf 'SERVE_EXTRA=%q\n' "${RDMA_VM_SERVE_ARGS:-}"
     printf 'CLIENT_EXTRA=%q\n' "${RDMA_VM_CLIENT_ARGS:-}"
     printf 'MODE=%q\n' "$MODE"
+    printf 'MTU=%q\n' "${RDMA_VM_MTU:-1500}"
     printf 'BENCH_ROUNDS=%q\n' "${RDMA_VM_BENCH_ROUNDS:-2}"
     printf 'BENCH_COUNT1=%q\n' "${RDMA_VM_BENCH_COUNT1:-5000}"
     printf 'BENCH_COUNT32=%q\n' "${RDMA_VM_BENCH_COUNT32:-50000}"
@@ -318,7 +320,7 @@ REQUIRED=(dummy0-up guest-isolated rxe0-link ibv-devinfo ibv-rc-pingpong probe
     client-killed users-add serve-auth-start auth-token-echo auth-ok auth-anonymous-refused
     auth-wrong-token-rejected serve-sigterm)
 # An auto client picks rdma only towards an rdma server.
-[ "$TRANSPORT" = rdma ] && REQUIRED+=(auto-selects-rdma)
+[ "$TRANSPORT" = rdma ] && REQUIRED+=(auto-selects-rdma small-buffers)
 # The comparison: the guest's setup, then every bench run without errors.
 [ "$MODE" = bench ] && REQUIRED=(dummy0-up guest-isolated rxe0-link ibv-devinfo ibv-rc-pingpong
     probe bench-servers-start bench-compare)

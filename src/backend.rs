@@ -161,7 +161,16 @@ impl Backend {
                          rdma_cm picks the device that owns the address"
                     );
                 }
-                Ok(Self::Rdma(warpwire_rdma::RdmaConfig::default()))
+                let mut rc = warpwire_rdma::RdmaConfig::default();
+                if let Some(d) = b.rdma_depth {
+                    (rc.recv_depth, rc.send_slots) = (d, d);
+                }
+                if let Some(n) = b.rdma_buffer {
+                    rc.buf_size = n;
+                }
+                rc.validate()
+                    .map_err(|e| format!("--rdma-depth/--rdma-buffer: {e}"))?;
+                Ok(Self::Rdma(rc))
             }
             #[allow(unreachable_patterns)]
             other => Err(format!("transport {other} is not implemented in this build").into()),

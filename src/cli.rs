@@ -61,8 +61,8 @@ pub struct SelectArgs {
     pub latency_policy: Option<LatencyPolicy>,
 }
 
-/// Options of the bypass backends (AF_XDP, DPDK), which run their own
-/// TCP/IP stack on an interface or port.
+/// Options of the bypass backends: AF_XDP and DPDK, which run their own
+/// TCP/IP stack on an interface or port, and RDMA's buffer sizes.
 #[derive(Debug, Args, Clone, Default)]
 pub struct BypassArgs {
     /// Network interface for `--transport xdp`.
@@ -89,6 +89,14 @@ pub struct BypassArgs {
     /// Record every frame the stack sees to this pcap file.
     #[arg(long, env = "WARPWIRE_PCAP")]
     pub pcap: Option<PathBuf>,
+    /// RDMA: receive buffers each connection keeps posted, and send
+    /// buffers it may fill (the credit window) [default: 16].
+    #[arg(long, env = "WARPWIRE_RDMA_DEPTH")]
+    pub rdma_depth: Option<u16>,
+    /// RDMA: bytes per buffer, the largest SEND [default: 8192].
+    /// Registered memory per connection is 2 x depth x this.
+    #[arg(long, env = "WARPWIRE_RDMA_BUFFER")]
+    pub rdma_buffer: Option<u32>,
 }
 
 /// `warpwire serve`.

@@ -98,6 +98,7 @@ echo "WW-GUEST: tests start transport=$T mode=${MODE:-test} uptime=$(up)"
 mark
 { [ -e /sys/class/net/dummy0 ] || timeout 20 ip link add dummy0 type dummy; } &&
     timeout 20 ip addr add "$IP/24" dev dummy0 &&
+    timeout 20 ip link set dummy0 mtu "${MTU:-1500}" &&
     timeout 20 ip link set dummy0 up
 verdict dummy0-up $?
 
@@ -333,6 +334,21 @@ echo "WW-RDMA-BENCH: transport=$T connections=64 depth=4 messages=$msgs errors=$
     "p99_us=$(r p99_us) max_us=$(r max_us)"
 [ "$RC" = 0 ] && [ "${msgs:-0}" -ge 5000 ] && [ "$errs" = 0 ] && [ "$lost" = 0 ]
 verdict many-connections $?
+
+# Small, few buffers on the client against the server's defaults: 64 KiB
+# echoes split into 1 KiB SENDs through a window of 4, both ways (the
+# server sends at most the client's 1 KiB per SEND). Only for rdma.
+if [ "$T" = rdma ]; then
+    mark
+    # shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+    run 120 warpwire bench --transport "$T" $CLIENT_EXTRA "$A" --rdma-depth 4 --rdma-buffer 1024 \
+        --connections 2 --depth 8 --size 65536 --count 400 --json
+    msgs=$(j messages)
+    errs=$(j errors)
+    lost=$(j lost)
+    [ "$RC" = 0 ] && [ "${msgs:-0}" -ge 400 ] && [ "$errs" = 0 ] && [ "$lost" = 0 ]
+    verdict small-buffers $? "64 KiB echoes through 4 x 1 KiB buffers: $msgs replies, $errs errors, $lost lost"
+fi
 
 # Busy-polling: a server with --latency-policy lowest (one spinning worker:
 # the guest has 2 vCPUs and the client spins too), stopped right after.
