@@ -148,8 +148,11 @@ struct Conn {
     dirty: bool,
     /// A send came back 0 while connecting: report Writable when open.
     blocked: bool,
-    /// The peer disconnected (cm event or flushed work requests).
-    disconnected: bool,
+    /// The peer disconnected (cm event or flushed work requests): the
+    /// transport's CQ-drain count when it was seen. It is acted on only
+    /// after a later drain, so a FIN that completed just before the
+    /// disconnect is counted first.
+    disconnected: Option<u64>,
     /// The connection failed; it is reported Closed with this reason.
     failed: Option<CloseReason>,
     linger: Option<Instant>,
@@ -203,6 +206,8 @@ pub struct RdmaTransport {
     channel: EventChannel,
     shared: Arc<RdmaShared>,
     listening: bool,
+    /// Polls that emptied every CQ (orders disconnects after completions).
+    drains: u64,
     pending: Vec<Event>,
     dirty: Vec<usize>,
     posts: Vec<Post>,
@@ -247,6 +252,7 @@ impl RdmaTransport {
             channel,
             shared,
             listening: false,
+            drains: 0,
             pending: Vec::new(),
             dirty: Vec::new(),
             posts: Vec::with_capacity(batch),
@@ -310,7 +316,7 @@ impl RdmaTransport {
             paused: false,
             dirty: false,
             blocked: false,
-            disconnected: false,
+            disconnected: None,
             failed: None,
             // Connection setup must finish within this (rdma_cm retries
             // its own steps, but a peer can vanish between them).
@@ -328,7 +334,7 @@ impl RdmaTransport {
             return;
         }
         let c = self.conns.remove(index);
-        if c.qp && !c.disconnected && matches!(c.state, State::Open | State::Closing) {
+        if c.qp && c.disconnected.is_none() && matches!(c.state, State::Open | State::Closing) {
             // Tell the peer now (DREQ) rather than by its retries timing out.
             // SAFETY: the id is live until `c` drops below.
             unsafe { sys::rdma_disconnect(c.cm) };
@@ -504,7 +510,7 @@ impl RdmaTransport {
                 continue;
             };
             c.dirty = false;
-            if c.failed.is_some() || c.disconnected {
+            if c.failed.is_some() || c.disconnected.is_some() {
                 continue;
             }
             let Some(chan) = c.chan.as_mut() else {
@@ -524,15 +530,18 @@ impl RdmaTransport {
         self.dirty.clear();
     }
 
-    /// Takes completions off every CQ; returns how many.
-    fn poll_cqs(&mut self) -> usize {
-        let mut total = 0;
+    /// Takes completions off every CQ; returns how many, and whether every
+    /// CQ was emptied (the per-poll bound was not hit).
+    fn poll_cqs(&mut self) -> (usize, bool) {
+        let (mut total, mut drained) = (0, true);
         for d in 0..self.devices.len() {
+            let mut emptied = false;
             for _ in 0..WC_ROUNDS {
                 let cq = self.devices[d].cq.as_ptr();
                 // SAFETY: the CQ is live; `wcs` holds WC_BATCH entries.
                 let n = unsafe { sys::ibv_poll_cq(cq, WC_BATCH as i32, self.wcs.as_mut_ptr()) };
                 if n <= 0 {
+                    emptied = true;
                     break;
                 }
                 let n = n as usize;
@@ -541,11 +550,16 @@ impl RdmaTransport {
                 }
                 total += n;
                 if n < WC_BATCH {
+                    emptied = true;
                     break;
                 }
             }
+            drained &= emptied;
         }
-        total
+        if drained {
+            self.drains += 1;
+        }
+        (total, drained)
     }
 
     fn on_completion(&mut self, k: usize) {
@@ -564,7 +578,7 @@ impl RdmaTransport {
         if status != sys::ibv_wc_status::IBV_WC_SUCCESS {
             if status == sys::ibv_wc_status::IBV_WC_WR_FLUSH_ERR {
                 // The QP went to the error state: the peer is gone.
-                c.disconnected = true;
+                c.disconnected.get_or_insert(self.drains);
             } else {
                 tracing::warn!(
                     conn = %c.id,
@@ -716,7 +730,10 @@ impl RdmaTransport {
             T::RDMA_CM_EVENT_DISCONNECTED => match state {
                 State::Closing => self.remove(index, CloseReason::Local, true),
                 State::Accepting => self.remove(index, CloseReason::Reset(None), false),
-                State::Open => self.conns[index].disconnected = true,
+                State::Open => {
+                    let drains = self.drains;
+                    self.conns[index].disconnected.get_or_insert(drains);
+                }
                 _ => self.connect_failed(index, Some(libc::ECONNRESET)),
             },
             T::RDMA_CM_EVENT_DEVICE_REMOVAL => {
@@ -830,7 +847,7 @@ impl RdmaTransport {
                     || c.chan.as_ref().is_some_and(|ch| {
                         c.state == State::Open
                             && !c.paused
-                            && (ch.readable() > 0 || ch.at_eof() || c.disconnected)
+                            && (ch.readable() > 0 || ch.at_eof() || c.disconnected.is_some())
                     })
             })
     }
@@ -948,10 +965,12 @@ impl Transport for RdmaTransport {
         events.clear();
         self.flush_dirty();
         // Completions before cm events: a DISCONNECTED is acted on only
-        // after every receive that completed before it.
-        self.poll_cqs();
-        self.poll_cm()?;
-        self.poll_listener();
+        // after every receive that completed before it, so cm events wait
+        // for a poll that empties the CQs.
+        if self.poll_cqs().1 {
+            self.poll_cm()?;
+            self.poll_listener();
+        }
         // Re-post receives and return credits for what just completed.
         self.flush_dirty();
 
@@ -979,13 +998,13 @@ impl Transport for RdmaTransport {
                         events.push(Event::Readable(c.id));
                     } else if chan.at_eof() {
                         close.push((index, CloseReason::PeerClosed));
-                    } else if c.disconnected {
+                    } else if c.disconnected.is_some_and(|d| d < self.drains) {
                         close.push((index, CloseReason::Reset(None)));
                     }
                 }
                 State::Closing => {
                     let late = c.linger.is_some_and(|t| now >= t);
-                    if chan.fin_acked() || c.disconnected || late {
+                    if chan.fin_acked() || c.disconnected.is_some() || late {
                         close.push((index, CloseReason::Local));
                     }
                 }
@@ -1045,7 +1064,7 @@ impl Transport for RdmaTransport {
         let recv_len = usize::from(self.config.recv_depth) * self.config.buf_size as usize;
         let c = &mut self.conns[index];
         match c.state {
-            State::Open if c.failed.is_none() && !c.disconnected => {}
+            State::Open if c.failed.is_none() && c.disconnected.is_none() => {}
             State::Resolving | State::Routing | State::Connecting => {
                 c.blocked = true;
                 return Ok(0);
@@ -1088,7 +1107,7 @@ impl Transport for RdmaTransport {
         let linger = Instant::now() + self.config.close_linger;
         let c = &mut self.conns[index];
         match (c.state, c.chan.as_mut()) {
-            (State::Open, Some(chan)) if c.failed.is_none() && !c.disconnected => {
+            (State::Open, Some(chan)) if c.failed.is_none() && c.disconnected.is_none() => {
                 // FIN after what was written; keep returning credits for
                 // (and discarding) input so the peer's last sends complete.
                 chan.shutdown();
@@ -1119,7 +1138,7 @@ impl Transport for RdmaTransport {
         }
         // A completion that landed between the last poll and arming raises
         // no event: look once more before sleeping.
-        if self.poll_cqs() > 0 {
+        if self.poll_cqs().0 > 0 {
             self.flush_dirty();
             return Ok(());
         }
