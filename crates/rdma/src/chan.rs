@@ -368,18 +368,25 @@ impl Chan {
 
     /// Collects what to post now, in order: re-posted receives first (so
     /// the credits they return are real before any SEND announces them),
-    /// then queued data while credits last (the open slot is sealed: a
-    /// flush ends coalescing), then the FIN, then a credit-only message if
+    /// then queued data while credits last (a partly filled slot is sealed
+    /// when it can go at once: a flush ends coalescing unless the peer's
+    /// window is closed), then the FIN, then a credit-only message if
     /// enough credits wait to be returned.
     pub fn drain(&mut self, out: &mut Vec<Post>) {
         for slot in self.to_repost.drain(..) {
             self.recv_posted[usize::from(slot)] = true;
             out.push(Post::Recv { slot });
         }
-        if let Some((slot, len)) = self.open.take() {
+        let sq = u32::from(self.cfg.sq_depth);
+        // A partly filled slot leaves now only if it can be posted now;
+        // otherwise it keeps collecting writes until credits come back.
+        if self.queued.is_empty()
+            && self.credits >= 2
+            && self.outstanding < sq
+            && let Some((slot, len)) = self.open.take()
+        {
             self.queued.push_back((slot, len));
         }
-        let sq = u32::from(self.cfg.sq_depth);
         while self.credits >= 2 && self.outstanding < sq {
             let Some((slot, len)) = self.queued.pop_front() else {
                 break;
@@ -395,7 +402,7 @@ impl Chan {
             });
         }
         let can_zero = self.credits >= 1 && self.outstanding < sq;
-        if self.fin == Fin::Wanted && self.queued.is_empty() && can_zero {
+        if self.fin == Fin::Wanted && self.queued.is_empty() && self.open.is_none() && can_zero {
             let imm = self.take_owed() | IMM_FIN;
             self.credits -= 1;
             self.outstanding += 1;
@@ -423,10 +430,14 @@ impl Chan {
     pub fn needs_drain(&self) -> bool {
         let sq = u32::from(self.cfg.sq_depth);
         let can_zero = self.credits >= 1 && self.outstanding < sq;
+        let can_data = self.credits >= 2 && self.outstanding < sq;
         !self.to_repost.is_empty()
-            || self.open.is_some()
-            || (!self.queued.is_empty() && self.credits >= 2 && self.outstanding < sq)
-            || (self.fin == Fin::Wanted && self.queued.is_empty() && can_zero)
+            || (self.open.is_some() && self.queued.is_empty() && can_data)
+            || (!self.queued.is_empty() && can_data)
+            || (self.fin == Fin::Wanted
+                && self.queued.is_empty()
+                && self.open.is_none()
+                && can_zero)
             || (self.credit_update_due() && can_zero)
     }
 
@@ -479,7 +490,8 @@ mod tests {
             send_slots: slots,
             recv_size: size,
             send_size: size,
-            sq_depth: peer_depth + 1,
+            // As RdmaConfig::sq_depth: the send slots and four more.
+            sq_depth: slots + 4,
             peer_depth,
             peer_recv_size: peer_size,
         }

@@ -75,7 +75,8 @@ impl Default for RdmaConfig {
             buf_size: 8192,
             max_conns: 512,
             resolve_timeout: Duration::from_secs(2),
-            accept_batch: 32,
+            // Few per lock hold, so a burst spreads over the workers.
+            accept_batch: 4,
             backlog: 1024,
             close_linger: Duration::from_secs(2),
         }
@@ -103,6 +104,13 @@ impl RdmaConfig {
         }
         if self.max_conns == 0 || self.max_conns > (1 << 24) {
             return Err(bad("max_conns must be 1..=16M"));
+        }
+        if self.accept_batch == 0 {
+            return Err(bad("accept_batch must be at least 1"));
+        }
+        let hour = Duration::from_secs(3600);
+        if self.resolve_timeout > hour || self.close_linger > hour {
+            return Err(bad("timeouts must be at most an hour"));
         }
         Ok(())
     }

@@ -318,9 +318,7 @@ impl Device {
             }
             return Err(e);
         };
-        // SAFETY: the channel is live; its fd must not block get_cq_event.
-        set_nonblocking(unsafe { (*channel.as_ptr()).fd })?;
-        Ok(Self {
+        let dev = Self {
             ctx,
             pd,
             channel,
@@ -331,7 +329,10 @@ impl Device {
             unacked_events: 0,
             armed: false,
             name,
-        })
+        };
+        // The fd must not block get_cq_event; on failure Drop frees all.
+        set_nonblocking(dev.fd())?;
+        Ok(dev)
     }
 
     /// The completion channel's fd (readable after an armed completion).

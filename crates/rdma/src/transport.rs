@@ -461,8 +461,12 @@ impl RdmaTransport {
             };
             self.sges.push(sge);
         }
+        // Every pointer into the arrays derives from one base pointer taken
+        // after the last push, so none is invalidated by a later borrow.
+        let sges = self.sges.as_mut_ptr();
         for (i, p) in posts.iter().enumerate() {
-            let sge = &raw mut self.sges[i];
+            // SAFETY: i < sges.len(): one SGE was pushed per post above.
+            let sge = unsafe { sges.add(i) };
             match *p {
                 Post::Recv { slot } => self.recv_wrs.push(sys::ibv_recv_wr {
                     wr_id: wr_id(c.id, true, Some(slot)),
@@ -483,15 +487,15 @@ impl RdmaTransport {
                 }
             }
         }
-        link(&mut self.recv_wrs, |w, n| w.next = n);
-        link(&mut self.send_wrs, |w, n| w.next = n);
-        if let Some(first) = self.recv_wrs.first_mut() {
+        if !self.recv_wrs.is_empty() {
+            let first = link(&mut self.recv_wrs, |w, n| w.next = n);
             let mut bad = ptr::null_mut();
             // SAFETY: the QP is live; the WR list and SGEs stay valid for
             // the call; the SGEs name our registered region.
             check(unsafe { sys::ibv_post_recv(qp, first, &mut bad) })?;
         }
-        if let Some(first) = self.send_wrs.first_mut() {
+        if !self.send_wrs.is_empty() {
+            let first = link(&mut self.send_wrs, |w, n| w.next = n);
             let mut bad = ptr::null_mut();
             // SAFETY: as above; the send slots named are not touched by the
             // writer until their completion (Chan's bookkeeping).
@@ -765,7 +769,8 @@ impl RdmaTransport {
     /// Takes connect requests off the shared listener, if this instance
     /// listens and no other instance is at it right now.
     fn poll_listener(&mut self) {
-        if !self.listening {
+        // A full worker leaves connect requests to the others.
+        if !self.listening || self.full() {
             return;
         }
         let shared = self.shared.clone();
@@ -839,6 +844,15 @@ impl RdmaTransport {
         }
     }
 
+    /// Whether this instance can take no more connections.
+    fn full(&self) -> bool {
+        self.conns.len() >= self.config.max_conns
+            || self.devices.iter().any(|d| {
+                let share = u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth());
+                d.cq_used + share > d.cq_size / 2
+            })
+    }
+
     /// Whether anything is ready for the consumer right now.
     fn has_work(&self) -> bool {
         !self.pending.is_empty()
@@ -854,7 +868,7 @@ impl RdmaTransport {
 }
 
 /// Connection parameters for rdma_connect / rdma_accept: no RDMA READs,
-/// retries forever on receiver-not-ready (credits make it unreachable).
+/// bounded retries on receiver-not-ready (credits make it unreachable).
 fn conn_param(private: &[u8; 12]) -> sys::rdma_conn_param {
     sys::rdma_conn_param {
         private_data: private.as_ptr().cast(),
@@ -863,7 +877,9 @@ fn conn_param(private: &[u8; 12]) -> sys::rdma_conn_param {
         initiator_depth: 0,
         flow_control: 1,
         retry_count: 7,
-        rnr_retry_count: 7,
+        // Credits make receiver-not-ready impossible from an honest peer;
+        // bounded retries turn a lying one into an error, not a stall.
+        rnr_retry_count: 6,
         srq: 0,
         qp_num: 0,
     }
@@ -874,11 +890,17 @@ fn context_of(id: ConnId) -> *mut libc::c_void {
 }
 
 /// Chains work requests through their `next` pointers.
-fn link<W>(wrs: &mut [W], set: impl Fn(&mut W, *mut W)) {
+/// Chains work requests through their `next` pointers; returns the head.
+/// All pointers derive from one base pointer (no reborrow invalidates
+/// them before the driver follows the chain).
+fn link<W>(wrs: &mut [W], set: impl Fn(&mut W, *mut W)) -> *mut W {
+    let base = wrs.as_mut_ptr();
     for i in 1..wrs.len() {
-        let next = &raw mut wrs[i];
-        set(&mut wrs[i - 1], next);
+        // SAFETY: i - 1 and i are in bounds; the element is written
+        // through the same base pointer the chain is built from.
+        unsafe { set(&mut *base.add(i - 1), base.add(i)) };
     }
+    base
 }
 
 impl Transport for RdmaTransport {
@@ -964,13 +986,12 @@ impl Transport for RdmaTransport {
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
         events.clear();
         self.flush_dirty();
-        // Completions before cm events: a DISCONNECTED is acted on only
-        // after every receive that completed before it, so cm events wait
-        // for a poll that empties the CQs.
-        if self.poll_cqs().1 {
-            self.poll_cm()?;
-            self.poll_listener();
-        }
+        // A DISCONNECTED is acted on only after a later poll empties the
+        // CQs (see `disconnected`), so every receive that completed before
+        // it is counted first.
+        self.poll_cqs();
+        self.poll_cm()?;
+        self.poll_listener();
         // Re-post receives and return credits for what just completed.
         self.flush_dirty();
 
@@ -1156,6 +1177,7 @@ impl Transport for RdmaTransport {
             add(d.fd());
         }
         if self.listening
+            && !self.full()
             && let Ok(g) = self.shared.listener.try_lock()
             && let Some(l) = g.as_ref()
         {
@@ -1168,7 +1190,10 @@ impl Transport for RdmaTransport {
             (None, true) => Some(Duration::from_millis(50)),
             (t, false) => t,
         };
-        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // Round up: a sub-millisecond timeout must not become a busy spin.
+        let ms = timeout.map_or(-1, |t| {
+            t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
         // SAFETY: fds is a live array of the given length.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if rc < 0 {
