@@ -98,7 +98,7 @@ else
 fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-features --locked --no-fail-fast \
-        --final-status-level=slow "${IGNORED[@]}"
+        --final-status-level=none "${IGNORED[@]}"
 else
     echo "cargo-nextest not installed: falling back to cargo test"
     if ((IS_ROOT)); then
