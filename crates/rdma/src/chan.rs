@@ -98,9 +98,42 @@ pub enum ChanError {
     /// Data arrived after the peer's FIN.
     #[error("data after FIN")]
     DataAfterFin,
+    /// A receive completed with more bytes than its buffer holds.
+    #[error("receive of {0} bytes exceeds the buffer")]
+    TooLong(u32),
     /// A completion named a slot that was not posted.
     #[error("completion for slot {0} that is not outstanding")]
     BadSlot(u16),
+}
+
+/// Buffer memory one slot at a time. The channel asks only for slots the
+/// CPU owns (a completed receive not yet re-posted, a send slot not
+/// posted), so an implementation over registered memory never hands out
+/// a slice the adapter is writing.
+pub trait Slots {
+    /// Slot `index`, its whole size.
+    fn slot(&mut self, index: u16) -> &mut [u8];
+}
+
+/// [`Slots`] over one contiguous buffer of equal slots.
+#[derive(Debug)]
+pub struct SliceSlots<'a> {
+    mem: &'a mut [u8],
+    size: usize,
+}
+
+impl<'a> SliceSlots<'a> {
+    /// `mem` cut into slots of `size` bytes.
+    pub fn new(mem: &'a mut [u8], size: usize) -> Self {
+        Self { mem, size }
+    }
+}
+
+impl Slots for SliceSlots<'_> {
+    fn slot(&mut self, index: u16) -> &mut [u8] {
+        let at = usize::from(index) * self.size;
+        &mut self.mem[at..at + self.size]
+    }
 }
 
 /// One received SEND waiting for the application.
@@ -185,15 +218,15 @@ impl Chan {
         self.msg_size as usize
     }
 
-    /// Copies as much of `data` as free send slots take into `send_mem`
-    /// (the send slots, `send_size` bytes each). Returns the bytes taken;
-    /// short means the slots are full and [`Chan::take_writable`] turns
-    /// true once one frees. After [`Chan::shutdown`] nothing is taken.
-    pub fn write(&mut self, send_mem: &mut [u8], data: &[u8]) -> usize {
+    /// Copies as much of `data` as free send slots take into them (`mem`
+    /// hands out one send slot of `send_size` bytes at a time, and only
+    /// slots the hardware does not hold are asked for). Returns the bytes
+    /// taken; short means the slots are full and [`Chan::take_writable`]
+    /// turns true once one frees. After [`Chan::shutdown`] nothing is taken.
+    pub fn write<M: Slots + ?Sized>(&mut self, mem: &mut M, data: &[u8]) -> usize {
         if self.fin != Fin::None {
             return 0;
         }
-        let size = self.cfg.send_size as usize;
         let mut taken = 0;
         while taken < data.len() {
             let (slot, used) = match self.open {
@@ -208,8 +241,8 @@ impl Chan {
             };
             let room = self.msg_size - used;
             let n = (data.len() - taken).min(room as usize);
-            let base = usize::from(slot) * size + used as usize;
-            send_mem[base..base + n].copy_from_slice(&data[taken..taken + n]);
+            let at = used as usize;
+            mem.slot(slot)[at..at + n].copy_from_slice(&data[taken..taken + n]);
             taken += n;
             let used = used + n as u32;
             if used == self.msg_size {
@@ -222,11 +255,11 @@ impl Chan {
         taken
     }
 
-    /// Copies received bytes out of `recv_mem` (the receive slots,
-    /// `recv_size` bytes each) into `buf`; emptied slots are queued for
-    /// re-posting. Returns the bytes copied.
-    pub fn read(&mut self, recv_mem: &[u8], buf: &mut [u8]) -> usize {
-        let size = self.cfg.recv_size as usize;
+    /// Copies received bytes out of the receive slots (`mem` hands out one
+    /// of `recv_size` bytes at a time; only completed ones are asked for)
+    /// into `buf`; emptied slots are queued for re-posting. Returns the
+    /// bytes copied.
+    pub fn read<M: Slots + ?Sized>(&mut self, mem: &mut M, buf: &mut [u8]) -> usize {
         let mut done = 0;
         while done < buf.len() {
             let Some(c) = self.ready.front_mut() else {
@@ -234,8 +267,8 @@ impl Chan {
             };
             let left = (c.len - c.off) as usize;
             let n = left.min(buf.len() - done);
-            let base = usize::from(c.slot) * size + c.off as usize;
-            buf[done..done + n].copy_from_slice(&recv_mem[base..base + n]);
+            let at = c.off as usize;
+            buf[done..done + n].copy_from_slice(&mem.slot(c.slot)[at..at + n]);
             done += n;
             c.off += n as u32;
             if c.off == c.len {
@@ -282,6 +315,11 @@ impl Chan {
         }
         if imm & !(IMM_CREDITS | IMM_FIN) != 0 {
             return Err(ChanError::BadImmediate(imm));
+        }
+        // The adapter never completes a SEND longer than the buffer, but
+        // a length is never trusted to index memory.
+        if len > self.cfg.recv_size {
+            return Err(ChanError::TooLong(len));
         }
         let returned = imm & IMM_CREDITS;
         let window = u32::from(self.cfg.peer_depth);
@@ -513,14 +551,20 @@ mod tests {
         }
 
         fn write(&mut self, data: &[u8]) -> usize {
-            let n = self.chan.write(&mut self.send_mem, data);
+            let size = self.chan.cfg.send_size as usize;
+            let n = self
+                .chan
+                .write(&mut SliceSlots::new(&mut self.send_mem, size), data);
             self.sent.extend_from_slice(&data[..n]);
             n
         }
 
         fn read(&mut self, max: usize) -> usize {
             let mut buf = vec![0; max];
-            let n = self.chan.read(&self.recv_mem, &mut buf);
+            let size = self.chan.cfg.recv_size as usize;
+            let n = self
+                .chan
+                .read(&mut SliceSlots::new(&mut self.recv_mem, size), &mut buf);
             self.got.extend_from_slice(&buf[..n]);
             n
         }
@@ -678,6 +722,8 @@ mod tests {
     fn protocol_violations_are_errors() {
         let mut b = Chan::new(cfg(4, 4, 8, 4, 8));
         assert_eq!(b.on_recv(9, 1, 0), Err(ChanError::BadSlot(9)));
+        let mut fresh = Chan::new(cfg(4, 4, 8, 4, 8));
+        assert_eq!(fresh.on_recv(0, 9, 0), Err(ChanError::TooLong(9)));
         assert_eq!(
             b.on_recv(0, 1, 1 << 20),
             Err(ChanError::BadImmediate(1 << 20))

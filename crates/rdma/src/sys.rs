@@ -430,17 +430,36 @@ impl Region {
         unsafe { (*self.mr.as_ptr()).lkey }
     }
 
-    /// The bytes. Only the CPU side may touch slots the hardware does not
-    /// hold; the channel's bookkeeping guarantees that.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: allocated with this size; the hardware writes only into
-        // receive slots the channel has not handed to the reader.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    /// Slot `index` of `size` bytes starting `offset` bytes into the region.
+    ///
+    /// # Safety
+    /// The slot must be in bounds and owned by the CPU for the returned
+    /// borrow (not posted to the adapter); the channel's bookkeeping asks
+    /// only for such slots.
+    pub(crate) unsafe fn slot(&mut self, offset: usize, size: usize, index: u16) -> &mut [u8] {
+        let at = offset + usize::from(index) * size;
+        debug_assert!(at + size <= self.layout.size());
+        // SAFETY: in bounds (caller), and no other reference to this slot
+        // exists while the adapter does not hold it; other slots, which the
+        // adapter may be writing, are not covered by the slice.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), size) }
     }
+}
 
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above; the writer fills only free send slots.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+/// [`crate::chan::Slots`] over one part (receive or send slots) of a region.
+pub(crate) struct RegionSlots<'a> {
+    pub region: &'a mut Region,
+    pub offset: usize,
+    pub size: usize,
+    pub count: u16,
+}
+
+impl crate::chan::Slots for RegionSlots<'_> {
+    fn slot(&mut self, index: u16) -> &mut [u8] {
+        assert!(index < self.count, "slot {index} out of {}", self.count);
+        // SAFETY: index < count keeps it in the part; the channel asks only
+        // for slots the CPU owns (completed receives, unposted send slots).
+        unsafe { self.region.slot(self.offset, self.size, index) }
     }
 }
 

@@ -16,7 +16,7 @@ use warpwire_transport::{
 
 use crate::RdmaConfig;
 use crate::chan::{Chan, ChanConfig, MAX_DEPTH, MIN_DEPTH, Post};
-use crate::sys::{CmEvent, Device, EventChannel, RawAddr, Region, check, event_name};
+use crate::sys::{CmEvent, Device, EventChannel, RawAddr, Region, RegionSlots, check, event_name};
 
 const BACKEND: &str = "rdma";
 /// Completions taken per ibv_poll_cq call.
@@ -1061,11 +1061,16 @@ impl Transport for RdmaTransport {
         if c.state != State::Open || buf.is_empty() {
             return Ok(0);
         }
-        let (Some(chan), Some(region)) = (c.chan.as_mut(), c.region.as_ref()) else {
+        let (Some(chan), Some(region)) = (c.chan.as_mut(), c.region.as_mut()) else {
             return Ok(0);
         };
-        let recv_len = usize::from(self.config.recv_depth) * self.config.buf_size as usize;
-        let n = chan.read(&region.bytes()[..recv_len], buf);
+        let mut slots = RegionSlots {
+            region,
+            offset: 0,
+            size: self.config.buf_size as usize,
+            count: self.config.recv_depth,
+        };
+        let n = chan.read(&mut slots, buf);
         if n > 0 {
             self.mark_dirty(index);
         } else if chan.at_eof() {
@@ -1095,10 +1100,15 @@ impl Transport for RdmaTransport {
         let (Some(chan), Some(region)) = (c.chan.as_mut(), c.region.as_mut()) else {
             return Ok(0);
         };
-        let send_mem = &mut region.bytes_mut()[recv_len..];
+        let mut slots = RegionSlots {
+            region,
+            offset: recv_len,
+            size: self.config.buf_size as usize,
+            count: self.config.send_slots,
+        };
         let mut total = 0;
         for b in bufs {
-            let n = chan.write(send_mem, b);
+            let n = chan.write(&mut slots, b);
             total += n;
             if n < b.len() {
                 break;
