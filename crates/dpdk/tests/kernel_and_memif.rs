@@ -210,6 +210,7 @@ fn tap_child() {
         7001,
         7000,
         b"hello kernel from DPDK",
+        false,
     );
     send_frame(&mut dev, &frame);
     let mut buf = [0u8; 128];
