@@ -208,11 +208,6 @@ impl Chan {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ChanConfig {
-        &self.cfg
-    }
-
     /// Largest payload of one SEND (min of our slot and the peer's buffer).
     pub fn msg_size(&self) -> usize {
         self.msg_size as usize
@@ -302,11 +297,6 @@ impl Chan {
         self.peer_fin && self.ready.is_empty()
     }
 
-    /// Whether the peer sent FIN.
-    pub fn peer_fin(&self) -> bool {
-        self.peer_fin
-    }
-
     /// A receive completed: `len` bytes in `slot`, immediate `imm`.
     pub fn on_recv(&mut self, slot: u16, len: u32, imm: u32) -> Result<(), ChanError> {
         match self.recv_posted.get_mut(usize::from(slot)) {
@@ -387,16 +377,6 @@ impl Chan {
     /// peer holds all our bytes.
     pub fn fin_acked(&self) -> bool {
         self.fin == Fin::Acked
-    }
-
-    /// Bytes written and not yet completed (queued, open or in flight).
-    pub fn unsent(&self) -> bool {
-        self.open.is_some() || !self.queued.is_empty() || self.outstanding > 0
-    }
-
-    /// Send work requests outstanding.
-    pub fn outstanding(&self) -> u32 {
-        self.outstanding
     }
 
     /// Credits held (for tests and stats).

@@ -335,6 +335,13 @@ impl Device {
         Ok(dev)
     }
 
+    /// Whether a connection occupying `share` CQ entries fits. Half the
+    /// CQ is kept free for completions of queue pairs that are already
+    /// destroyed but whose flushed entries are not polled yet.
+    pub(crate) fn has_room(&self, share: u32) -> bool {
+        self.cq_used + share <= self.cq_size / 2
+    }
+
     /// The completion channel's fd (readable after an armed completion).
     pub(crate) fn fd(&self) -> RawFd {
         // SAFETY: the channel is live for as long as self.

@@ -268,11 +268,6 @@ impl RdmaTransport {
         })
     }
 
-    /// Open connections (any state).
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
     fn chan_config(&self, peer: Params) -> ChanConfig {
         ChanConfig {
             recv_depth: self.config.recv_depth,
@@ -376,8 +371,8 @@ impl RdmaTransport {
         if let Some(i) = self.devices.iter().position(|d| d.ctx == ctx) {
             return Ok(i);
         }
-        let per_conn = u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth());
-        let want = per_conn
+        let want = self
+            .cq_share()
             .saturating_mul(self.config.max_conns as u32)
             .saturating_mul(2);
         let d = Device::new(ctx, want)?;
@@ -397,10 +392,8 @@ impl RdmaTransport {
             return Err(io::Error::from_raw_os_error(libc::ENODEV));
         }
         let d = self.device_for(ctx)?;
-        let share = u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth());
-        // Half the CQ is kept free for completions of queue pairs that are
-        // already destroyed but whose flushed entries are not polled yet.
-        if self.devices[d].cq_used + share > self.devices[d].cq_size / 2 {
+        let share = self.cq_share();
+        if !self.devices[d].has_room(share) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         let (pd, cq) = (self.devices[d].pd, self.devices[d].cq);
@@ -844,13 +837,15 @@ impl RdmaTransport {
         }
     }
 
+    /// CQ entries one connection can occupy: its receives and sends.
+    fn cq_share(&self) -> u32 {
+        u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth())
+    }
+
     /// Whether this instance can take no more connections.
     fn full(&self) -> bool {
         self.conns.len() >= self.config.max_conns
-            || self.devices.iter().any(|d| {
-                let share = u32::from(self.config.recv_depth) + u32::from(self.config.sq_depth());
-                d.cq_used + share > d.cq_size / 2
-            })
+            || self.devices.iter().any(|d| !d.has_room(self.cq_share()))
     }
 
     /// Whether anything is ready for the consumer right now.
@@ -1004,6 +999,15 @@ impl Transport for RdmaTransport {
                 close.push((index, reason));
                 continue;
             }
+            let setting_up = !matches!(c.state, State::Open | State::Closing);
+            if setting_up {
+                // A setup that never finished: an outgoing one fails, an
+                // incoming one is dropped unreported.
+                if c.linger.is_some_and(|t| now >= t) {
+                    close.push((index, CloseReason::ConnectFailed(Some(libc::ETIMEDOUT))));
+                }
+                continue;
+            }
             let Some(chan) = c.chan.as_mut() else {
                 continue;
             };
@@ -1030,14 +1034,6 @@ impl Transport for RdmaTransport {
                     }
                 }
                 _ => {}
-            }
-        }
-        // Setups that never finished: an outgoing one fails, an incoming
-        // one is dropped unreported.
-        for (index, c) in self.conns.iter() {
-            let setting_up = !matches!(c.state, State::Open | State::Closing);
-            if setting_up && c.linger.is_some_and(|t| now >= t) {
-                close.push((index, CloseReason::ConnectFailed(Some(libc::ETIMEDOUT))));
             }
         }
         for (index, reason) in close {

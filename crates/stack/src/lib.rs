@@ -423,13 +423,19 @@ impl<D: PacketDevice> StackTransport<D> {
         id
     }
 
-    fn remove(&mut self, index: usize, reason: CloseReason) {
+    /// Drops a connection and queues its Closed event. With `drain_until`
+    /// its socket stays in `draining` until that deadline (our FIN still
+    /// has to be acknowledged); otherwise the socket goes now.
+    fn remove(&mut self, index: usize, reason: CloseReason, drain_until: Option<Instant>) {
         if !self.conns.contains(index) {
             return;
         }
         let c = self.conns.remove(index);
-        if !self.draining.iter().any(|&(h, _)| h == c.handle) {
-            self.sockets.remove(c.handle);
+        match drain_until {
+            Some(deadline) => self.draining.push((c.handle, deadline)),
+            None => {
+                self.sockets.remove(c.handle);
+            }
         }
         self.generations[index] = self.generations[index].wrapping_add(1);
         self.pending.push(Event::Closed(c.id, reason));
@@ -541,7 +547,7 @@ impl<D: PacketDevice> StackTransport<D> {
                         c.state = State::Open;
                         events.push(Event::Connected(c.id));
                     }
-                    tcp::State::Closed => gone.push((i, CloseReason::ConnectFailed(None))),
+                    tcp::State::Closed => gone.push((i, CloseReason::ConnectFailed(None), None)),
                     _ => {}
                 },
                 State::Open => {
@@ -551,15 +557,13 @@ impl<D: PacketDevice> StackTransport<D> {
                         // Peer's FIN and every byte read: done, like EOF.
                         // Our FIN follows; the socket stays in `draining`
                         // until it is acknowledged.
-                        let reason = if s.state() == tcp::State::Closed {
-                            CloseReason::Reset(None)
+                        if s.state() == tcp::State::Closed {
+                            gone.push((i, CloseReason::Reset(None), None));
                         } else {
                             s.close();
-                            self.draining
-                                .push((c.handle, now + self.config.close_linger));
-                            CloseReason::PeerClosed
-                        };
-                        gone.push((i, reason));
+                            let linger = now + self.config.close_linger;
+                            gone.push((i, CloseReason::PeerClosed, Some(linger)));
+                        }
                         continue;
                     }
                     if c.write_blocked && s.can_send() {
@@ -579,13 +583,13 @@ impl<D: PacketDevice> StackTransport<D> {
                         if !done {
                             s.abort();
                         }
-                        gone.push((i, CloseReason::Local));
+                        gone.push((i, CloseReason::Local, None));
                     }
                 }
             }
         }
-        for (i, reason) in gone {
-            self.remove(i, reason);
+        for (i, reason, drain_until) in gone {
+            self.remove(i, reason, drain_until);
         }
         let sockets = &mut self.sockets;
         self.draining.retain(|&(h, deadline)| {
