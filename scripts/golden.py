@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent encoder for the golden vectors of docs/protocol.md.
 
-Written from PROTOCOL.md with struct and zlib only (zlib.crc32 is the same
+Written from the wire contract in docs/protocol.md with struct and zlib only (zlib.crc32 is the same
 IEEE 802.3 CRC-32 as crc32fast), so the Rust tests in
 crates/frame/tests/golden.rs check the crate against a second implementation
 rather than against itself. Prints `name hex` lines.

@@ -18,13 +18,19 @@ log() { printf '\n==> %s\n' "$*"; }
 SECONDS=0
 
 # --- 1. system packages ------------------------------------------------------
+# Every package a fresh Debian 12 machine of ours lacks (it ships gcc/g++,
+# make, git, python3 and the Rust toolchain with cargo-nextest, nothing
+# else); scripts/fresh-check.sh proves this list in a pristine chroot.
 # Build: AF_XDP (xsk-rs/libxdp) needs libelf, m4, clang and zlib headers;
-# DPDK needs libdpdk-dev (22.11) and libclang for bindgen.
-# Tests: iproute2 (namespaces, veth), ethtool (offloads), tshark (reads our
-# pcap captures), python3 (golden vectors); QEMU, the ibverbs tools and cpio
-# for the soft-RoCE guest of scripts/rdma-vm.sh (which also checks them).
-PACKAGES=(iproute2 python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev ethtool tshark
-    qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio)
+# DPDK needs libdpdk-dev (22.11) and libclang for bindgen; RDMA (rdma-sys)
+# needs libibverbs-dev and librdmacm-dev.
+# Tests: iproute2 (namespaces, veth), iputils-ping (the impairment bridge),
+# ethtool (offloads), tshark (reads our pcap captures), python3 (golden
+# vectors); QEMU, the ibverbs tools, cpio, binutils (strip, objcopy) and
+# the decompressors for the soft-RoCE guest of scripts/rdma-vm.sh.
+PACKAGES=(iproute2 iputils-ping python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev
+    libibverbs-dev librdmacm-dev ethtool tshark
+    qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio binutils xz-utils zstd gzip)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,11 +39,39 @@ if ((${#missing[@]})); then
     log "installing system packages: ${missing[*]}"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        --no-install-recommends "${missing[@]}"
 else
     log "system packages present: ${PACKAGES[*]}"
 fi
+
+# Fail fast, before any build: every tool, library and header the build and
+# the tests use, named, so a missing one is one clear line here and not a
+# build-script panic or an exec failure twenty minutes later.
+log "checking build and test prerequisites"
+absent=()
+for tool in cargo rustc cargo-fmt cargo-clippy cc c++ clang pkg-config m4 git python3 ip ping ethtool \
+    tshark qemu-system-x86_64 cpio strip objcopy ldd timeout sha256sum xz zstd gzip rdma \
+    ibv_devices ibv_devinfo ibv_rc_pingpong apt-get dpkg-deb; do
+    command -v "$tool" >/dev/null 2>&1 || absent+=("program $tool")
+done
+for module in libdpdk libelf zlib libibverbs librdmacm; do
+    pkg-config --exists "$module" 2>/dev/null || absent+=("pkg-config module $module")
+done
+for header in infiniband/verbs.h rdma/rdma_cma.h libelf.h zlib.h linux/if_xdp.h; do
+    printf '#include <%s>\n' "$header" | cc -E -x c - >/dev/null 2>&1 || absent+=("C header <$header>")
+done
+# bindgen dlopens libclang at build time.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 ||
+    absent+=("libclang shared library (libclang-dev)")
+if ((${#absent[@]})); then
+    printf 'scripts/test.sh: missing after the apt step:\n' >&2
+    printf '  - %s\n' "${absent[@]}" >&2
+    printf 'add the package that provides it to PACKAGES in scripts/test.sh\n' >&2
+    exit 1
+fi
+echo "all build and test prerequisites present"
 
 # --- namespaces ----------------------------------------------------------------
 # Privileged tests create namespaces named ww-* (with their pid) and delete

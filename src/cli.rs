@@ -1,13 +1,16 @@
 //! Command-line definitions. Every server option also reads a `WARPWIRE_*`
-//! environment variable; precedence is flag > environment > config file >
-//! default.
+//! environment variable and a key of the config file; precedence is flag >
+//! environment > config file > default (merged in `settings`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 use warpwire_transport::{LatencyPolicy, TransportChoice};
+
+use crate::addr::HostPort;
 
 /// Version line: crate version, git revision, compiled-in backends.
 pub const VERSION: &str = concat!(
@@ -62,8 +65,10 @@ pub struct SelectArgs {
 }
 
 /// Options of the bypass backends: AF_XDP and DPDK, which run their own
-/// TCP/IP stack on an interface or port, and RDMA's buffer sizes.
-#[derive(Debug, Args, Clone, Default)]
+/// TCP/IP stack on an interface or port, and RDMA's buffer sizes. The same
+/// keys make the config file's `[bypass]` table.
+#[derive(Debug, Args, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BypassArgs {
     /// Network interface for `--transport xdp`.
     #[arg(long, env = "WARPWIRE_IFACE")]
@@ -102,9 +107,10 @@ pub struct BypassArgs {
 /// `warpwire serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Listen address [default: 127.0.0.1:7077].
+    /// Listen address, HOST:PORT (a name is resolved once; the first of its
+    /// addresses that can be bound is used) [default: 127.0.0.1:7077].
     #[arg(long, env = "WARPWIRE_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<HostPort>,
     /// Worker threads [default: one per core].
     #[arg(long, env = "WARPWIRE_WORKERS")]
     pub workers: Option<usize>,
@@ -133,9 +139,16 @@ pub struct ServeArgs {
     /// Close connections silent this long, e.g. 60s, 500ms [default: 60s].
     #[arg(long, env = "WARPWIRE_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Require AUTH before anything but PING.
-    #[arg(long, env = "WARPWIRE_REQUIRE_AUTH")]
-    pub require_auth: bool,
+    /// Require AUTH before anything but PING: `--require-auth`,
+    /// `--require-auth=false` (which overrides the config file).
+    #[arg(long, env = "WARPWIRE_REQUIRE_AUTH", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub require_auth: Option<bool>,
+    /// Spin on the transport instead of sleeping when idle: `--busy-poll`,
+    /// `--busy-poll=false` [default: what --latency-policy implies].
+    #[arg(long, env = "WARPWIRE_BUSY_POLL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub busy_poll: Option<bool>,
     /// Users file (written by `warpwire users add`).
     #[arg(long, env = "WARPWIRE_USERS")]
     pub users: Option<PathBuf>,
@@ -148,15 +161,19 @@ pub struct ServeArgs {
     /// Queued reply bytes per connection before reading pauses [default: 4194304].
     #[arg(long, env = "WARPWIRE_MAX_OUTPUT")]
     pub max_output: Option<usize>,
-    /// Prometheus text endpoint, e.g. 127.0.0.1:9077.
+    /// Prometheus text endpoint, HOST:PORT, e.g. 127.0.0.1:9077.
     #[arg(long, env = "WARPWIRE_METRICS")]
-    pub metrics: Option<SocketAddr>,
+    pub metrics: Option<HostPort>,
     /// Append each session's DATA to DIR/<session-id>.data [default: discard].
     #[arg(long, env = "WARPWIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Graceful-shutdown grace period [default: 5s].
     #[arg(long, env = "WARPWIRE_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// Print the effective configuration (every setting after flags,
+    /// environment, config file and defaults) as a config file, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// `warpwire users`.
@@ -195,8 +212,9 @@ pub struct ProbeArgs {
 /// `warpwire client ADDR ACTION`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server address.
-    pub addr: SocketAddr,
+    /// Server address, HOST:PORT (every address a name resolves to is
+    /// tried in turn).
+    pub addr: HostPort,
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]
@@ -281,8 +299,9 @@ pub enum ClientAction {
 /// `warpwire bench ADDR`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address.
-    pub addr: SocketAddr,
+    /// Server address, HOST:PORT (every address a name resolves to is
+    /// tried in turn).
+    pub addr: HostPort,
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]

@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,15 +13,21 @@ use warpwire_socket::SocketTransport;
 use crate::backend::Backend;
 use crate::cli::{BenchArgs, ClientAction, ClientArgs};
 use crate::serve::BoxError;
+use crate::settings::FileConfig;
 
-fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
-    let bypass = crate::serve::bypass_with_file(config, &a.bypass)?;
-    let (sel, policy) = crate::probe::choose(
-        config,
-        &a.select,
-        &bypass,
-        crate::probe::Target::Connect(a.addr),
-    )?;
+/// Connects to the first of the server's addresses that answers.
+fn connect(file: &FileConfig, a: &ClientArgs) -> Result<Client, BoxError> {
+    let addrs = a.addr.resolve()?;
+    let (_, client) = a.addr.try_each(&addrs, |addr| connect_to(file, a, addr))?;
+    Ok(client)
+}
+
+/// Selects a transport for `addr` (RDMA's availability depends on the
+/// route to it) and connects.
+fn connect_to(file: &FileConfig, a: &ClientArgs, addr: SocketAddr) -> Result<Client, BoxError> {
+    let bypass = file.bypass(&a.bypass);
+    let (choice, policy) = file.select(&a.select);
+    let sel = crate::probe::choose(choice, policy, &bypass, crate::probe::Target::Connect(addr))?;
     let backend = Backend::new(sel.kind, &bypass)?;
     let cfg = ClientConfig {
         request_timeout: a.timeout,
@@ -36,17 +41,17 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
         ..ClientConfig::default()
     };
     Ok(match backend {
-        Backend::Socket => Client::connect(SocketTransport::new, a.addr, cfg)?,
+        Backend::Socket => Client::connect(SocketTransport::new, addr, cfg)?,
         #[cfg(feature = "rdma")]
         Backend::Rdma(rc) => Client::connect(
             move || warpwire_rdma::RdmaTransport::new(rc.clone()),
-            a.addr,
+            addr,
             cfg,
         )?,
         #[cfg(feature = "xdp")]
         Backend::Xdp { iface, stack, .. } => Client::connect(
             move || crate::backend::xdp_transport(&iface, 0, &stack),
-            a.addr,
+            addr,
             cfg,
         )?,
         // EAL initialises once per process, so a lost connection cannot be
@@ -63,7 +68,7 @@ fn connect(config: Option<&Path>, a: &ClientArgs) -> Result<Client, BoxError> {
             ..
         } => Client::connect(
             move || crate::dpdk::client_transport(&eal_args, port, &stack, Duration::from_secs(5)),
-            a.addr,
+            addr,
             ClientConfig {
                 reconnect: None,
                 ..cfg
@@ -92,15 +97,15 @@ fn print_broadcast(f: &Frame) {
 }
 
 /// Runs one client action.
-pub fn run(config: Option<&Path>, a: ClientArgs) -> Result<(), BoxError> {
-    let client = connect(config, &a)?;
+pub fn run(file: &FileConfig, a: ClientArgs) -> Result<(), BoxError> {
+    let client = connect(file, &a)?;
     match &a.action {
         ClientAction::Ping { count, interval } => {
             for i in 0..*count {
                 let rtt = client.ping()?;
                 println!(
                     "pong from {}: seq={i} rtt={:.1} us",
-                    a.addr,
+                    client.addr(),
                     rtt.as_secs_f64() * 1e6
                 );
                 if i + 1 < *count {
@@ -171,7 +176,10 @@ pub fn run(config: Option<&Path>, a: ClientArgs) -> Result<(), BoxError> {
         }
         ClientAction::Listen { count, duration } => {
             let rx = client.subscribe();
-            println!("listening for broadcasts on {} (Ctrl-C to stop)", a.addr);
+            println!(
+                "listening for broadcasts on {} (Ctrl-C to stop)",
+                client.addr()
+            );
             let deadline = duration.map(|d| Instant::now() + d);
             let mut seen = 0u64;
             while count.is_none_or(|c| seen < c) {
@@ -192,7 +200,7 @@ pub fn run(config: Option<&Path>, a: ClientArgs) -> Result<(), BoxError> {
                 }
             }
         }
-        ClientAction::Shell => shell(&client, a.addr)?,
+        ClientAction::Shell => shell(&client, client.addr())?,
     }
     client.close();
     Ok(())
@@ -286,16 +294,43 @@ pub fn parse_type(s: &str) -> Result<u8, String> {
 }
 
 /// `warpwire bench`.
-pub fn bench(config: Option<&Path>, a: BenchArgs) -> Result<(), BoxError> {
-    let bypass = crate::serve::bypass_with_file(config, &a.bypass)?;
-    let (sel, policy) = crate::probe::choose(
-        config,
-        &a.select,
-        &bypass,
-        crate::probe::Target::Connect(a.addr),
-    )?;
+pub fn bench(file: &FileConfig, a: BenchArgs) -> Result<(), BoxError> {
+    let addrs = a.addr.resolve()?;
+    // Each address in turn until one accepts the connections; a failure
+    // after that (or of another kind) ends the bench.
+    if let [addr] = addrs.as_slice() {
+        return bench_at(file, &a, *addr);
+    }
+    let mut failures = Vec::new();
+    for &addr in &addrs {
+        match bench_at(file, &a, addr) {
+            Err(e) if is_connect_failure(&*e) => failures.push(format!("{addr}: {e}")),
+            other => return other,
+        }
+    }
+    Err(format!(
+        "no address of {} answered ({})",
+        a.addr,
+        failures.join("; ")
+    )
+    .into())
+}
+
+/// Whether the bench ended before any exchange because connecting failed,
+/// so the next address of the name may be tried.
+fn is_connect_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<warpwire_client::ClientError>(),
+        Some(warpwire_client::ClientError::ConnectFailed { .. })
+    )
+}
+
+fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), BoxError> {
+    let bypass = file.bypass(&a.bypass);
+    let (choice, policy) = file.select(&a.select);
+    let sel = crate::probe::choose(choice, policy, &bypass, crate::probe::Target::Connect(addr))?;
     let backend = Backend::new(sel.kind, &bypass)?;
-    let mut cfg = LoadConfig::new(a.addr);
+    let mut cfg = LoadConfig::new(addr);
     cfg.connections = a.connections;
     cfg.pipeline_depth = a.depth;
     cfg.body_size = a.size;

@@ -1,6 +1,7 @@
 //! The `warpwire` command line: argument parsing, configuration and wiring.
 //! Everything else lives in the crates under `crates/`.
 
+mod addr;
 mod backend;
 mod cli;
 mod client_cmd;
@@ -8,6 +9,7 @@ mod client_cmd;
 mod dpdk;
 mod probe;
 mod serve;
+mod settings;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -27,13 +29,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let result = match args.command {
-        cli::Command::Serve(a) => serve::run(args.config.as_deref(), a),
-        cli::Command::Client(a) => client_cmd::run(args.config.as_deref(), a),
-        cli::Command::Bench(a) => client_cmd::bench(args.config.as_deref(), a),
-        cli::Command::Probe(a) => probe::run(args.config.as_deref(), a),
-        cli::Command::Users(a) => serve::users(a),
-    };
+    // The config file is read once, for every command that uses it.
+    let result =
+        settings::FileConfig::load(args.config.as_deref()).and_then(|file| match args.command {
+            cli::Command::Serve(a) => serve::run(&file, a),
+            cli::Command::Client(a) => client_cmd::run(&file, a),
+            cli::Command::Bench(a) => client_cmd::bench(&file, a),
+            cli::Command::Probe(a) => probe::run(&file, a),
+            cli::Command::Users(a) => serve::users(a),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,14 +1,13 @@
 //! Backend probing and transport selection (`warpwire probe`, and the
 //! choice `serve`, `client` and `bench` make at start-up).
 
-use std::path::Path;
-
 use warpwire_transport::{
     BackendKind, LatencyPolicy, ProbeReport, Selection, TransportChoice, select::select,
 };
 
-use crate::cli::{BypassArgs, ProbeArgs, SelectArgs};
-use crate::serve::{BoxError, load_file};
+use crate::cli::{BypassArgs, ProbeArgs};
+use crate::serve::BoxError;
+use crate::settings::FileConfig;
 
 /// Probes every backend this binary knows.
 pub fn probe_all(bypass: &BypassArgs, target: Target) -> Vec<ProbeReport> {
@@ -57,58 +56,43 @@ fn probe_one(kind: BackendKind, bypass: &BypassArgs, target: Target) -> ProbeRep
     }
 }
 
-/// Resolves `--transport` / `--latency-policy` (flag > env > file > default).
-pub fn resolve(
-    config: Option<&Path>,
-    args: &SelectArgs,
-) -> Result<(TransportChoice, LatencyPolicy), BoxError> {
-    let file = load_file(config)?;
-    let choice = match (&args.transport, &file.transport) {
-        (Some(c), _) => *c,
-        (None, Some(s)) => s.parse().map_err(BoxError::from)?,
-        (None, None) => TransportChoice::Auto,
-    };
-    let policy = match (&args.latency_policy, &file.latency_policy) {
-        (Some(p), _) => *p,
-        (None, Some(s)) => s.parse().map_err(BoxError::from)?,
-        (None, None) => LatencyPolicy::default(),
-    };
-    Ok((choice, policy))
-}
-
 /// Probes and selects, or fails with the reason.
 pub fn choose(
-    config: Option<&Path>,
-    args: &SelectArgs,
+    choice: TransportChoice,
+    policy: LatencyPolicy,
     bypass: &BypassArgs,
     target: Target,
-) -> Result<(Selection, LatencyPolicy), BoxError> {
-    let (choice, policy) = resolve(config, args)?;
-    let sel = select(&probe_all(bypass, target), choice, policy)?;
-    Ok((sel, policy))
+) -> Result<Selection, BoxError> {
+    Ok(select(&probe_all(bypass, target), choice, policy)?)
 }
 
 /// `warpwire probe`.
-pub fn run(config: Option<&Path>, args: ProbeArgs) -> Result<(), BoxError> {
-    let (choice, policy) = resolve(config, &args.select)?;
-    let reports = probe_all(
-        &crate::serve::bypass_with_file(config, &args.bypass)?,
-        Target::None,
-    );
+pub fn run(file: &FileConfig, args: ProbeArgs) -> Result<(), BoxError> {
+    let (choice, policy) = file.select(&args.select);
+    let reports = probe_all(&file.bypass(&args.bypass), Target::None);
+    let width = reports
+        .iter()
+        .map(|r| r.kind.expected_latency().len())
+        .max()
+        .unwrap_or(0);
     println!(
-        "{:<8} {:<9} {:<9} {:<18} detail",
-        "backend", "compiled", "available", "latency class"
+        "{:<8} {:<9} {:<9} {:<width$} detail",
+        "backend", "compiled", "available", "expected latency"
     );
     for r in &reports {
         println!(
-            "{:<8} {:<9} {:<9} {:<18} {}",
+            "{:<8} {:<9} {:<9} {:<width$} {}",
             r.kind.name(),
             if r.compiled_in { "yes" } else { "no" },
             if r.available { "yes" } else { "no" },
-            r.kind.latency_class().to_string(),
+            r.kind.expected_latency(),
             r.detail
         );
     }
+    println!(
+        "\n(expected latency: a small request's round trip on the hardware named; \
+         probe does not measure it, see docs/transports.md)"
+    );
     match select(&reports, choice, policy) {
         Ok(s) => {
             println!(

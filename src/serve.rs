@@ -1,95 +1,54 @@
 //! `warpwire serve` and `warpwire users`.
 
-use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
-use warpwire_engine::{Server, ServerConfig, UserDb};
+use warpwire_engine::{Server, UserDb};
 use warpwire_socket::{SocketConfig, SocketTransport};
 
 use crate::backend::Backend;
 use crate::cli::{ServeArgs, UsersAction, UsersArgs};
+use crate::settings::{FileConfig, ServeSettings};
 
 /// Errors reaching `main` (each printed with its cause chain).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The config file: transport selection plus a `[server]` table of
-/// [`ServerConfig`] keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FileConfig {
-    /// `auto`, `socket`, `xdp`, `dpdk`, `rdma`.
-    pub transport: Option<String>,
-    /// `lowest`, `balanced`, `compatible`.
-    pub latency_policy: Option<String>,
-    /// EAL arguments for the dpdk transport (`--dpdk-args` overrides).
-    pub dpdk_args: Option<String>,
-    /// Server settings.
-    pub server: ServerConfig,
-}
-
-/// The bypass options with what the config file adds (flags win).
-pub fn bypass_with_file(
-    config: Option<&Path>,
-    b: &crate::cli::BypassArgs,
-) -> Result<crate::cli::BypassArgs, BoxError> {
-    let mut b = b.clone();
-    if b.dpdk_args.is_none() {
-        b.dpdk_args = load_file(config)?.dpdk_args;
+/// The first of `addrs` a TCP listener can be bound to (a name may resolve
+/// to addresses this machine does not have, or an IPv6 one where IPv6 is
+/// off).
+fn first_bindable(what: &str, hp: &crate::addr::HostPort) -> Result<SocketAddr, BoxError> {
+    let addrs = hp.resolve()?;
+    if let [only] = addrs.as_slice() {
+        return Ok(*only);
     }
-    Ok(b)
-}
-
-/// Reads the config file, or defaults when none is given.
-pub fn load_file(path: Option<&Path>) -> Result<FileConfig, BoxError> {
-    let Some(path) = path else {
-        return Ok(FileConfig::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()).into())
-}
-
-fn server_config(file: ServerConfig, a: &ServeArgs) -> ServerConfig {
-    let mut c = file;
-    macro_rules! set {
-        ($($field:ident <- $arg:expr),* $(,)?) => {$(if let Some(v) = $arg { c.$field = v; })*};
-    }
-    set!(
-        listen <- a.listen,
-        workers <- a.workers,
-        max_frame <- a.max_frame,
-        max_connections <- a.max_connections,
-        idle_timeout <- a.idle_timeout,
-        max_unauthenticated <- a.max_unauthenticated,
-        max_auth_failures <- a.max_auth_failures,
-        max_output <- a.max_output,
-        shutdown_grace <- a.shutdown_grace,
-    );
-    set!(
-        conn_rate <- a.conn_rate.map(Some),
-        conn_burst <- a.conn_burst.map(Some),
-        global_rate <- a.global_rate.map(Some),
-        global_burst <- a.global_burst.map(Some),
-        users_file <- a.users.clone().map(Some),
-        metrics <- a.metrics.map(Some),
-    );
-    c.require_auth |= a.require_auth;
-    c
+    let (a, _) = hp
+        .try_each(&addrs, std::net::TcpListener::bind)
+        .map_err(|e| format!("{what}: {e}"))?;
+    Ok(a)
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully; a
 /// second signal exits at once.
-pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
-    let file = load_file(config)?;
-    let bypass = bypass_with_file(config, &a.bypass)?;
-    let mut cfg = server_config(file.server, &a);
+pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
+    let settings = ServeSettings::merge(file, &a);
+    if a.print_config {
+        print!("{}", settings.to_toml()?);
+        return Ok(());
+    }
+    let bypass = &settings.bypass;
+    let mut cfg = settings.server.clone();
+    cfg.listen = first_bindable("--listen", &settings.listen)?;
+    cfg.metrics = settings
+        .metrics
+        .as_ref()
+        .map(|m| first_bindable("--metrics", m))
+        .transpose()?;
     let target = crate::probe::Target::Listen(cfg.listen);
-    let (selection, policy) = crate::probe::choose(config, &a.select, &bypass, target)?;
-    let backend = Backend::new(selection.kind, &bypass)?;
-    cfg.busy_poll = policy.busy_poll();
+    let selection = crate::probe::choose(settings.choice, settings.policy, bypass, target)?;
+    let backend = Backend::new(selection.kind, bypass)?;
+    cfg.busy_poll = settings.busy_poll();
     cfg.workers = backend.workers(cfg.workers);
     cfg.listen = backend.listen_addr(cfg.listen);
     tracing::info!(transport = %selection.kind, reason = %selection.reason, "transport selected");
@@ -101,8 +60,9 @@ pub fn run(config: Option<&Path>, a: ServeArgs) -> Result<(), BoxError> {
         signal_hook::flag::register(sig, stop.clone())?;
     }
 
+    let data_dir = cfg.data_dir.clone();
     let mut server = Server::new(cfg);
-    if let Some(dir) = &a.data_dir {
+    if let Some(dir) = &data_dir {
         let sink = warpwire_engine::DirectorySink::new(dir)
             .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
         server.data_handler(sink);

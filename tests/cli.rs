@@ -17,8 +17,14 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["serve", "--workers", "2"])
+            .args(listen)
             .args(extra)
             .env("WARPWIRE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -156,6 +162,11 @@ fn bench_reports_json() {
 fn probe_and_forced_unavailable_transport() {
     let out = ok(&["probe"]);
     assert!(out.contains("socket   yes       yes"), "{out}");
+    // Latencies are expectations for named hardware, not measurements.
+    assert!(out.contains("available expected latency"), "{out}");
+    assert!(out.contains("~10-70 us (kernel TCP, loopback)"), "{out}");
+    assert!(out.contains("soft-RoCE"), "{out}");
+    assert!(!out.contains("~1us"), "{out}");
     assert!(out.contains("choice: socket"), "{out}");
     let o = run(&["serve", "--transport", "rdma", "--listen", "127.0.0.1:0"]);
     assert!(
@@ -225,4 +236,245 @@ fn data_dir_stores_each_sessions_bytes() {
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_file(&file).unwrap();
+}
+
+/// `serve --print-config` with a config file, an environment and flags:
+/// the effective settings, one process per combination.
+fn effective(file: &str, env: &[(&str, &str)], flags: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!("ww-cli-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{:x}.toml", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (file, env, flags).hash(&mut h);
+        h.finish()
+    }));
+    std::fs::write(&path, file).unwrap();
+    let mut c = Command::new(BIN);
+    c.args([
+        "--config",
+        path.to_str().unwrap(),
+        "serve",
+        "--print-config",
+    ])
+    .args(flags)
+    .env("WARPWIRE_LOG", "warn");
+    // Only the variables this case sets: none leak in from the test's own
+    // environment.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WARPWIRE_") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(env.iter().copied());
+    let o = c.output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        o.status.success(),
+        "{file:?} {env:?} {flags:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The value of `key` in the printed config (first match).
+fn key<'a>(toml: &'a str, key: &str) -> &'a str {
+    toml.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in\n{toml}"))
+}
+
+/// Precedence flag > environment > file > default, for every kind of
+/// setting: bool (both ways, so a file's `true` can be turned off), number,
+/// duration, path, address, and a bypass option.
+#[test]
+fn every_kind_of_setting_follows_flag_env_file_default() {
+    // (key, file value, env var, env value, flag, flag value, default)
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, &str, &str, &str, &str, &str, Option<&str>)] = &[
+        (
+            "require_auth",
+            "true",
+            "WARPWIRE_REQUIRE_AUTH",
+            "false",
+            "--require-auth=true",
+            "true",
+            Some("false"),
+        ),
+        (
+            "busy_poll",
+            "true",
+            "WARPWIRE_BUSY_POLL",
+            "false",
+            "--busy-poll=true",
+            "true",
+            Some("false"),
+        ),
+        (
+            "max_connections",
+            "5",
+            "WARPWIRE_MAX_CONNECTIONS",
+            "6",
+            "--max-connections=7",
+            "7",
+            Some("10000"),
+        ),
+        (
+            "idle_timeout",
+            "\"3s\"",
+            "WARPWIRE_IDLE_TIMEOUT",
+            "4s",
+            "--idle-timeout=5s",
+            "\"5s\"",
+            Some("\"1m\""),
+        ),
+        (
+            "data_dir",
+            "\"/f\"",
+            "WARPWIRE_DATA_DIR",
+            "/e",
+            "--data-dir=/g",
+            "\"/g\"",
+            None,
+        ),
+        (
+            "listen",
+            "\"localhost:9\"",
+            "WARPWIRE_LISTEN",
+            "127.0.0.2:8",
+            "--listen=[::1]:7",
+            "\"[::1]:7\"",
+            Some("\"127.0.0.1:7077\""),
+        ),
+        (
+            "users_file",
+            "\"/u1\"",
+            "WARPWIRE_USERS",
+            "/u2",
+            "--users=/u3",
+            "\"/u3\"",
+            None,
+        ),
+    ];
+    for &(k, file_v, env_k, env_v, flag, flag_out, default) in cases {
+        let file = format!("[server]\n{k} = {file_v}\n");
+        let out = effective("", &[], &[]);
+        match default {
+            Some(d) => assert_eq!(key(&out, k), d, "{k}: default"),
+            None => assert!(!out.contains(&format!("{k} = ")), "{k}: unset by default"),
+        }
+        assert_eq!(
+            key(&effective(&file, &[], &[]), k),
+            file_v,
+            "{k}: file over default"
+        );
+        let env_out = effective(&file, &[(env_k, env_v)], &[]);
+        assert_eq!(
+            key(&env_out, k).trim_matches('"'),
+            env_v,
+            "{k}: environment over file"
+        );
+        assert_eq!(
+            key(&effective(&file, &[(env_k, env_v)], &[flag]), k),
+            flag_out,
+            "{k}: flag over environment"
+        );
+    }
+    // The latency policy implies busy-polling only where nothing set it.
+    let lowest = "latency_policy = \"lowest\"\n";
+    assert_eq!(key(&effective(lowest, &[], &[]), "busy_poll"), "true");
+    assert_eq!(
+        key(
+            &effective(&format!("{lowest}[server]\nbusy_poll = false\n"), &[], &[]),
+            "busy_poll"
+        ),
+        "false"
+    );
+    // A bypass option from the [bypass] table, overridden by its flag.
+    let b = "[bypass]\nqueues = 2\niface = \"veth0\"\n";
+    assert_eq!(key(&effective(b, &[], &[]), "queues"), "2");
+    assert_eq!(
+        key(&effective(b, &[("WARPWIRE_QUEUES", "3")], &[]), "queues"),
+        "3"
+    );
+    assert_eq!(
+        key(
+            &effective(b, &[("WARPWIRE_QUEUES", "3")], &["--queues=4"]),
+            "queues"
+        ),
+        "4"
+    );
+    assert_eq!(key(&effective(b, &[], &[]), "iface"), "\"veth0\"");
+}
+
+/// A misspelt key anywhere in the file is an error naming it.
+#[test]
+fn unknown_config_keys_are_refused() {
+    for (text, word) in [
+        ("[server]\nmax_conections = 3\n", "max_conections"),
+        ("[bypass]\nifcae = \"x\"\n", "ifcae"),
+        ("transprot = \"socket\"\n", "transprot"),
+    ] {
+        let dir = std::env::temp_dir().join(format!("ww-cli-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let o = run(&[
+            "--config",
+            path.to_str().unwrap(),
+            "serve",
+            "--print-config",
+        ]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains(word), "{text}");
+    }
+}
+
+/// Host names in every address argument: `serve --listen localhost:0`,
+/// `--metrics localhost:0`, and the client and bench to `localhost:PORT`
+/// of a server on 127.0.0.1 (where localhost resolves to ::1 first, that
+/// address refuses and the next is tried).
+#[test]
+fn host_names_are_resolved_and_each_address_tried() {
+    let by_name = Server::start(&["--listen", "localhost:0", "--metrics", "localhost:0"]);
+    assert!(by_name.addr.ip().is_loopback());
+    let a = by_name.addr.to_string();
+    assert_eq!(
+        ok(&["client", &a, "echo", "named listen"]).trim(),
+        "named listen"
+    );
+    drop(by_name);
+
+    let s = Server::start(&[]);
+    let port = s.addr.port();
+    let target = format!("localhost:{port}");
+    assert!(s.addr.ip().is_loopback());
+    assert!(ok(&["client", &target, "ping", "--count", "1"]).contains("seq=0"));
+    assert_eq!(
+        ok(&["client", &target, "echo", "by name"]).trim(),
+        "by name"
+    );
+    let bench = ok(&["bench", &target, "--count", "200", "--connections", "2"]);
+    assert!(bench.contains("200"), "{bench}");
+    // A name whose every address refuses: one error naming them all, or the
+    // single address's own error.
+    let o = run(&[
+        "client",
+        "localhost:1",
+        "--timeout",
+        "2s",
+        "ping",
+        "--count",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused"), "{err}");
+    // Not a host name at all.
+    let o = run(&["client", "local host:1", "ping"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a host name"));
+    let o = run(&["client", "no-such-host.invalid:7077", "ping"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot resolve"));
 }

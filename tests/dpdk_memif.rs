@@ -63,7 +63,7 @@ impl Memif {
         let _ = m.server.wait();
         let eal = m.eal("server", 0);
         let config = m.dir.join("warpwire.toml");
-        std::fs::write(&config, format!("dpdk_args = \"{eal}\"\n")).unwrap();
+        std::fs::write(&config, format!("[bypass]\ndpdk_args = \"{eal}\"\n")).unwrap();
         let config = config.to_str().unwrap().to_owned();
         let mut args = vec!["serve", "--transport", "dpdk"];
         if via_config {

@@ -31,7 +31,7 @@ pub struct ClientConfig {
     /// reconnecting off (default: on, 50 ms base, 5 s cap).
     pub reconnect: Option<Backoff>,
     /// Send a PING when no frame was sent for this long; `None` disables
-    /// heartbeats (default 30 s, as PROTOCOL.md recommends). A heartbeat
+    /// heartbeats (default 30 s, as docs/protocol.md recommends). A heartbeat
     /// unanswered within `request_timeout` drops the connection.
     pub heartbeat_interval: Option<Duration>,
     /// Credentials sent as an AUTH request after every (re)connect, before

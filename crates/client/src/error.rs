@@ -32,7 +32,7 @@ pub enum ClientError {
     /// The server answered the request with an ERROR frame.
     #[error("server error {}: {message}", code_name(*.code))]
     Server {
-        /// The raw error code (PROTOCOL.md table; unknown codes are kept).
+        /// The raw error code (docs/protocol.md table; unknown codes are kept).
         code: u16,
         /// The server's message, possibly empty.
         message: String,
@@ -86,8 +86,8 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The PROTOCOL.md error code of a [`ClientError::Server`], when version
-    /// 1 defines it.
+    /// The protocol error code (docs/protocol.md) of a
+    /// [`ClientError::Server`], when version 1 defines it.
     pub fn server_code(&self) -> Option<ErrorCode> {
         match self {
             Self::Server { code, .. } => ErrorCode::from_u16(*code),

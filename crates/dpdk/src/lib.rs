@@ -42,8 +42,9 @@
 //!
 //! DPDK cannot initialise EAL twice in a process, even after cleanup. A
 //! second [`Eal::init`] is an error. [`probe()`] therefore probes in a child
-//! process (binaries call [`probe_child_hook`] first in `main`), and the
-//! tests each run in a child process of their own. Use a unique
+//! process (binaries call [`probe_child_hook`] first in `main`; the crate's
+//! `warpwire-dpdk-probe` binary is the probe on its own, and what its tests
+//! probe through), and the tests each run in a child process of their own. Use a unique
 //! `--file-prefix` per process: cleanup removes `/var/run/dpdk/<prefix>`.
 //! Without hugepages: `--no-huge --no-pci -m 256 --no-shconf`. Hugepage
 //! files of runs with hugepages (without `--in-memory`) are not removed.

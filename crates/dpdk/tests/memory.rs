@@ -1,9 +1,11 @@
 //! DpdkDevice over in-memory PMDs: net_null (bursts out and in) and a
 //! net_ring port looped back onto a tiny ring (partial transmit bursts,
 //! ordering, pool exhaustion). Each test runs its body in a child process
-//! (EAL initialises once per process); see `common`.
+//! (EAL initialises once per process); see `common`. The probe tests run
+//! the crate's `warpwire-dpdk-probe` binary, which has the probe's child
+//! hook first in `main` as every binary that probes must.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, non_snake_case)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
@@ -258,13 +260,38 @@ fn worker_threads_register_as_lcores_and_drive_queues_of_one_port() {
     });
 }
 
-/// The entry point `warpwire_dpdk::probe` re-executes this binary into
-/// (it passes `--exact __warpwire_dpdk_probe_child__`): with the probe's
-/// environment variable set it runs the probe and exits; otherwise it does
-/// nothing.
-#[test]
-fn __warpwire_dpdk_probe_child__() {
-    warpwire_dpdk::probe_child_hook();
+/// The probe on its own (`src/bin/probe.rs`): `warpwire_dpdk::probe`
+/// re-executes the calling binary as its child, so it has to run from a
+/// binary that calls `probe_child_hook` first in `main`, which this
+/// libtest binary cannot.
+const PROBE_BIN: &str = env!("CARGO_BIN_EXE_warpwire-dpdk-probe");
+
+/// Runs the probe binary with `args` and `env` (bounded; killed, by its own
+/// pid, past `within`): its exit code (`None`: killed) and stdout.
+fn run_probe_bin(args: &[&str], env: &[(&str, &str)], within: Duration) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(PROBE_BIN);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut c = cmd.spawn().unwrap();
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break Some(s.code().unwrap_or(-1));
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(c.stdout.as_mut().unwrap(), &mut out).unwrap();
+    (code, out)
 }
 
 #[test]
@@ -273,55 +300,77 @@ fn probe_initialises_eal_in_a_child_and_lists_ports() {
     require_root();
     let t0 = Instant::now();
     let prefix = tag("probe-e2e");
-    let args = format!(
-        "--no-huge --no-pci -m 256 --no-shconf --file-prefix {prefix} -l 0 --log-level=lib.eal:error --vdev=net_null0 --vdev=net_ring0"
-    );
-    let r = warpwire_dpdk::probe(Some(&args));
-    assert!(r.available, "{}", r.detail);
-    assert!(r.detail.contains("net_null0 (net_null"), "{}", r.detail);
-    assert!(r.detail.contains("net_ring0 (net_ring"), "{}", r.detail);
-    // The calling process never initialised EAL.
-    assert!(!warpwire_dpdk::Eal::was_initialised());
-    let bad = warpwire_dpdk::probe(Some("--no-huge --in-memory --file-prefix ww-bad -l 0"));
-    assert!(!bad.available);
+    let args = [
+        "--no-huge",
+        "--no-pci",
+        "-m",
+        "256",
+        "--no-shconf",
+        "--file-prefix",
+        &prefix,
+        "-l",
+        "0",
+        "--log-level=lib.eal:error",
+        "--vdev=net_null0",
+        "--vdev=net_ring0",
+    ];
+    let (code, out) = run_probe_bin(&args, &[], Duration::from_secs(60));
+    let left_behind = std::path::Path::new(&format!("/var/run/dpdk/{prefix}")).exists();
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    // Exit 2 would mean the probe initialised EAL in the calling process.
+    assert_eq!(code, Some(0), "{out}");
     assert!(
-        bad.detail.contains("EAL initialisation failed"),
-        "{}",
-        bad.detail
+        !left_behind,
+        "the probe's child left its runtime dir behind"
     );
-    assert!(!std::path::Path::new(&format!("/var/run/dpdk/{prefix}")).exists());
-    eprintln!("probe: {} ({:?})", r.detail, t0.elapsed());
+    assert!(out.starts_with("available: EAL ok; "), "{out}");
+    assert!(out.contains("net_null0 (net_null"), "{out}");
+    assert!(out.contains("net_ring0 (net_ring"), "{out}");
+    let (code, bad) = run_probe_bin(
+        &[
+            "--no-huge",
+            "--in-memory",
+            "--file-prefix",
+            "ww-bad",
+            "-l",
+            "0",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(1), "{bad}");
+    assert!(bad.starts_with("unavailable: "), "{bad}");
+    assert!(bad.contains("EAL initialisation failed"), "{bad}");
+    eprintln!("probe: {} ({:?})", out.trim(), t0.elapsed());
 }
 
 #[test]
 #[ignore = "needs root and DPDK (hugepages optional): scripts/test.sh runs it as root"]
-fn probe_reports_ports_from_a_child_process() {
-    const T: &str = "probe_reports_ports_from_a_child_process";
-    if std::env::var(warpwire_dpdk::PROBE_CHILD_ENV).is_ok() {
-        warpwire_dpdk::probe_child_hook();
-    }
+fn probe_child_reports_ports_and_exits() {
     require_root();
     let t0 = Instant::now();
-    let prefix = tag(T);
-    // This libtest binary has the hook only inside this test, so the child
-    // must run it: pass the filter through current_exe's args is not
-    // possible; instead use `probe` semantics directly with our own child.
-    let mut c = spawn_child(
-        T,
-        "probe",
-        &prefix,
-        &[],
-        &[(
-            warpwire_dpdk::PROBE_CHILD_ENV,
-            &format!(
-                "--no-huge --no-pci -m 256 --no-shconf --file-prefix {prefix} -l 0 --log-level=lib.eal:error --vdev=net_null0 --vdev=net_ring0"
-            ),
-        )],
+    let prefix = tag("probe-child");
+    // What `probe` does to the binary: the hook, first in main, runs with
+    // these EAL arguments, reports on stdout and exits before `main`'s own
+    // work (which would print `available:`/`unavailable:`).
+    let eal = format!(
+        "--no-huge --no-pci -m 256 --no-shconf --file-prefix {prefix} -l 0 --log-level=lib.eal:error --vdev=net_null0 --vdev=net_ring0"
     );
-    let (_, out) = c.finish(Duration::from_secs(30));
+    let (code, out) = run_probe_bin(
+        &["--exact", "__warpwire_dpdk_probe_child__"],
+        &[(warpwire_dpdk::PROBE_CHILD_ENV, &eal)],
+        Duration::from_secs(30),
+    );
+    let left_behind = std::path::Path::new(&format!("/var/run/dpdk/{prefix}")).exists();
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("WARPWIRE-DPDK-PROBE ok"), "{out}");
     assert!(out.contains("net_null0 (net_null"), "{out}");
     assert!(out.contains("net_ring0 (net_ring"), "{out}");
-    assert!(!std::path::Path::new(&format!("/var/run/dpdk/{prefix}")).exists());
-    eprintln!("{T}: {:?}", t0.elapsed());
+    assert!(
+        !out.contains("available:"),
+        "the hook exits before main: {out}"
+    );
+    assert!(!left_behind, "runtime dir left behind");
+    eprintln!("probe_child_reports_ports_and_exits: {:?}", t0.elapsed());
 }

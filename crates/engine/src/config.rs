@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Prometheus text endpoint address, when set.
     pub metrics: Option<SocketAddr>,
+    /// Where the command line's DATA sink ([`crate::DirectorySink`]) writes
+    /// each session's DATA; unset: DATA is counted and discarded. A library
+    /// user installs its own sink with `Server::data_handler` instead.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The default port, "Ww" is 0x5777 = 22391 on the wire but 7077 is easier to type.
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             busy_poll: false,
             shutdown_grace: Duration::from_secs(5),
             metrics: None,
+            data_dir: None,
         }
     }
 }

@@ -62,6 +62,21 @@ pub trait DataHandler: Send + Sync + 'static {
     /// Takes one DATA body. The `Bytes` is a zero-copy slice of the receive
     /// buffer; keep it (cheap clone) or copy what you need.
     fn on_data(&self, session: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError>;
+
+    /// The session that sent DATA has ended (closed by either side, reset,
+    /// or dropped at shutdown): release what `on_data` kept for it. Called
+    /// once per session that had at least one `on_data` call.
+    fn on_session_end(&self, _session: &SessionInfo<'_>) {}
+}
+
+impl<T: DataHandler> DataHandler for std::sync::Arc<T> {
+    fn on_data(&self, session: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError> {
+        (**self).on_data(session, body)
+    }
+
+    fn on_session_end(&self, session: &SessionInfo<'_>) {
+        (**self).on_session_end(session)
+    }
 }
 
 /// The default sink: accepts and discards (counters still count it).
@@ -76,50 +91,107 @@ impl DataHandler for DiscardData {
 
 /// A DATA sink that appends each session's bytes to `DIR/<session-id>.data`
 /// (session id in hex), in arrival order: what was accepted is on disk.
+///
+/// A session's file is closed when the session ends; at most
+/// `max_open` files are open at once (the least recently written is closed
+/// first and reopened in append mode when its session sends again), so
+/// sessions cannot exhaust the process's file descriptors.
 #[derive(Debug)]
 pub struct DirectorySink {
     dir: std::path::PathBuf,
-    files: std::sync::Mutex<std::collections::HashMap<[u8; 16], std::fs::File>>,
+    max_open: usize,
+    files: std::sync::Mutex<OpenFiles>,
+}
+
+/// The open files by session, with a use stamp for closing the least
+/// recently written one.
+#[derive(Debug, Default)]
+struct OpenFiles {
+    by_session: std::collections::HashMap<[u8; 16], (std::fs::File, u64)>,
+    clock: u64,
 }
 
 impl DirectorySink {
+    /// Open files kept by default: far below a default `ulimit -n` of 1024,
+    /// so the sink never competes with connections for descriptors.
+    pub const DEFAULT_MAX_OPEN: usize = 64;
+
     /// A sink writing into `dir` (created if missing).
     pub fn new(dir: impl Into<std::path::PathBuf>) -> std::io::Result<Self> {
+        Self::with_max_open(dir, Self::DEFAULT_MAX_OPEN)
+    }
+
+    /// A sink keeping at most `max_open` (at least 1) files open.
+    pub fn with_max_open(
+        dir: impl Into<std::path::PathBuf>,
+        max_open: usize,
+    ) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
             dir,
+            max_open: max_open.max(1),
             files: std::sync::Mutex::default(),
         })
     }
+
+    /// The file a session's DATA goes to.
+    pub fn path_of(&self, session_id: &[u8; 16]) -> std::path::PathBuf {
+        self.dir.join(format!("{}.data", hex_id(session_id)))
+    }
+
+    /// Files open now.
+    pub fn open_files(&self) -> usize {
+        self.files.lock().map_or(0, |f| f.by_session.len())
+    }
+}
+
+fn hex_id(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl DataHandler for DirectorySink {
     fn on_data(&self, session: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError> {
         use std::io::Write;
+        let store =
+            |e: std::io::Error| HandlerError::new(format!("cannot store data: {}", e.kind()));
         let mut files = self
             .files
             .lock()
             .map_err(|_| HandlerError::new("data sink unavailable"))?;
-        let file = match files.entry(*session.session_id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let name = session
-                    .session_id
+        files.clock += 1;
+        let now = files.clock;
+        let id = *session.session_id;
+        if !files.by_session.contains_key(&id) {
+            if files.by_session.len() >= self.max_open {
+                let oldest = files
+                    .by_session
                     .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>();
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join(format!("{name}.data")))
-                    .map_err(|e| HandlerError::new(format!("cannot store data: {}", e.kind())))?;
-                v.insert(f)
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    files.by_session.remove(&k);
+                }
             }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path_of(&id))
+                .map_err(store)?;
+            files.by_session.insert(id, (f, now));
+        }
+        let Some((file, used)) = files.by_session.get_mut(&id) else {
+            return Err(HandlerError::new("data sink unavailable"));
         };
-        file.write_all(body)
-            .map_err(|e| HandlerError::new(format!("cannot store data: {}", e.kind())))?;
+        *used = now;
+        file.write_all(body).map_err(store)?;
         Ok(body.len() as u64)
+    }
+
+    fn on_session_end(&self, session: &SessionInfo<'_>) {
+        if let Ok(mut files) = self.files.lock() {
+            files.by_session.remove(session.session_id);
+        }
     }
 }
 

@@ -18,8 +18,8 @@
 //!
 //! The engine is generic over [`Transport`]: the same code serves kernel
 //! sockets, smoltcp over AF_XDP or DPDK, and RDMA. It implements every
-//! message type and limit of PROTOCOL.md; see `docs/protocol.md` for the
-//! choices where the protocol is silent.
+//! message type and limit of the wire contract (`docs/protocol.md`, which also records the
+//! choices the contract leaves to a server).
 //!
 //! Not here: argument parsing, signal handling, transport construction
 //! (the binary passes a factory).

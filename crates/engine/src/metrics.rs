@@ -3,7 +3,13 @@
 //!
 //! Counters are relaxed atomics written only by their worker. Each worker
 //! records service times in a local histogram and folds it into the shared
-//! one about once a second, so the hot path takes no lock.
+//! one on every housekeeping tick (100 ms) and when it stops, so the hot
+//! path takes no lock.
+//!
+//! The shared histogram is never reset: the summary's quantiles cover every
+//! request since the process started, not a recent window. Its `_count` and
+//! `_sum` are kept as separate running totals, so they stay monotonic
+//! counters even if the quantiles are ever given a window.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -60,13 +66,42 @@ fn new_histogram() -> Histogram<u64> {
 /// Selects one counter of a worker.
 type CounterFn = fn(&WorkerCounters) -> &AtomicU64;
 
+/// Sum of the samples in `h`, ns, each taken as the middle of its bucket
+/// (as `Histogram::mean` does): exact below 2048 ns, within half a bucket
+/// (3 significant digits, < 0.05 %) above.
+fn histogram_sum(h: &Histogram<u64>) -> u64 {
+    h.iter_recorded()
+        .map(|v| {
+            h.median_equivalent(v.value_iterated_to())
+                .saturating_mul(v.count_since_last_iteration())
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// Writes `ns` nanoseconds as decimal seconds, without going through `f64`
+/// (a running total in ns passes 2^53 after about 104 days).
+fn write_seconds(out: &mut String, ns: u64) {
+    let _ = write!(out, "{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
+}
+
+/// Service times of one worker.
+#[derive(Debug)]
+struct Latency {
+    /// Every sample since start (never reset): the quantiles.
+    hist: Histogram<u64>,
+    /// Samples published since start: the summary's `_count`.
+    count: u64,
+    /// Their total, ns: the summary's `_sum`.
+    sum_ns: u64,
+}
+
 /// Metrics of the whole server.
 #[derive(Debug)]
 pub struct Metrics {
     /// One set of counters per worker.
     pub workers: Vec<WorkerCounters>,
-    /// Request service time (decode to reply queued), ns, per worker.
-    latency: Vec<Mutex<Histogram<u64>>>,
+    /// Request service time (decode to reply queued), per worker.
+    latency: Vec<Mutex<Latency>>,
     started: Instant,
     transport: String,
 }
@@ -76,7 +111,15 @@ impl Metrics {
     pub fn new(workers: usize, transport: &str) -> Self {
         Self {
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
-            latency: (0..workers).map(|_| Mutex::new(new_histogram())).collect(),
+            latency: (0..workers)
+                .map(|_| {
+                    Mutex::new(Latency {
+                        hist: new_histogram(),
+                        count: 0,
+                        sum_ns: 0,
+                    })
+                })
+                .collect(),
             started: Instant::now(),
             transport: transport.to_owned(),
         }
@@ -87,12 +130,17 @@ impl Metrics {
         new_histogram()
     }
 
-    /// Folds a worker's local histogram into the shared one and clears it.
+    /// Folds a worker's local histogram into the shared one and the running
+    /// totals, and clears it.
     pub fn publish_latency(&self, worker: usize, local: &mut Histogram<u64>) {
         if let Some(m) = self.latency.get(worker)
-            && let Ok(mut h) = m.lock()
+            && let Ok(mut l) = m.lock()
         {
-            let _ = h.add(&*local);
+            // Both histograms come from new_histogram(): same bounds, so
+            // add() cannot fail on range.
+            let _ = l.hist.add(&*local);
+            l.count = l.count.saturating_add(local.len());
+            l.sum_ns = l.sum_ns.saturating_add(histogram_sum(local));
         }
         local.reset();
     }
@@ -146,20 +194,29 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP warpwire_service_seconds Request service time, batch polled to reply \
+             queued. Quantiles over all requests since process start (never reset); \
+             _sum and _count are totals since start."
+        );
         let _ = writeln!(out, "# TYPE warpwire_service_seconds summary");
         for (i, m) in self.latency.iter().enumerate() {
-            let Ok(h) = m.lock() else { continue };
+            let Ok(l) = m.lock() else { continue };
             for q in [0.5, 0.9, 0.99, 0.999] {
                 let _ = writeln!(
                     out,
                     "warpwire_service_seconds{{worker=\"{i}\",quantile=\"{q}\"}} {:.9}",
-                    h.value_at_quantile(q) as f64 / 1e9
+                    l.hist.value_at_quantile(q) as f64 / 1e9
                 );
             }
+            let _ = write!(out, "warpwire_service_seconds_sum{{worker=\"{i}\"}} ");
+            write_seconds(&mut out, l.sum_ns);
+            out.push('\n');
             let _ = writeln!(
                 out,
                 "warpwire_service_seconds_count{{worker=\"{i}\"}} {}",
-                h.len()
+                l.count
             );
         }
         let _ = writeln!(out, "# TYPE warpwire_uptime_seconds gauge");
@@ -223,4 +280,124 @@ pub fn serve_metrics(
             }
         })?;
     Ok((local, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses Prometheus text into `(series with labels, value)`, skipping
+    /// comments; panics on a line that is not `series value`.
+    fn parse(text: &str) -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').unwrap();
+                (series.to_owned(), value.parse::<f64>().unwrap())
+            })
+            .collect()
+    }
+
+    fn value(series: &[(String, f64)], name: &str) -> f64 {
+        let v: Vec<f64> = series
+            .iter()
+            .filter(|(s, _)| s == name)
+            .map(|&(_, v)| v)
+            .collect();
+        assert_eq!(v.len(), 1, "{name} appears once: {series:?}");
+        v[0]
+    }
+
+    /// Records `samples` (ns) on `worker` and publishes them, as a worker's
+    /// housekeeping does.
+    fn publish(m: &Metrics, worker: usize, samples: &[u64]) {
+        let mut local = Metrics::local_histogram();
+        for &s in samples {
+            local.record(s).unwrap();
+        }
+        m.publish_latency(worker, &mut local);
+        assert!(local.is_empty(), "publish clears the local histogram");
+    }
+
+    #[test]
+    fn summary_has_sum_and_count_of_the_recorded_samples() {
+        let m = Metrics::new(2, "socket");
+        // Below 2048 ns the histogram holds values exactly.
+        let samples = [1u64, 7, 150, 999, 2047];
+        publish(&m, 0, &samples);
+        let text = m.render_prometheus();
+        assert!(text.contains("# HELP warpwire_service_seconds "), "{text}");
+        assert!(text.contains("since process start"), "{text}");
+        assert!(text.contains("# TYPE warpwire_service_seconds summary"));
+        let series = parse(&text);
+        let total: u64 = samples.iter().sum();
+        assert_eq!(
+            value(&series, "warpwire_service_seconds_count{worker=\"0\"}"),
+            samples.len() as f64
+        );
+        assert_eq!(
+            value(&series, "warpwire_service_seconds_sum{worker=\"0\"}"),
+            total as f64 / 1e9
+        );
+        assert!(text.contains("warpwire_service_seconds_sum{worker=\"0\"} 0.000003204\n"));
+        // A worker with no samples reports zero totals, not missing series.
+        assert_eq!(
+            value(&series, "warpwire_service_seconds_count{worker=\"1\"}"),
+            0.0
+        );
+        assert_eq!(
+            value(&series, "warpwire_service_seconds_sum{worker=\"1\"}"),
+            0.0
+        );
+    }
+
+    #[test]
+    fn sum_and_count_accumulate_over_publishes() {
+        let m = Metrics::new(1, "socket");
+        let first = [40_000u64, 1_500_000, 2_000_000_000];
+        let second = [12_345_678u64, 3];
+        publish(&m, 0, &first);
+        let before = parse(&m.render_prometheus());
+        publish(&m, 0, &second);
+        // An empty publish (an idle tick) changes nothing.
+        publish(&m, 0, &[]);
+        let after = parse(&m.render_prometheus());
+
+        let count = |s: &[(String, f64)]| value(s, "warpwire_service_seconds_count{worker=\"0\"}");
+        let sum = |s: &[(String, f64)]| value(s, "warpwire_service_seconds_sum{worker=\"0\"}");
+        assert_eq!(count(&before), 3.0);
+        assert_eq!(count(&after), 5.0);
+        // Above 2048 ns a sample counts as the middle of its bucket: 3
+        // significant digits.
+        let total: u64 = first.iter().chain(&second).sum();
+        let expect = total as f64 / 1e9;
+        assert!(
+            (sum(&after) - expect).abs() <= expect * 5e-4,
+            "{} vs {expect}",
+            sum(&after)
+        );
+        assert!(sum(&after) > sum(&before));
+        // The quantiles cover both publishes (the histogram is not reset).
+        let p999 = value(
+            &after,
+            "warpwire_service_seconds{worker=\"0\",quantile=\"0.999\"}",
+        );
+        assert!((p999 - 2.0).abs() <= 2.0 * 1e-3, "{p999}");
+    }
+
+    #[test]
+    fn seconds_are_written_exactly() {
+        let mut s = String::new();
+        write_seconds(&mut s, 0);
+        s.push(' ');
+        write_seconds(&mut s, 1);
+        s.push(' ');
+        write_seconds(&mut s, 123_000_000_007);
+        s.push(' ');
+        write_seconds(&mut s, u64::MAX);
+        assert_eq!(
+            s,
+            "0.000000000 0.000000001 123.000000007 18446744073.709551615"
+        );
+    }
 }

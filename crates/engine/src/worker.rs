@@ -63,6 +63,8 @@ struct Session {
     /// Reading paused because `out` is full.
     paused: bool,
     dirty: bool,
+    /// Has sent DATA: the sink hears of its end.
+    sent_data: bool,
 }
 
 pub(crate) struct Worker<T: Transport> {
@@ -154,10 +156,26 @@ impl<T: Transport> Worker<T> {
                 self.t.wait(Some(timeout))?;
             }
         }
+        // Sessions still open at the end of a drain: the sink releases
+        // what it holds for them too.
+        for s in self.sessions.iter().flatten() {
+            self.end_session(s);
+        }
         self.shared
             .metrics
             .publish_latency(self.index, &mut self.hist);
         Ok(())
+    }
+
+    /// Tells the DATA sink a session that used it is gone.
+    fn end_session(&self, s: &Session) {
+        if s.sent_data {
+            self.shared.handlers.data().on_session_end(&SessionInfo {
+                session_id: &s.session_id,
+                user: s.user.as_deref(),
+                worker: self.index,
+            });
+        }
     }
 
     fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
@@ -211,6 +229,7 @@ impl<T: Transport> Worker<T> {
             eligible: false,
             paused: false,
             dirty: false,
+            sent_data: false,
         };
         if self.draining.is_some() {
             self.t.close(conn);
@@ -249,6 +268,7 @@ impl<T: Transport> Worker<T> {
             return;
         }
         let Some(mut s) = slot.take() else { return };
+        self.end_session(&s);
         self.set_eligible(&mut s, false);
         if s.counted {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -443,6 +463,7 @@ impl<T: Transport> Worker<T> {
             }
             MessageType::AUTH => self.auth(s, &f, now),
             MessageType::DATA => {
+                s.sent_data = true;
                 let info = SessionInfo {
                     session_id: &s.session_id,
                     user: s.user.as_deref(),

@@ -1,4 +1,4 @@
-//! Every PROTOCOL.md error code, each reached by a real bad input over
+//! Every error code of docs/protocol.md, each reached by a real bad input over
 //! loopback, and the connection's fate afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! Every message type of PROTOCOL.md over loopback.
+//! Every message type of docs/protocol.md over loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -141,6 +141,74 @@ fn data_reaches_handler_and_is_acked() {
     h.stop().unwrap();
 }
 
+/// The directory sink keeps at most `max_open` files open, writes every
+/// session's DATA whole even when its file was closed in between, and
+/// closes a session's file when it disconnects: 100 sessions that each
+/// sent DATA leave no descriptor behind.
+#[test]
+fn directory_sink_closes_files_and_bounds_them() {
+    let dir = std::env::temp_dir().join(format!("ww-sink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sink = Arc::new(warpwire_engine::DirectorySink::with_max_open(&dir, 2).unwrap());
+    let h = start_with(config(), {
+        let sink = sink.clone();
+        move |s| {
+            s.data_handler(sink);
+        }
+    });
+    // Descriptors of this process open on a file of the sink's directory.
+    let fds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(&dir))
+            .count()
+    };
+    let ack = |c: &mut Conn, id: u64, body: &'static [u8]| {
+        let r = c.call(&Frame::new(MessageType::DATA, id, body).with_flags(Flags::ACK_REQUESTED));
+        assert_eq!(r.msg_type, MessageType::DATA_ACK);
+    };
+    // Three sessions interleaved through a cap of two open files.
+    let mut conns: Vec<Conn> = (0..3).map(|_| Conn::connect(h.local_addr())).collect();
+    for round in 0..3u64 {
+        for c in &mut conns {
+            ack(c, round, b"0123456789");
+            assert!(sink.open_files() <= 2);
+        }
+    }
+    let mut sizes: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        vec![30, 30, 30],
+        "every session's DATA whole on disk"
+    );
+    drop(conns);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while sink.open_files() > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(sink.open_files(), 0, "files closed with their sessions");
+
+    assert_eq!(fds(), 0);
+    for i in 0..100u64 {
+        let mut c = Conn::connect(h.local_addr());
+        ack(&mut c, i, b"x");
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while (sink.open_files() > 0 || fds() > 0) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(sink.open_files(), 0);
+    assert_eq!(fds(), 0, "descriptors left open on session files");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 103);
+    h.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 struct Collect(Arc<Mutex<Vec<u8>>>);
 impl warpwire_engine::DataHandler for Collect {
     fn on_data(
@@ -234,5 +302,13 @@ fn metrics_endpoint_serves_prometheus_text() {
     assert!(text.contains("# TYPE warpwire_messages_in_total counter"));
     assert!(text.contains("warpwire_connections{worker="));
     assert!(text.contains("warpwire_service_seconds{worker=\"0\",quantile=\"0.99\"}"));
+    assert!(
+        text.contains("warpwire_service_seconds_sum{worker=\"0\"} "),
+        "{text}"
+    );
+    assert!(
+        text.contains("warpwire_service_seconds_count{worker=\"0\"} "),
+        "{text}"
+    );
     h.stop().unwrap();
 }

@@ -271,7 +271,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The numeric keys, in the order PROTOCOL.md lists them.
+    /// The numeric keys, in the order docs/protocol.md lists them.
     pub const NUMERIC_KEYS: [&'static str; 7] = [
         "connections",
         "messages_in",

@@ -2,8 +2,8 @@
 
 use crate::types::{ErrorCode, MessageType};
 
-/// Why a frame was refused. Every variant maps onto one PROTOCOL.md error
-/// code through [`FrameError::code`].
+/// Why a frame was refused. Every variant maps onto one protocol error code
+/// (docs/protocol.md) through [`FrameError::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The stream does not start with "Ww".
@@ -37,7 +37,7 @@ pub enum FrameError {
         /// CRC computed over header, metadata and body.
         computed: u32,
     },
-    /// The metadata section does not follow PROTOCOL.md.
+    /// The metadata section does not follow docs/protocol.md.
     #[error("malformed metadata: {0}")]
     Metadata(#[from] MetaError),
     /// The body is too short or too long for the message type.
@@ -64,7 +64,7 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    /// The PROTOCOL.md error code the peer is sent for this error.
+    /// The protocol error code (docs/protocol.md) the peer is sent for this error.
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::BadMagic { .. } => ErrorCode::BadMagic,
@@ -114,7 +114,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    /// The PROTOCOL.md error code.
+    /// The protocol error code (docs/protocol.md).
     pub const fn code(&self) -> ErrorCode {
         self.error.code()
     }

@@ -16,7 +16,7 @@ pub const OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
 
 /// A validated header over a byte buffer (smoltcp's `Packet::new_checked`
 /// pattern): once [`FrameHeader::new_checked`] has succeeded, no accessor can
-/// fail or panic, and the fields are known to satisfy PROTOCOL.md and the
+/// fail or panic, and the fields are known to satisfy docs/protocol.md and the
 /// given payload limit.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameHeader<T: AsRef<[u8]>> {

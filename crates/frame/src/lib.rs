@@ -1,10 +1,11 @@
 //! # warpwire-frame: the warpwire wire protocol as a sans-IO codec
 //!
-//! This crate is the whole of PROTOCOL.md version 1 and nothing else. It
-//! contains no networking code, reads no clock and spawns nothing: bytes go
-//! in, frames and errors come out; frames go in, bytes come out. Every
-//! transport (kernel TCP, smoltcp over DPDK or AF_XDP, RDMA), the server
-//! engine and the client share it, so they agree to the byte.
+//! This crate is the whole of the wire protocol, version 1
+//! (docs/protocol.md), and nothing else. It contains no networking code,
+//! reads no clock and spawns nothing: bytes go in, frames and errors come
+//! out; frames go in, bytes come out. Every transport (kernel TCP, smoltcp
+//! over DPDK or AF_XDP, RDMA), the server engine and the client share it,
+//! so they agree to the byte.
 //!
 //! ```text
 //!            ┌─────────────── receive ───────────────┐
@@ -22,8 +23,8 @@
 //!
 //! Guarantees:
 //! - Decoding is total: any byte string yields frames, "need more bytes"
-//!   (`Ok(None)`) or a [`DecodeError`] carrying its PROTOCOL.md
-//!   [`ErrorCode`]; never a panic.
+//!   (`Ok(None)`) or a [`DecodeError`] carrying its protocol
+//!   [`ErrorCode`] (docs/protocol.md); never a panic.
 //! - Decoding is incremental: any split of a stream yields the same frames.
 //! - A decoder never buffers more than [`DecoderConfig::buffer_limit`]; an
 //!   oversized frame is refused from its header, before its body arrives.

@@ -46,7 +46,7 @@ fn walk<'a>(
     Ok(count)
 }
 
-/// Checks a section against PROTOCOL.md: exact length, UTF-8 keys, unique keys.
+/// Checks a section against docs/protocol.md: exact length, UTF-8 keys, unique keys.
 ///
 /// An empty slice is valid (meta_len 0 means "no section").
 pub fn validate(section: &[u8]) -> Result<(), MetaError> {

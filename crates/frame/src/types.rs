@@ -1,4 +1,5 @@
-//! Message types, flags and error codes of PROTOCOL.md.
+//! Message types, flags and error codes of the wire protocol
+//! (docs/protocol.md).
 
 use std::fmt;
 
@@ -7,7 +8,7 @@ use std::fmt;
 /// A newtype rather than an enum because every byte value is a legal header
 /// value: codes with no meaning in version 1 still decode, and the server
 /// answers them with [`ErrorCode::UnknownType`]. The associated constants
-/// name every type PROTOCOL.md defines and can be used in `match` patterns.
+/// name every type docs/protocol.md defines and can be used in `match` patterns.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageType(pub u8);
 
@@ -49,7 +50,8 @@ impl MessageType {
         self.0 >= Self::APP_FIRST && self.0 <= Self::APP_LAST
     }
 
-    /// Whether PROTOCOL.md version 1 defines this code (built-in or application range).
+    /// Whether protocol version 1 (docs/protocol.md) defines this code
+    /// (built-in or application range).
     pub const fn is_defined(self) -> bool {
         matches!(self.0, 0x01..=0x0C | 0x80..=0xFF)
     }
@@ -178,7 +180,7 @@ impl fmt::Debug for Flags {
     }
 }
 
-/// The error codes of PROTOCOL.md, carried in an ERROR body.
+/// The error codes of docs/protocol.md, carried in an ERROR body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ErrorCode {
@@ -267,7 +269,7 @@ impl ErrorCode {
         }
     }
 
-    /// Whether PROTOCOL.md says the connection is closed after this error
+    /// Whether docs/protocol.md says the connection is closed after this error
     /// (UNAUTHENTICATED and AUTH_FAILED close only after a configured count).
     pub const fn closes_connection(self) -> bool {
         matches!(

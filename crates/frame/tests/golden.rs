@@ -198,7 +198,7 @@ fn decoded_vectors_parse_as_typed_bodies() {
 }
 
 /// One bad-input vector per decoder error code, each a one-byte change to a
-/// valid frame (or a foreign protocol), with the code PROTOCOL.md assigns.
+/// valid frame (or a foreign protocol), with the code docs/protocol.md assigns.
 #[test]
 fn error_vectors() {
     let echo = unhex(VECTORS.iter().find(|v| v.0 == "echo").unwrap().1);

@@ -45,7 +45,7 @@ pub enum Attach {
 
 /// Settings of one [`XdpDevice`](crate::XdpDevice): one interface queue.
 ///
-/// Defaults (from measurements on the CI machines, docs in PLATFORM.md):
+/// Defaults (from measurements on the CI machines, see docs/transports.md):
 /// 4096 frames of 2 KiB, half of them for receive; RX, TX and completion
 /// rings of 2048 entries; a fill ring twice the receive share; bursts of
 /// 64.

@@ -1,7 +1,7 @@
 //! A small warpwire server for the client's integration tests.
 //!
 //! The real engine is written separately; this one speaks just enough of
-//! PROTOCOL.md to exercise the client, and can misbehave on command: stay
+//! docs/protocol.md to exercise the client, and can misbehave on command: stay
 //! silent, drop every connection, push unsolicited frames, stop and be
 //! restarted on the same port.
 
