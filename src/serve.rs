@@ -29,6 +29,38 @@ fn first_bindable(what: &str, hp: &crate::addr::HostPort) -> Result<SocketAddr, 
     Ok(a)
 }
 
+/// Descriptors a socket server needs besides one per connection: a
+/// listener, an epoll instance and a waker per worker, the metrics
+/// listener and its connections (capped at 64), the DATA sink's open
+/// files (64), logs and libraries, with room to accept a connection only
+/// to refuse it with SERVER_BUSY.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft limit on open files to what `max_connections` needs
+/// (each kernel-TCP connection holds a descriptor). Where the hard limit is
+/// lower, says so and lowers `max_connections` to fit, so connections past
+/// it get SERVER_BUSY instead of failed accepts.
+fn fit_fd_limit(cfg: &mut warpwire_engine::ServerConfig) {
+    let need = cfg.max_connections as u64 + FD_RESERVE;
+    match rlimit::increase_nofile_limit(need) {
+        Ok(got) if got >= need => {
+            tracing::debug!(limit = got, "open-file limit fits max_connections");
+        }
+        Ok(got) => {
+            let fit = got.saturating_sub(FD_RESERVE).max(1) as usize;
+            tracing::warn!(
+                hard_limit = got,
+                max_connections = cfg.max_connections,
+                lowered_to = fit,
+                "the open-file hard limit is too low for max_connections: lowering it \
+                 (raise `ulimit -Hn` or LimitNOFILE= to serve more)"
+            );
+            cfg.max_connections = fit;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully; a
 /// second signal exits at once.
 pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
@@ -49,6 +81,9 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     let selection = crate::probe::choose(settings.choice, settings.policy, bypass, target)?;
     let backend = Backend::new(selection.kind, bypass)?;
     cfg.busy_poll = settings.busy_poll();
+    if matches!(backend, Backend::Socket) {
+        fit_fd_limit(&mut cfg);
+    }
     cfg.workers = backend.workers(cfg.workers);
     cfg.listen = backend.listen_addr(cfg.listen);
     tracing::info!(transport = %selection.kind, reason = %selection.reason, "transport selected");

@@ -65,6 +65,8 @@ struct Session {
     dirty: bool,
     /// Has sent DATA: the sink hears of its end.
     sent_data: bool,
+    /// The peer sent FIN: answer every whole frame received, flush, close.
+    peer_finished: bool,
 }
 
 pub(crate) struct Worker<T: Transport> {
@@ -132,6 +134,7 @@ impl<T: Transport> Worker<T> {
                     Event::Accepted { conn, .. } => self.on_accept(conn, now),
                     Event::Readable(conn) => self.on_readable(conn, now),
                     Event::Writable(conn) => self.mark_dirty(conn),
+                    Event::PeerFinished(conn) => self.on_peer_finished(conn, now),
                     Event::Closed(conn, _) => self.on_closed(conn),
                     Event::Connected(_) => {}
                 }
@@ -230,6 +233,7 @@ impl<T: Transport> Worker<T> {
             paused: false,
             dirty: false,
             sent_data: false,
+            peer_finished: false,
         };
         if self.draining.is_some() {
             self.t.close(conn);
@@ -274,6 +278,19 @@ impl<T: Transport> Worker<T> {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
             self.counters().connections.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// The peer sends no more. What it sent is answered first: the
+    /// decoder's whole frames are handled (through pauses, if the replies
+    /// fill the output cap), then the replies flush and our FIN follows
+    /// (`on_readable` ends the session once nothing is left to answer). A
+    /// partial frame left at the FIN can never complete and is dropped.
+    fn on_peer_finished(&mut self, conn: ConnId, now: Instant) {
+        let Some(s) = self.session_mut(conn) else {
+            return;
+        };
+        s.peer_finished = true;
+        self.on_readable(conn, now);
     }
 
     fn on_readable(&mut self, conn: ConnId, now: Instant) {
@@ -335,6 +352,12 @@ impl<T: Transport> Worker<T> {
         if s.closing.is_none() && !s.paused && s.out.len() >= max_output {
             s.paused = true;
             self.t.pause_recv(conn, true);
+        }
+        // After the peer's FIN, a pass that ends unpaused has answered
+        // every whole frame: flush, then close.
+        if s.peer_finished && s.closing.is_none() && !s.paused {
+            tracing::trace!(worker = self.index, %conn, "peer finished: closing after the replies");
+            self.begin_close(&mut s, now);
         }
         let dirty = !s.out.is_empty() || (s.closing.is_some() && !s.close_sent);
         self.sessions[conn.index()] = Some(s);

@@ -145,6 +145,8 @@ struct Conn {
     /// Receive completions that arrived before ESTABLISHED was processed.
     early: Vec<(u16, u32, u32)>,
     paused: bool,
+    /// The peer's FIN was reported (PeerFinished).
+    finished: bool,
     dirty: bool,
     /// A send came back 0 while connecting: report Writable when open.
     blocked: bool,
@@ -309,6 +311,7 @@ impl RdmaTransport {
             chan: None,
             early: Vec::new(),
             paused: false,
+            finished: false,
             dirty: false,
             blocked: false,
             disconnected: None,
@@ -1022,7 +1025,16 @@ impl Transport for RdmaTransport {
                     if chan.readable() > 0 {
                         events.push(Event::Readable(c.id));
                     } else if chan.at_eof() {
-                        close.push((index, CloseReason::PeerClosed));
+                        // The peer's FIN after its last byte: reported once;
+                        // the connection stays for our replies until the
+                        // consumer closes it (or the peer disconnects).
+                        if !c.finished {
+                            c.finished = true;
+                            events.push(Event::PeerFinished(c.id));
+                        }
+                        if c.disconnected.is_some_and(|d| d < self.drains) {
+                            close.push((index, CloseReason::PeerClosed));
+                        }
                     } else if c.disconnected.is_some_and(|d| d < self.drains) {
                         close.push((index, CloseReason::Reset(None)));
                     }
@@ -1069,8 +1081,6 @@ impl Transport for RdmaTransport {
         let n = chan.read(&mut slots, buf);
         if n > 0 {
             self.mark_dirty(index);
-        } else if chan.at_eof() {
-            self.remove(index, CloseReason::PeerClosed, true);
         }
         Ok(n)
     }

@@ -43,6 +43,22 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// At most this many iovecs go to one writev; a frame needs four.
 const MAX_IOV: usize = 16;
+/// First pause of accepting after it failed for lack of resources: long
+/// enough that a poll loop does not spin, short enough that a descriptor
+/// freed by a closing connection is used promptly.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause (the backoff doubles up to it while failures go on).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: accept failed for want of resources,
+/// and the pending connection is still queued.
+fn is_resource_error(e: &io::Error) -> bool {
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = 105;
+    matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
+}
 
 /// Settings of a socket transport instance.
 #[derive(Debug, Clone)]
@@ -93,6 +109,12 @@ struct Conn {
     paused: bool,
     /// close() was called: discarding input until FIN or the deadline.
     closing: Option<Instant>,
+    /// epoll reported the peer's FIN (EPOLLRDHUP): a short read does not
+    /// mean the input is drained, the EOF is still to be read, and no
+    /// further edge will announce it.
+    hup: bool,
+    /// A read returned EOF: reported as PeerFinished; nothing more to read.
+    finished: bool,
 }
 
 /// The kernel-TCP transport.
@@ -109,6 +131,11 @@ pub struct SocketTransport {
     pending: Vec<Event>,
     /// Connections currently in the closing linger.
     closing: usize,
+    /// Accepting is suspended until then after EMFILE/ENFILE/ENOBUFS/ENOMEM
+    /// (the listener stays ready, so retrying at once would spin).
+    accept_backoff: Option<(Instant, Duration)>,
+    /// Accepts that failed for lack of resources.
+    accept_errors: u64,
     waker: Arc<MioWaker>,
     config: SocketConfig,
 }
@@ -154,6 +181,8 @@ impl SocketTransport {
             generations: Vec::new(),
             pending: Vec::new(),
             closing: 0,
+            accept_backoff: None,
+            accept_errors: 0,
             waker: Arc::new(MioWaker(waker)),
             config,
         })
@@ -198,6 +227,8 @@ impl SocketTransport {
             connecting,
             paused: false,
             closing: None,
+            hup: false,
+            finished: false,
         });
         Ok(id)
     }
@@ -229,7 +260,7 @@ impl SocketTransport {
         self.pending.push(Event::Closed(c.id, reason));
     }
 
-    fn accept_from(&mut self, li: usize, events: &mut Vec<Event>) {
+    fn accept_from(&mut self, li: usize, now: Instant, events: &mut Vec<Event>) {
         for _ in 0..self.config.accept_batch {
             match self.listeners[li].accept() {
                 Ok((stream, peer)) => {
@@ -242,11 +273,30 @@ impl SocketTransport {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready[li] = false;
+                    self.accept_backoff = None;
                     return;
                 }
-                // EMFILE/ENFILE/ECONNABORTED: leave the listener marked
-                // ready and retry on the next poll rather than spin here.
-                Err(_) => return,
+                // Out of descriptors or memory: the connection stays in the
+                // kernel's backlog and the listener stays ready, so an
+                // immediate retry would spin. Back off (doubling from 10 ms
+                // to 1 s) while the connections already held are served.
+                Err(e) if is_resource_error(&e) => {
+                    self.accept_errors += 1;
+                    let wait = self
+                        .accept_backoff
+                        .map_or(ACCEPT_BACKOFF_MIN, |(_, d)| (d * 2).min(ACCEPT_BACKOFF_MAX));
+                    // One line per backoff step: at the cap, one a second.
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        failures = self.accept_errors,
+                        "cannot accept: out of resources; backing off (raise `ulimit -n` or lower max_connections)"
+                    );
+                    self.accept_backoff = Some((now + wait, wait));
+                    return;
+                }
+                // ECONNABORTED and the like: that connection is gone; go on.
+                Err(_) => continue,
             }
         }
     }
@@ -312,7 +362,10 @@ impl SocketTransport {
                 }
                 continue;
             }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            if ev.is_read_closed() {
+                c.hup = true;
+            }
+            if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !c.finished {
                 c.readable = true;
             }
             if ev.is_writable() && c.write_blocked {
@@ -402,9 +455,11 @@ impl Transport for SocketTransport {
         self.pump(Some(Duration::ZERO), now)?;
         self.expire_closing(now);
         let mut accepted = Vec::new();
-        for li in 0..self.listeners.len() {
-            if self.listener_ready[li] {
-                self.accept_from(li, &mut accepted);
+        if self.accept_backoff.is_none_or(|(until, _)| now >= until) {
+            for li in 0..self.listeners.len() {
+                if self.listener_ready[li] {
+                    self.accept_from(li, now, &mut accepted);
+                }
             }
         }
         for ev in self.pending.drain(..) {
@@ -426,16 +481,26 @@ impl Transport for SocketTransport {
             return Ok(0);
         }
         let c = self.conn_mut(conn)?;
+        if c.finished {
+            return Ok(0);
+        }
         loop {
             match c.stream.read(buf) {
                 Ok(0) => {
-                    self.remove(conn.index(), CloseReason::PeerClosed);
+                    // The peer's FIN: it sends no more, but may still read.
+                    // The connection stays for the replies; the consumer
+                    // closes it.
+                    c.finished = true;
+                    c.readable = false;
+                    self.pending.push(Event::PeerFinished(conn));
                     return Ok(0);
                 }
                 Ok(n) => {
                     // A short read drained the socket; epoll reports the next
-                    // arrival as a new edge (what tokio relies on too).
-                    if n < buf.len() {
+                    // arrival as a new edge (what tokio relies on too) --
+                    // except the EOF of a FIN already reported, which must
+                    // still be read.
+                    if n < buf.len() && !c.hup {
                         c.readable = false;
                     }
                     return Ok(n);
@@ -529,8 +594,13 @@ impl Transport for SocketTransport {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
+        let now = Instant::now();
+        let backoff = self
+            .accept_backoff
+            .map(|(until, _)| until)
+            .filter(|&u| u > now);
         let busy = !self.pending.is_empty()
-            || self.listener_ready.iter().any(|&r| r)
+            || (backoff.is_none() && self.listener_ready.iter().any(|&r| r))
             || self
                 .conns
                 .iter()
@@ -542,7 +612,17 @@ impl Transport for SocketTransport {
             (None, true) => Some(Duration::from_millis(100)),
             (t, false) => t,
         };
+        // Sleep no longer than the accept backoff.
+        let timeout = match (timeout, backoff) {
+            (t, None) => t,
+            (None, Some(u)) => Some(u - now),
+            (Some(t), Some(u)) => Some(t.min(u - now)),
+        };
         self.pump(timeout, Instant::now())
+    }
+
+    fn accept_errors(&self) -> u64 {
+        self.accept_errors
     }
 
     fn waker(&self) -> Result<Arc<dyn Wake>, TransportError> {
@@ -617,9 +697,79 @@ mod tests {
             }
         }
         assert_eq!(got, b"bye");
+        // The server's FIN: reported once, the connection still ours to close.
+        until(&mut cli, &mut ev, |e| *e == Event::PeerFinished(c));
+        cli.close(c);
         until(&mut cli, &mut ev, |e| {
-            *e == Event::Closed(c, CloseReason::PeerClosed)
+            *e == Event::Closed(c, CloseReason::Local)
         });
+        until(&mut srv, &mut ev, |e| {
+            *e == Event::Closed(s, CloseReason::Local)
+        });
+    }
+
+    /// A peer that writes and then shuts down its sending side still reads:
+    /// the FIN comes after the data as PeerFinished, and what the server
+    /// sends afterwards reaches the peer whole, then our FIN.
+    #[test]
+    fn half_close_keeps_the_connection_writable() {
+        let mut srv = SocketTransport::new().unwrap();
+        let addr = srv.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        peer.write_all(&[7u8; 100_000]).unwrap();
+        peer.shutdown(Shutdown::Write).unwrap();
+        let mut ev = Events::default();
+        let Event::Accepted { conn: s, .. } =
+            until(&mut srv, &mut ev, |e| matches!(e, Event::Accepted { .. }))
+        else {
+            unreachable!()
+        };
+        let (mut got, mut finished) = (0usize, false);
+        let mut buf = [0u8; 8192];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !finished {
+            assert!(
+                Instant::now() < deadline,
+                "no PeerFinished after {got} bytes"
+            );
+            srv.wait(Some(Duration::from_millis(10))).unwrap();
+            srv.poll(Instant::now(), &mut ev).unwrap();
+            for e in ev.iter() {
+                match *e {
+                    Event::Readable(c) if c == s => loop {
+                        let n = srv.recv(s, &mut buf).unwrap();
+                        got += n;
+                        if n == 0 {
+                            break;
+                        }
+                    },
+                    Event::PeerFinished(c) if c == s => finished = true,
+                    Event::Closed(..) => panic!("closed before the reply: {e:?}"),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(got, 100_000, "PeerFinished only after every byte");
+        // The peer reads everything until our FIN, on its own thread.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).map(|_| all)
+        });
+        let reply = vec![9u8; 3_000_000];
+        let mut sent = 0;
+        while sent < reply.len() {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(5),
+                "send stalled"
+            );
+            sent += srv.send(s, &reply[sent..]).unwrap();
+            srv.wait(Some(Duration::from_millis(5))).unwrap();
+            srv.poll(Instant::now(), &mut ev).unwrap();
+        }
+        srv.close(s);
+        let all = reader.join().unwrap().unwrap();
+        assert_eq!(all.len(), reply.len());
+        assert!(all.iter().all(|&b| b == 9));
         until(&mut srv, &mut ev, |e| {
             *e == Event::Closed(s, CloseReason::Local)
         });

@@ -158,6 +158,9 @@ struct Conn {
     peer: SocketAddr,
     write_blocked: bool,
     paused: bool,
+    /// The peer's FIN was reported (PeerFinished); the connection stays
+    /// open for sending until the consumer closes it.
+    finished: bool,
 }
 
 #[derive(Debug)]
@@ -175,10 +178,6 @@ pub struct StackTransport<D: PacketDevice> {
     generations: Vec<u32>,
     listeners: Vec<Listener>,
     pending: Vec<Event>,
-    /// Sockets of connections the peer closed, kept until our FIN is
-    /// acknowledged (or the close linger passes) so the peer's close
-    /// completes instead of meeting a reset.
-    draining: Vec<(SocketHandle, Instant)>,
     taps: RefCell<Taps>,
     epoch: Instant,
     next_port: u16,
@@ -356,7 +355,6 @@ impl<D: PacketDevice> StackTransport<D> {
             generations: Vec::new(),
             listeners: Vec::new(),
             pending: Vec::new(),
-            draining: Vec::new(),
             taps,
             epoch: now,
             next_port: 49_152 + (seed % 16_000) as u16,
@@ -418,25 +416,19 @@ impl<D: PacketDevice> StackTransport<D> {
             state,
             peer,
             write_blocked: false,
+            finished: false,
             paused: false,
         });
         id
     }
 
-    /// Drops a connection and queues its Closed event. With `drain_until`
-    /// its socket stays in `draining` until that deadline (our FIN still
-    /// has to be acknowledged); otherwise the socket goes now.
-    fn remove(&mut self, index: usize, reason: CloseReason, drain_until: Option<Instant>) {
+    /// Drops a connection and its socket, and queues its Closed event.
+    fn remove(&mut self, index: usize, reason: CloseReason) {
         if !self.conns.contains(index) {
             return;
         }
         let c = self.conns.remove(index);
-        match drain_until {
-            Some(deadline) => self.draining.push((c.handle, deadline)),
-            None => {
-                self.sockets.remove(c.handle);
-            }
-        }
+        self.sockets.remove(c.handle);
         self.generations[index] = self.generations[index].wrapping_add(1);
         self.pending.push(Event::Closed(c.id, reason));
     }
@@ -547,24 +539,24 @@ impl<D: PacketDevice> StackTransport<D> {
                         c.state = State::Open;
                         events.push(Event::Connected(c.id));
                     }
-                    tcp::State::Closed => gone.push((i, CloseReason::ConnectFailed(None), None)),
+                    tcp::State::Closed => gone.push((i, CloseReason::ConnectFailed(None))),
                     _ => {}
                 },
                 State::Open => {
                     if s.can_recv() && !c.paused {
                         events.push(Event::Readable(c.id));
                     } else if !s.may_recv() && s.recv_queue() == 0 {
-                        // Peer's FIN and every byte read: done, like EOF.
-                        // Our FIN follows; the socket stays in `draining`
-                        // until it is acknowledged.
+                        // Peer's FIN and every byte read: like EOF. The
+                        // connection stays writable (CLOSE-WAIT) for the
+                        // replies; the consumer's close() sends our FIN.
                         if s.state() == tcp::State::Closed {
-                            gone.push((i, CloseReason::Reset(None), None));
-                        } else {
-                            s.close();
-                            let linger = now + self.config.close_linger;
-                            gone.push((i, CloseReason::PeerClosed, Some(linger)));
+                            gone.push((i, CloseReason::Reset(None)));
+                            continue;
                         }
-                        continue;
+                        if !c.finished {
+                            c.finished = true;
+                            events.push(Event::PeerFinished(c.id));
+                        }
                     }
                     if c.write_blocked && s.can_send() {
                         c.write_blocked = false;
@@ -583,32 +575,14 @@ impl<D: PacketDevice> StackTransport<D> {
                         if !done {
                             s.abort();
                         }
-                        gone.push((i, CloseReason::Local, None));
+                        gone.push((i, CloseReason::Local));
                     }
                 }
             }
         }
-        for (i, reason, drain_until) in gone {
-            self.remove(i, reason, drain_until);
+        for (i, reason) in gone {
+            self.remove(i, reason);
         }
-        let sockets = &mut self.sockets;
-        self.draining.retain(|&(h, deadline)| {
-            let s = sockets.get_mut::<tcp::Socket<'_>>(h);
-            while s.can_recv() {
-                if s.recv(|b| (b.len(), ())).is_err() {
-                    break;
-                }
-            }
-            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
-            if !done && now < deadline {
-                return true;
-            }
-            if !done {
-                s.abort();
-            }
-            sockets.remove(h);
-            false
-        });
     }
 
     fn pick_port(&mut self) -> u16 {

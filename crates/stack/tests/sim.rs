@@ -223,15 +223,28 @@ fn many_connections_and_backlog() {
     for c in clients {
         net.cli.close(c);
     }
-    let mut closed = 0;
+    // Each FIN is reported once; the server closes its side in answer.
+    let (mut finished, mut closed) = (0, 0);
     for _ in 0..100_000 {
         let (se, _) = net.step();
-        closed += se.iter().filter(|e| matches!(e, Event::Closed(..))).count();
+        for e in &se {
+            match *e {
+                Event::PeerFinished(id) => {
+                    finished += 1;
+                    net.srv.close(id);
+                }
+                Event::Closed(_, why) => {
+                    assert_eq!(why, CloseReason::Local);
+                    closed += 1;
+                }
+                _ => {}
+            }
+        }
         if closed == 50 {
             break;
         }
     }
-    assert_eq!(closed, 50);
+    assert_eq!((finished, closed), (50, 50));
 }
 
 #[test]
@@ -345,18 +358,26 @@ fn a_peer_close_is_answered_with_our_fin_not_a_reset() {
     let mut client_done = false;
     // The client's close completes when our FIN arrives: a few round trips,
     // not a retransmission timeout answered by a reset.
-    while steps < 20_000 && !client_done {
+    while steps < 20_000 && !(client_done && server_saw.is_some()) {
         let (se, ce) = net.step();
         steps += 1;
         for e in se {
-            if let Event::Closed(id, why) = e {
-                assert_eq!(id, s);
-                server_saw = Some(why);
+            match e {
+                // The peer's FIN: the server answers with its own close.
+                Event::PeerFinished(id) => {
+                    assert_eq!(id, s);
+                    net.srv.close(s);
+                }
+                Event::Closed(id, why) => {
+                    assert_eq!(id, s);
+                    server_saw = Some(why);
+                }
+                _ => {}
             }
         }
-        client_done = ce.contains(&Event::Closed(c, CloseReason::Local));
+        client_done |= ce.contains(&Event::Closed(c, CloseReason::Local));
     }
-    assert_eq!(server_saw, Some(CloseReason::PeerClosed));
+    assert_eq!(server_saw, Some(CloseReason::Local));
     assert!(client_done, "the client's close never completed");
     let took = STEP * steps;
     assert!(

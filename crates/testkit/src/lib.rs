@@ -1,8 +1,15 @@
-//! Hand-built Ethernet, ARP, IPv4 and UDP frames for the tests of the
-//! `PacketDevice` backends (AF_XDP, DPDK): written out byte by byte, so a
-//! test does not check the backends with the stack they feed.
+//! Test helpers, shared by the crates' tests and never shipped:
+//!
+//! - hand-built Ethernet, ARP, IPv4 and UDP frames for the tests of the
+//!   `PacketDevice` backends (AF_XDP, DPDK): written out byte by byte, so a
+//!   test does not check the backends with the stack they feed;
+//! - [`hostile`]: hostile and careless kernel-TCP peers (half-close, header
+//!   floods, a measuring bystander), also as the `warpwire-hostile` binary
+//!   that tests run inside network namespaces.
 
 #![allow(clippy::expect_used)]
+
+pub mod hostile;
 
 use std::net::Ipv4Addr;
 

@@ -92,7 +92,9 @@ impl fmt::Display for ConnId {
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The peer closed its side (FIN, RDMA disconnect).
+    /// The peer went away without a reset where the backend cannot keep
+    /// the connection for sending (an RDMA disconnect). A TCP peer's FIN
+    /// is [`Event::PeerFinished`] instead: the connection stays writable.
     PeerClosed,
     /// The connection was reset or failed; the errno when the OS gave one.
     Reset(Option<i32>),
@@ -119,6 +121,14 @@ pub enum Event {
     Readable(ConnId),
     /// A connection whose `send` was short can take bytes again.
     Writable(ConnId),
+    /// The peer finished sending (TCP FIN, RDMA's in-band FIN): every byte
+    /// it sent has been read (a `recv` returned 0 after the last of them)
+    /// and no more will come. The connection stays open for sending, so a
+    /// server answers what it received, flushes, then calls
+    /// [`Transport::close`] ([`Event::Closed`] with [`CloseReason::Local`]
+    /// follows). A peer's FIN means it sends no more, not that it reads no
+    /// more (`shutdown(SHUT_WR)`, `nc -N`). Reported once per connection.
+    PeerFinished(ConnId),
     /// The connection is gone; its id is dead from now on.
     Closed(ConnId, CloseReason),
 }
@@ -331,6 +341,13 @@ pub trait Transport {
     /// (TCP retransmits, delayed ACKs), if any.
     fn poll_at(&mut self, _now: Instant) -> Option<Instant> {
         None
+    }
+
+    /// Accepts that failed for lack of resources (out of file descriptors
+    /// or memory) since the instance was made; each one starts a backoff
+    /// instead of a retry loop. For metrics.
+    fn accept_errors(&self) -> u64 {
+        0
     }
 }
 

@@ -365,6 +365,14 @@ impl<T: Transport> IoLoop<T> {
                     self.lost(Lost::Closed(reason), now);
                 }
             }
+            // The server closed its side after its last reply (all read by
+            // now): finish ours; the connection is lost as if closed.
+            Event::PeerFinished(c) => {
+                if self.conn() == Some(c) {
+                    self.transport.close(c);
+                    self.lost(Lost::Closed(CloseReason::PeerClosed), now);
+                }
+            }
             Event::Accepted { .. } => {}
         }
     }

@@ -236,6 +236,9 @@ where
             };
             match *ev {
                 Event::Readable(_) => read(&mut transport, c, &check, measure_start, &mut tally),
+                // The server's FIN: close ours; the Closed that follows
+                // counts the connection lost.
+                Event::PeerFinished(id) => transport.close(id),
                 Event::Closed(..) => tally.lose(c),
                 _ => {}
             }
@@ -300,9 +303,11 @@ where
 
 fn event_conn(ev: &Event) -> Option<ConnId> {
     match *ev {
-        Event::Connected(c) | Event::Readable(c) | Event::Writable(c) | Event::Closed(c, _) => {
-            Some(c)
-        }
+        Event::Connected(c)
+        | Event::Readable(c)
+        | Event::Writable(c)
+        | Event::PeerFinished(c)
+        | Event::Closed(c, _) => Some(c),
         Event::Accepted { .. } => None,
     }
 }

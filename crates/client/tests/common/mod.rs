@@ -254,6 +254,7 @@ impl Server {
                             self.stats.open.fetch_sub(1, Ordering::SeqCst);
                         }
                     }
+                    Event::PeerFinished(c) => self.t.close(c),
                     Event::Writable(_) | Event::Connected(_) => {}
                 }
             }

@@ -1,0 +1,138 @@
+//! Hostile and careless peers against `warpwire serve` on the socket
+//! backend over loopback, with the `warpwire-hostile` raw-socket peer
+//! (crates/testkit). The same peer runs against the xdp server on veth
+//! (tests/xdp_veth.rs) and the dpdk server on net_tap
+//! (tests/dpdk_memif.rs), as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Server, hostile_bin, rss_kib};
+
+fn hostile(args: &[&str]) -> String {
+    let o = Command::new("timeout")
+        .arg("120")
+        .arg(hostile_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "warpwire-hostile {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A peer that writes its requests and then shuts down its sending side
+/// gets every reply whole, in order, then the server's FIN: after 1, 100
+/// and 200 requests of 64 KiB, 20 times each.
+#[test]
+fn half_close_gets_every_reply_whole() {
+    let s = Server::start(&[]);
+    let a = s.addr.to_string();
+    for count in ["1", "100", "200"] {
+        let out = hostile(&["half-close", &a, count, "65536", "20"]);
+        println!("{}", out.trim());
+    }
+}
+
+/// 4,000 connections that each send a header declaring the largest frame
+/// and nothing more: memory grows with bytes received, not bytes promised,
+/// and a bystander's pings stay quick.
+#[test]
+fn header_flood_costs_little_memory() {
+    let s = Server::start(&["--workers", "1"]);
+    let pid = s.child.id();
+    let before = rss_kib(pid);
+    let a = s.addr.to_string();
+    let hostile =
+        std::thread::spawn(move || hostile(&["header-flood", &a, "4000", "1048576", "500"]));
+    let mut peak = before;
+    while !hostile.is_finished() {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = hostile.join().unwrap();
+    println!(
+        "{} ; server RSS {before} KiB -> peak {peak} KiB",
+        out.trim()
+    );
+    // 4,000 x 1 MiB declared = 4 GiB if memory followed the headers.
+    assert!(
+        peak.saturating_sub(before) < 256 * 1024,
+        "RSS grew {} KiB for 80 KB of headers",
+        peak - before
+    );
+    let max_us: u64 = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("max_us="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_us < 50_000, "bystander ping took {max_us} us");
+    let _ = Instant::now();
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Under `ulimit -n 1024` (soft and hard) with the default
+/// max_connections (10,000), the server says at start-up that it lowers
+/// the limit to fit; 900 connections then get PONG up to the limit and
+/// SERVER_BUSY past it, the server does not spin, and a connection held
+/// from before is still served.
+#[test]
+fn a_low_descriptor_limit_gives_server_busy_not_a_spin() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 1024 && exec {} serve --listen 127.0.0.1:0 --workers 2",
+                common::BIN
+            ),
+        ])
+        .env("WARPWIRE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = common::first_line(&mut child, Duration::from_secs(10)).expect("listening line");
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("warpwire listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = child.id();
+    let a = addr.to_string();
+    let out = hostile(&["connections", &a, "900"]);
+    println!("{}", out.trim());
+    assert!(out.contains("failed=0"), "{out}");
+    // 1024 - 256 reserved = 768 connections, the rest SERVER_BUSY.
+    assert!(out.contains("answered=768"), "{out}");
+    let busy = warpwire_frame::ErrorCode::ServerBusy.as_u16();
+    assert!(out.contains(&format!("refused={{{busy}: 132}}")), "{out}");
+    // Idle again: no spinning (a spinning worker burns ~100 ticks a second).
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 20, "{used} ticks of CPU in an idle second");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("lowering it"),
+        "no warning about the limit: {log}"
+    );
+}
