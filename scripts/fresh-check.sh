@@ -16,8 +16,9 @@
 #     fetched from crates.io as on a fresh machine), and cargo-nextest;
 #   - /proc, /sys, /dev (rslave binds: namespaces, veth, AF_XDP, hugepages,
 #     QEMU) and a tmpfs on /run and /tmp;
-#   - /etc/resolv.conf (crates.io and the Debian mirror) and the apt mirror
-#     named in the host's sources.
+#   - /etc/resolv.conf and the CA bundle (crates.io and the Debian mirror,
+#     through this network's TLS proxy) and the apt mirror named in the
+#     host's sources.
 # Everything is unmounted and the root removed on every path (trap EXIT);
 # the root is deleted only once nothing is mounted below it.
 #
@@ -135,6 +136,20 @@ if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     : >"$ROOT/etc/apt/sources.list"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The host's CA bundle: a machine of ours trusts the TLS proxy its network
+# goes through (crates.io is reached through it); the image brings that
+# trust, not the project, so the chroot takes it from the host.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    mkdir -p "$ROOT/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+    # Also one file per certificate where update-ca-certificates looks, so
+    # a package that rebuilds the bundle during the apt step keeps them.
+    mkdir -p "$ROOT/usr/local/share/ca-certificates/host"
+    awk -v dir="$ROOT/usr/local/share/ca-certificates/host" '
+        /BEGIN CERTIFICATE/ { n++; f = sprintf("%s/host-%04d.crt", dir, n) }
+        f { print > f }
+        /END CERTIFICATE/ { close(f); f = "" }' /etc/ssl/certs/ca-certificates.crt
+fi
 
 # The toolchain and cargo-nextest, as a new machine has them.
 mkdir -p "$ROOT/opt/rust" "$ROOT/usr/local/bin"
