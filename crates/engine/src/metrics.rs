@@ -10,16 +10,22 @@
 //! request since the process started, not a recent window. Its `_count` and
 //! `_sum` are kept as separate running totals, so they stay monotonic
 //! counters even if the quantiles are ever given a window.
+//!
+//! The endpoint's HTTP side, an event loop with a connection cap and
+//! deadlines, lives in `metrics/http.rs`.
+
+mod http;
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use warpwire_frame::Stats;
+
+pub use http::HttpLimits;
 
 /// Counters of one worker.
 #[derive(Debug, Default)]
@@ -229,56 +235,28 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` in Prometheus text format on `addr` until `stop`
-/// is set. One request at a time, each bounded by a 2 s timeout and an 8 KiB
-/// request limit: a scraper is one client, not a load.
+/// Serves the Prometheus text on `addr` (`GET` or `HEAD` of `/metrics`)
+/// until `stop` is set, with the default [`HttpLimits`]: many connections
+/// at once on one thread, none able to hold up another.
+/// The thread looks at `stop` at least every 50 ms.
 pub fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    serve_metrics_with(addr, metrics, stop, HttpLimits::default())
+}
+
+/// [`serve_metrics`] with other limits (tests shorten the deadlines).
+pub fn serve_metrics_with(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    limits: HttpLimits,
+) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let h = std::thread::Builder::new()
-        .name("warpwire-metrics".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-                        let mut req = [0u8; 8192];
-                        let mut n = 0;
-                        while n < req.len() {
-                            match s.read(&mut req[n..]) {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => n += k,
-                            }
-                            if req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                                break;
-                            }
-                        }
-                        let ok = req[..n].starts_with(b"GET /metrics ") || req[..n].starts_with(b"GET / ");
-                        let (status, body) = if ok {
-                            ("200 OK", metrics.render_prometheus())
-                        } else {
-                            ("404 Not Found", "try GET /metrics\n".to_owned())
-                        };
-                        let _ = write!(
-                            s,
-                            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        })?;
+    let h = http::spawn(listener, limits, stop, move || metrics.render_prometheus())?;
     Ok((local, h))
 }
 
