@@ -10,6 +10,9 @@
 //!                         ▲ bounded by the frame limit                       (slices of the same allocation)
 //! ```
 //!
+//! The buffer grows with the bytes that arrive, never with the length a
+//! header announces: a peer cannot buy memory with promises.
+//!
 //! Any split of the stream yields the same frames. The first error is
 //! sticky: the stream cannot be resynchronised, so every later call returns
 //! it and the buffer is released.
@@ -30,13 +33,21 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 1 << 20;
 /// 10,000 idle connections cost little.
 pub const DEFAULT_READ_CHUNK: usize = 16 * 1024;
 
+/// An allocation more than this many times what the buffer needs now (the
+/// bytes held plus the region to offer, or the whole frame arriving, if
+/// larger) is given back instead of reused: what one large frame needed is
+/// not kept for the small ones after it. A factor, not 1, so that a buffer
+/// doubling its region as a frame arrives is never cut back mid-frame.
+const RETAIN_FACTOR: usize = 4;
+
 /// Decoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecoderConfig {
     /// Limit on meta_len + body_len; larger frames are refused with
     /// FRAME_TOO_LARGE as soon as their header arrives.
     pub max_payload: u32,
-    /// Size of the writable region offered by [`Decoder::read_buf`].
+    /// Usual size of the writable region offered by [`Decoder::read_buf`]
+    /// (a frame that is arriving gets a larger one, as it arrives).
     pub read_chunk: usize,
 }
 
@@ -57,6 +68,17 @@ impl DecoderConfig {
     }
 }
 
+/// A frame that has begun to arrive: see [`Decoder::partial_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialFrame {
+    /// Bytes of it received so far, header included.
+    pub received: usize,
+    /// Its whole length (header, metadata, body and trailer) once its header
+    /// has arrived and passed the header checks; `None` before. Never more
+    /// than [`DecoderConfig::buffer_limit`].
+    pub frame_len: Option<usize>,
+}
+
 /// A streaming frame decoder for one byte stream (one connection).
 #[derive(Debug)]
 pub struct Decoder {
@@ -66,6 +88,8 @@ pub struct Decoder {
     filled: usize,
     /// Length of the frame whose header is at the front, once known.
     pending: Option<usize>,
+    /// Size of the allocation `buf` lives in (0: none).
+    allocated: usize,
     /// Bytes at the front already handed out by `decode_ref`, released on
     /// the next call (a pointer bump, no reference counting).
     head: usize,
@@ -86,6 +110,7 @@ impl Decoder {
             buf: BytesMut::new(),
             filled: 0,
             pending: None,
+            allocated: 0,
             head: 0,
             config,
             error: None,
@@ -110,6 +135,42 @@ impl Decoder {
         self.filled - self.head
     }
 
+    /// Bytes of memory the decoder holds: the size of the allocation its
+    /// receive buffer lives in, received bytes and offered region alike.
+    /// Frames returned by [`Decoder::decode`] are slices of that allocation
+    /// and keep it alive while they live; once the decoder moves to a new
+    /// allocation, the old one is theirs and no longer counted here.
+    ///
+    /// It follows the bytes received, never the frame lengths announced:
+    /// the allocation only grows to take bytes that have arrived, and then
+    /// to at most twice the bytes buffered plus one
+    /// [`DecoderConfig::read_chunk`]. One grown for a large frame is given
+    /// back by [`Decoder::read_buf`] once that frame is decoded and what
+    /// arrives next needs less than a quarter of it. Never more than
+    /// [`DecoderConfig::buffer_limit`]; 0 before the first
+    /// [`Decoder::read_buf`] and after an error.
+    ///
+    /// This is what a server-wide budget of buffered input should count.
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+
+    /// The incomplete frame at the front of the buffer, if bytes of one
+    /// have arrived. Meant to be asked after [`Decoder::decode`] (or
+    /// [`Decoder::decode_ref`]) has returned `Ok(None)`: then every buffered
+    /// byte belongs to that frame. (Asked between [`Decoder::commit`] and
+    /// decoding, `received` counts all the new bytes, which may hold whole
+    /// frames.) `None` once the stream has failed.
+    pub fn partial_frame(&self) -> Option<PartialFrame> {
+        if self.error.is_some() || self.buffered() == 0 {
+            return None;
+        }
+        Some(PartialFrame {
+            received: self.buffered(),
+            frame_len: self.pending,
+        })
+    }
+
     /// Drops the bytes of the frame `decode_ref` last lent out.
     fn release(&mut self) {
         if self.head > 0 {
@@ -129,21 +190,76 @@ impl Decoder {
     /// Empty when the stream has failed, or when the buffer already holds
     /// [`DecoderConfig::buffer_limit`] bytes: call [`Decoder::decode`] until
     /// it returns `Ok(None)` and the room comes back.
+    ///
+    /// The region targets [`DecoderConfig::read_chunk`] bytes (room
+    /// permitting; scratch space left from an earlier region is offered as
+    /// it is when it holds at least half the target, rather than
+    /// reallocated for a few more bytes). While a frame whose header has
+    /// been decoded is arriving, the target grows with what of that frame
+    /// has arrived: as many bytes as have already been received, up to the
+    /// rest of the frame. So memory follows the bytes received, never the
+    /// length a header announces: a header declaring a 1 MiB frame costs one
+    /// read chunk, and a 1 MiB frame that does arrive is read in doubling
+    /// regions, with O(log) reallocations.
     pub fn read_buf(&mut self) -> &mut [u8] {
         if self.error.is_some() {
             return &mut [];
         }
         self.release();
         let room = self.config.buffer_limit().saturating_sub(self.filled);
-        // While a large frame is arriving, offer the rest of it at once.
-        let rest_of_frame = self.pending.map_or(0, |n| n.saturating_sub(self.filled));
-        let want = self.config.read_chunk.max(rest_of_frame).min(room);
-        if self.buf.len() - self.filled < want {
-            // Zero only the bytes that were never initialised; `resize`
-            // reclaims the consumed front when no frame still holds it.
-            self.buf.resize(self.filled + want, 0);
+        // After `release`, the front of the buffer is the frame `pending`
+        // describes, so `filled` bytes of it have arrived. Its last few
+        // bytes (up to a read chunk past the doubling) come in the same
+        // region, rather than costing one more reallocation of the frame.
+        let grow = self.pending.map_or(0, |len| {
+            let rest = len.saturating_sub(self.filled);
+            if rest <= self.filled + self.config.read_chunk {
+                rest
+            } else {
+                self.filled
+            }
+        });
+        let want = self.config.read_chunk.max(grow).min(room);
+        let need = self.filled + want;
+        let retain = RETAIN_FACTOR.saturating_mul(need.max(self.pending.unwrap_or(0)));
+        if self.allocated > retain {
+            // What a finished large frame left behind; the frame now arriving
+            // needs a fraction of it.
+            self.reallocate(need, need);
+        } else if (self.buf.len() - self.filled) * 2 < want {
+            // Scratch already zeroed that is at least half the target is
+            // offered as it is: growing it by a few bytes would reallocate.
+            self.grow(need);
         }
-        &mut self.buf[self.filled..self.filled + want]
+        // `buf.len()` never exceeds the buffer limit: every resize stops at
+        // `filled + want` and `want <= room`.
+        &mut self.buf[self.filled..]
+    }
+
+    /// Makes `buf.len() == need`, reusing the allocation when possible.
+    fn grow(&mut self, need: usize) {
+        let len = self.buf.len();
+        // `try_reclaim` moves the received bytes back over the consumed
+        // front of the allocation when no returned frame still holds it.
+        if self.buf.capacity() >= need || self.buf.try_reclaim(need - len) {
+            // Zeroes only the bytes that were never initialised.
+            self.buf.resize(need, 0);
+        } else {
+            // Twice the bytes held, so growth in read-chunk steps (a stream
+            // decoded only once the limit is reached) copies O(n) in total.
+            let capacity = need.max(2 * self.filled).min(self.config.buffer_limit());
+            self.reallocate(need, capacity);
+        }
+    }
+
+    /// Moves the received bytes into a new allocation of `capacity` bytes and
+    /// initialises it up to `need`. Frames returned earlier keep the old one.
+    fn reallocate(&mut self, need: usize, capacity: usize) {
+        let mut buf = BytesMut::with_capacity(capacity);
+        buf.extend_from_slice(&self.buf[..self.filled]);
+        buf.resize(need, 0);
+        self.buf = buf;
+        self.allocated = capacity;
     }
 
     /// Marks `n` bytes of the last [`Decoder::read_buf`] region as received.
@@ -268,6 +384,7 @@ impl Decoder {
         let e = DecodeError { error, request_id };
         self.error = Some(e);
         self.buf = BytesMut::new();
+        self.allocated = 0;
         self.filled = 0;
         self.pending = None;
         self.head = 0;
@@ -275,11 +392,14 @@ impl Decoder {
     }
 }
 
-/// The request_id of a 20-byte header that failed validation early, when
-/// its magic and version are right (otherwise the id means nothing).
+/// The request_id of a header refused before the rest of its frame was
+/// looked at: its own whenever all 20 bytes have arrived and start with the
+/// magic (a wrong version, flag or reserved byte, a length over the limit or
+/// wrong for the type still names the request), otherwise none (without the
+/// magic the bytes are not a frame, and their id means nothing).
 fn raw_request_id(b: &[u8]) -> Option<u64> {
     let h = b.first_chunk::<HEADER_LEN>()?;
-    if h[0..3] != [crate::MAGIC[0], crate::MAGIC[1], crate::VERSION] {
+    if h[0..2] != crate::MAGIC {
         return None;
     }
     let id: [u8; 8] = h[12..20].try_into().ok()?;
@@ -444,5 +564,213 @@ mod tests {
         assert_eq!(d.decode().unwrap(), Some(f.clone()));
         assert_eq!(d.feed(&stream[taken..]), stream.len() - taken);
         assert_eq!(d.decode().unwrap(), Some(f));
+    }
+
+    /// A header announcing the largest frame, then `body` bytes of it.
+    fn announce_max(d: &mut Decoder, body: usize) -> usize {
+        let h = crate::Header {
+            msg_type: MessageType::DATA,
+            flags: Flags::NONE,
+            meta_len: 0,
+            body_len: d.config().max_payload,
+            request_id: 1,
+        };
+        let mut bytes = h.to_bytes().to_vec();
+        bytes.resize(HEADER_LEN + body, 0xAB);
+        assert_eq!(d.feed(&bytes), bytes.len());
+        assert_eq!(d.decode().unwrap(), None);
+        bytes.len()
+    }
+
+    #[test]
+    fn memory_follows_bytes_received_not_bytes_announced() {
+        let chunk = DEFAULT_READ_CHUNK;
+        for body in [0, 1, 1000, chunk, 3 * chunk, 100_000] {
+            let mut d = Decoder::default();
+            let received = announce_max(&mut d, body);
+            let frame_len = OVERHEAD + DEFAULT_MAX_PAYLOAD as usize;
+            assert_eq!(
+                d.partial_frame(),
+                Some(PartialFrame {
+                    received,
+                    frame_len: Some(frame_len)
+                })
+            );
+            // Offering the next region must not reserve the announced rest.
+            let offered = d.read_buf().len();
+            assert!(offered >= 1, "body {body}");
+            let bound = 2 * received + chunk;
+            assert!(
+                d.allocated() <= bound,
+                "body {body}: {} bytes allocated for {received} received (bound {bound})",
+                d.allocated()
+            );
+            assert!(d.allocated() < frame_len / 4 || received > frame_len / 8);
+        }
+    }
+
+    #[test]
+    fn a_large_frame_is_read_in_doubling_regions() {
+        let f = Frame::new(
+            MessageType::DATA,
+            4,
+            vec![5u8; DEFAULT_MAX_PAYLOAD as usize],
+        );
+        let bytes = enc(&f);
+        let mut d = Decoder::default();
+        let (mut off, mut reads, mut reallocs, mut last_alloc) = (0, 0, 0, 0);
+        let mut got = None;
+        while off < bytes.len() {
+            let dst = d.read_buf();
+            // A peer that sends fast: every region is filled.
+            let n = dst.len().min(bytes.len() - off);
+            dst[..n].copy_from_slice(&bytes[off..off + n]);
+            d.commit(n);
+            off += n;
+            reads += 1;
+            if d.allocated() != last_alloc {
+                reallocs += 1;
+                last_alloc = d.allocated();
+            }
+            assert!(d.allocated() <= 2 * off + DEFAULT_READ_CHUNK, "at {off}");
+            if let Some(fr) = d.decode().unwrap() {
+                got = Some(fr);
+            }
+        }
+        assert_eq!(got, Some(f));
+        // 16 KiB, then doubling to 1 MiB: about log2(64) steps, not 64 chunks.
+        assert!(reads <= 9, "{reads} reads");
+        assert!(reallocs <= 8, "{reallocs} reallocations");
+    }
+
+    #[test]
+    fn a_large_frame_stays_a_slice_of_the_receive_buffer() {
+        let f = Frame::new(MessageType::DATA, 4, vec![5u8; 300_000]);
+        let bytes = enc(&f);
+        let mut d = Decoder::default();
+        let mut off = 0;
+        let mut base = 0;
+        while off < bytes.len() {
+            let dst = d.read_buf();
+            let n = dst.len().min(bytes.len() - off);
+            dst[..n].copy_from_slice(&bytes[off..off + n]);
+            d.commit(n);
+            off += n;
+            // The buffer's start after the last reallocation.
+            base = d.buf.as_ptr() as usize;
+            if off < bytes.len() {
+                assert_eq!(d.decode().unwrap(), None);
+            }
+        }
+        let got = d.decode().unwrap().unwrap();
+        assert_eq!(got.body.as_ptr() as usize, base + HEADER_LEN);
+        assert_eq!(got, f);
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_large_frame_is_given_back() {
+        let big = Frame::new(MessageType::DATA, 1, vec![1u8; 500_000]);
+        let small = Frame::new(MessageType::ECHO, 2, &b"small"[..]);
+        let mut d = Decoder::default();
+        d.feed(&enc(&big));
+        assert_eq!(d.decode().unwrap(), Some(big.clone()));
+        assert!(d.allocated() > 500_000);
+        // The next frame is small: the large allocation is not kept for it.
+        d.feed(&enc(&small));
+        assert!(d.allocated() <= 4 * DEFAULT_READ_CHUNK, "{}", d.allocated());
+        assert_eq!(d.decode().unwrap(), Some(small));
+        // A large frame after a large frame reuses the allocation.
+        let mut stream = enc(&big);
+        stream.extend_from_slice(&enc(&big));
+        let mut d = Decoder::default();
+        let mut rest = &stream[..];
+        let mut allocs = Vec::new();
+        let mut frames = 0;
+        while !rest.is_empty() {
+            let n = d.feed(&rest[..rest.len().min(100_000)]);
+            rest = &rest[n..];
+            allocs.push(d.allocated());
+            while let Some(fr) = d.decode().unwrap() {
+                assert_eq!(fr, big);
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 2);
+        assert_eq!(allocs.last(), allocs.iter().max());
+    }
+
+    #[test]
+    fn partial_frame_reports_the_frame_being_waited_for() {
+        let bytes = enc(&Frame::new(MessageType::ECHO, 3, vec![0u8; 100]));
+        let mut d = Decoder::default();
+        assert_eq!(d.partial_frame(), None);
+        assert_eq!(d.allocated(), 0);
+        d.feed(&bytes[..7]);
+        assert_eq!(d.decode().unwrap(), None);
+        assert_eq!(
+            d.partial_frame(),
+            Some(PartialFrame {
+                received: 7,
+                frame_len: None
+            })
+        );
+        d.feed(&bytes[7..50]);
+        assert_eq!(d.decode().unwrap(), None);
+        assert_eq!(
+            d.partial_frame(),
+            Some(PartialFrame {
+                received: 50,
+                frame_len: Some(bytes.len())
+            })
+        );
+        d.feed(&bytes[50..]);
+        assert!(d.decode().unwrap().is_some());
+        assert_eq!(d.partial_frame(), None);
+        assert!(d.allocated() > 0);
+        d.feed(b"X");
+        assert!(d.decode().is_err());
+        assert_eq!((d.partial_frame(), d.allocated()), (None, 0));
+    }
+
+    #[test]
+    fn unsupported_version_carries_the_request_id_once_the_header_arrived() {
+        let mut bytes = enc(&Frame::new(MessageType::ECHO, 3, &b"x"[..]));
+        bytes[2] = 2;
+        let mut d = Decoder::default();
+        d.feed(&bytes);
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnsupportedVersion);
+        assert_eq!(e.request_id, Some(3));
+        // Refused from its first three bytes, before the id arrived: none.
+        let mut d = Decoder::default();
+        d.feed(&bytes[..HEADER_LEN - 1]);
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnsupportedVersion);
+        assert_eq!(e.request_id, None);
+        // Without the magic the id means nothing, header or not.
+        let mut d = Decoder::default();
+        d.feed(&bytes[1..]);
+        assert_eq!(d.decode().unwrap_err().request_id, None);
+    }
+
+    #[test]
+    fn bad_magic_message_shows_the_bytes_received() {
+        let mut d = Decoder::default();
+        d.feed(b"GET / HTTP/1.1\r\n\r\n");
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.to_string(), "bad magic [47, 45], expected \"Ww\"");
+        assert_eq!(e.request_id, None);
+        // Only one byte so far: only one byte shown.
+        let mut d = Decoder::default();
+        d.feed(b"G");
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.to_string(), "bad magic [47], expected \"Ww\"");
+        // A right first byte and a wrong second one.
+        let mut d = Decoder::default();
+        d.feed(b"W");
+        assert_eq!(d.decode().unwrap(), None);
+        d.feed(b"W");
+        let e = d.decode().unwrap_err();
+        assert_eq!(e.to_string(), "bad magic [57, 57], expected \"Ww\"");
     }
 }

@@ -6,11 +6,16 @@ use crate::types::{ErrorCode, MessageType};
 /// (docs/protocol.md) through [`FrameError::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// The stream does not start with "Ww".
-    #[error("bad magic {found:02x?}, expected \"Ww\"")]
+    /// The stream does not start with "Ww". The message shows the bytes
+    /// that arrived where the magic belongs: both, or the first alone if
+    /// the second had not arrived.
+    #[error("bad magic {:02x?}, expected \"Ww\"", &.found[..usize::from(*.arrived).min(2)])]
     BadMagic {
-        /// The bytes found where the magic belongs (as many as had arrived).
+        /// The bytes found where the magic belongs; only the first
+        /// `arrived` are meaningful, the rest are zero.
         found: [u8; 2],
+        /// How many of the two magic bytes had arrived: 1 or 2.
+        arrived: u8,
     },
     /// The version byte is not 1.
     #[error("unsupported protocol version {0}")]

@@ -5,7 +5,9 @@ use crate::{Decoder, DecoderConfig};
 
 /// Runs the streaming decoder over a fuzz input. Byte 0 picks the payload
 /// limit, byte 1 seeds the chunk sizes, the rest is the stream. Panics if
-/// the decoder buffers more than its limit, stalls with a full buffer, or
+/// the decoder buffers more than its limit, holds memory beyond its limit or
+/// beyond what the bytes received so far justify (twice them plus a read
+/// chunk, whatever the headers announce), stalls with a full buffer, or
 /// returns a frame that does not re-encode to exactly the bytes it came from.
 #[allow(clippy::expect_used)]
 pub fn check_stream(data: &[u8]) {
@@ -24,6 +26,7 @@ pub fn check_stream(data: &[u8]) {
     let mut d = Decoder::new(cfg);
     let mut reencoded = Vec::new();
     let mut pos = 0;
+    let mut received = 0;
     'outer: while pos < stream.len() {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let want = 1 + (seed >> 16) as usize % 300;
@@ -33,7 +36,14 @@ pub fn check_stream(data: &[u8]) {
         while !chunk.is_empty() {
             let n = d.feed(chunk);
             chunk = &chunk[n..];
+            received += n;
             assert!(d.buffered() <= cfg.buffer_limit());
+            assert!(d.allocated() <= cfg.buffer_limit());
+            assert!(
+                d.allocated() <= 2 * received + cfg.read_chunk,
+                "{} bytes allocated after {received} received",
+                d.allocated()
+            );
             let mut progressed = n > 0;
             loop {
                 match d.decode() {

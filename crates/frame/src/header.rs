@@ -114,12 +114,17 @@ impl<T: AsRef<[u8]>> FrameHeader<T> {
 /// Validates whatever prefix of a header is present: magic (bytes 0-1),
 /// version (2), flags (4) and the reserved byte (5).
 fn check_prefix(b: &[u8]) -> Result<(), FrameError> {
-    for (i, (&got, &want)) in b.iter().zip(MAGIC.iter()).enumerate() {
-        if got != want {
-            let mut found = [0u8; 2];
-            found[..=i].copy_from_slice(&b[..=i]);
-            return Err(FrameError::BadMagic { found });
-        }
+    let arrived = b.len().min(MAGIC.len());
+    if b[..arrived] != MAGIC[..arrived] {
+        // Report every magic byte that arrived, not only up to the first
+        // wrong one: "GET" shows as 47 45.
+        let mut found = [0u8; 2];
+        found[..arrived].copy_from_slice(&b[..arrived]);
+        return Err(FrameError::BadMagic {
+            found,
+            // At most 2: it fits.
+            arrived: arrived as u8,
+        });
     }
     if let Some(&v) = b.get(2)
         && v != VERSION
@@ -209,11 +214,24 @@ mod tests {
     fn prefix_errors_are_early() {
         assert_eq!(
             FrameHeader::new_checked(&b"G"[..], 1024).unwrap_err(),
-            FrameError::BadMagic { found: *b"G\0" }
+            FrameError::BadMagic {
+                found: *b"G\0",
+                arrived: 1
+            }
+        );
+        assert_eq!(
+            FrameHeader::new_checked(&b"GE"[..], 1024).unwrap_err(),
+            FrameError::BadMagic {
+                found: *b"GE",
+                arrived: 2
+            }
         );
         assert_eq!(
             FrameHeader::new_checked(&b"WX"[..], 1024).unwrap_err(),
-            FrameError::BadMagic { found: *b"WX" }
+            FrameError::BadMagic {
+                found: *b"WX",
+                arrived: 2
+            }
         );
         assert_eq!(
             FrameHeader::new_checked(&[0x57, 0x77, 2][..], 1024).unwrap_err(),
@@ -233,6 +251,19 @@ mod tests {
                 .is_none()
         );
         assert!(FrameHeader::new_checked(&[][..], 1024).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_magic_message_shows_the_bytes_that_arrived() {
+        let msg = |b: &[u8]| FrameHeader::new_checked(b, 1024).unwrap_err().to_string();
+        assert_eq!(
+            msg(b"GET / HTTP/1.1\r\n"),
+            "bad magic [47, 45], expected \"Ww\""
+        );
+        assert_eq!(msg(b"G"), "bad magic [47], expected \"Ww\"");
+        assert_eq!(msg(b"\0"), "bad magic [00], expected \"Ww\"");
+        assert_eq!(msg(b"W\0"), "bad magic [57, 00], expected \"Ww\"");
+        assert_eq!(msg(b"wW\x01"), "bad magic [77, 57], expected \"Ww\"");
     }
 
     #[test]

@@ -28,6 +28,9 @@
 //! - Decoding is incremental: any split of a stream yields the same frames.
 //! - A decoder never buffers more than [`DecoderConfig::buffer_limit`]; an
 //!   oversized frame is refused from its header, before its body arrives.
+//! - A decoder's memory follows the bytes received, not the lengths headers
+//!   announce ([`Decoder::allocated`]): a header declaring the largest frame
+//!   costs one read chunk until the frame's bytes actually come.
 //! - Errors are sticky: a byte stream cannot be resynchronised.
 //!
 //! What it deliberately does not do: I/O, timers, session state
@@ -56,7 +59,7 @@ pub mod meta;
 mod types;
 
 pub use body::{Auth, AuthReply, BroadcastAck, DataAck, ErrorBody, Ping, Stats};
-pub use decode::{DEFAULT_MAX_PAYLOAD, DEFAULT_READ_CHUNK, Decoder, DecoderConfig};
+pub use decode::{DEFAULT_MAX_PAYLOAD, DEFAULT_READ_CHUNK, Decoder, DecoderConfig, PartialFrame};
 pub use error::{DecodeError, EncodeError, FrameError, MetaError};
 pub use frame::{Frame, FrameRef, VectoredFrame};
 pub use header::{FrameHeader, HEADER_LEN, Header, MAGIC, OVERHEAD, TRAILER_LEN, VERSION};

@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec;
 use warpwire_frame::{
     Auth, AuthReply, DEFAULT_MAX_PAYLOAD, DecodeError, EncodeError, ErrorBody, Frame, FrameError,
-    FrameHeader, FrameRef, HEADER_LEN, MAGIC, MessageType, TRAILER_LEN, VERSION, meta,
+    FrameHeader, FrameRef, HEADER_LEN, MAGIC, MessageType, TRAILER_LEN, meta,
 };
 
 /// Why a connection's stream or sink failed.
@@ -103,9 +103,11 @@ impl codec::Decoder for WarpwireCodec {
         // Fits: the header check bounded meta_len + body_len by a u32 limit.
         let frame_len = HEADER_LEN + meta_len + body_len + TRAILER_LEN;
         if src.len() < frame_len {
-            // Make room for the whole frame at once, so a large body is read
-            // in as few calls as the socket allows. Bounded by the limit.
-            src.reserve(frame_len - src.len());
+            // Room for what has arrived again, at most the rest of the
+            // frame: memory grows with the bytes received, not with the
+            // length a header promises (a header alone must not buy 1 MiB).
+            let rest = frame_len - src.len();
+            src.reserve(rest.min(src.len().max(8 * 1024)));
             return Ok(None);
         }
         let payload_end = frame_len - TRAILER_LEN;
@@ -171,12 +173,12 @@ fn check_body(ty: MessageType, body: &[u8]) -> Result<(), FrameError> {
 }
 
 /// The request_id to put on the ERROR answering a refused header: the
-/// header's own when all 20 bytes are there with the right magic and
-/// version (a bad length, flag or reserved byte still names the request),
+/// header's own when all 20 bytes are there with the right magic (a bad
+/// version, length, flag or reserved byte still names the request),
 /// otherwise none (the id of garbage means nothing).
 fn request_id_of_refused(b: &[u8]) -> Option<u64> {
     let h = b.first_chunk::<HEADER_LEN>()?;
-    if h[0..2] != MAGIC || h[2] != VERSION {
+    if h[0..2] != MAGIC {
         return None;
     }
     let id: [u8; 8] = h[12..20].try_into().ok()?;
