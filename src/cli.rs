@@ -161,6 +161,10 @@ pub struct ServeArgs {
     /// Queued reply bytes per connection before reading pauses [default: 4194304].
     #[arg(long, env = "WARPWIRE_MAX_OUTPUT")]
     pub max_output: Option<usize>,
+    /// Received bytes buffered across all connections before the largest
+    /// partial frames are refused (SERVER_BUSY) [default: 1073741824].
+    #[arg(long, env = "WARPWIRE_MAX_BUFFERED_INPUT")]
+    pub max_buffered_input: Option<usize>,
     /// Prometheus text endpoint, HOST:PORT, e.g. 127.0.0.1:9077.
     #[arg(long, env = "WARPWIRE_METRICS")]
     pub metrics: Option<HostPort>,

@@ -165,6 +165,7 @@ impl ServeSettings {
             max_unauthenticated <- a.max_unauthenticated,
             max_auth_failures <- a.max_auth_failures,
             max_output <- a.max_output,
+            max_buffered_input <- a.max_buffered_input,
             shutdown_grace <- a.shutdown_grace,
         );
         set!(

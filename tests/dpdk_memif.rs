@@ -642,3 +642,29 @@ fn dpdk_server_with_two_queues_on_net_tap_spreads_kernel_clients_over_workers() 
         "EAL runtime directory left behind"
     );
 }
+
+/// The hostile peers of tests/hostile.rs (crates/testkit's
+/// `warpwire-hostile`, raw kernel TCP) against the dpdk server on
+/// net_tap: half-close, a header flood and a broadcast storm. net_tap
+/// moves 20-30k packets a second (a syscall each), so the loads are
+/// smaller than on the other backends.
+#[test]
+#[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
+fn hostile_peers_against_the_dpdk_server_on_net_tap() {
+    let mut t = TapServer::start("dhost", 6, "0", &[], false);
+    let pid = t.server.as_ref().map(Child::id).unwrap();
+    let addr = t.addr.clone();
+    common::hostile_battery(
+        &["ip", "netns", "exec", &t.ns],
+        &addr,
+        pid,
+        &common::HostileLoad {
+            trials: 3,
+            flood_conns: 500,
+            flood_rss_mib: 256,
+            flood_ping_ms: 50,
+            storm: (20, 64 * 1024, 2000),
+        },
+    );
+    assert!(t.stop(), "the server did not stop cleanly");
+}

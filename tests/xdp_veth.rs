@@ -489,3 +489,30 @@ fn data_through_an_impaired_wire() {
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&payload);
 }
+
+/// The hostile peers of tests/hostile.rs (crates/testkit's
+/// `warpwire-hostile`, raw kernel TCP) from namespace B against the xdp
+/// server: half-close, a header flood and a broadcast storm.
+#[test]
+#[ignore = "needs root, veth and AF_XDP: scripts/test.sh runs it as root"]
+fn hostile_peers_against_the_xdp_server() {
+    let p = Pair::new("h");
+    let server = p.serve(&[]);
+    let addr = format!("{SERVER_IP}:7077");
+    common::hostile_battery(
+        &["ip", "netns", "exec", &p.b],
+        &addr,
+        server.child.id(),
+        &common::HostileLoad {
+            trials: 20,
+            // The stack's listener and its per-connection socket buffers
+            // are issue 12's: 1,000 connections keep this test quick.
+            flood_conns: 1000,
+            flood_rss_mib: 256,
+            flood_ping_ms: 50,
+            storm: (50, 256 * 1024, 2000),
+        },
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}

@@ -148,3 +148,101 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Runs `warpwire-hostile ARGS` (bounded at 120 s) through `prefix`, e.g.
+/// `["ip", "netns", "exec", NS]`, and returns its report line; panics with
+/// its output when it fails.
+pub fn hostile_in(prefix: &[&str], args: &[&str]) -> String {
+    let bin = hostile_bin();
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.extend_from_slice(&["timeout", "120", &bin]);
+    argv.extend_from_slice(args);
+    let o = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "warpwire-hostile {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A `key=value` number of a hostile report.
+pub fn report_field(out: &str, key: &str) -> u64 {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+        .parse()
+        .unwrap()
+}
+
+/// How hard the hostile battery pushes a backend (the slow ones get less).
+pub struct HostileLoad {
+    /// Half-close trials per request count (1, 100, 200 x 64 KiB).
+    pub trials: u32,
+    /// Connections sending a header that declares 1 MiB.
+    pub flood_conns: usize,
+    /// Bound on the server's RSS growth meanwhile, MiB.
+    pub flood_rss_mib: u64,
+    /// Bound on the bystander's slowest ping meanwhile, ms.
+    pub flood_ping_ms: u64,
+    /// Broadcast storm: listeners, body bytes, duration ms.
+    pub storm: (usize, usize, u64),
+}
+
+/// The hostile peers against a running server at `addr` (pid `server` for
+/// its memory), from wherever `prefix` runs them: half-close gets every
+/// reply whole, a header flood costs memory by bytes received and keeps a
+/// bystander's pings quick, and a broadcast storm evicts no reader.
+pub fn hostile_battery(prefix: &[&str], addr: &str, server: u32, load: &HostileLoad) {
+    let trials = load.trials.to_string();
+    for count in ["1", "100", "200"] {
+        println!(
+            "{}",
+            hostile_in(prefix, &["half-close", addr, count, "65536", &trials]).trim()
+        );
+    }
+
+    let before = rss_kib(server);
+    let (conns, prefix_owned) = (
+        load.flood_conns.to_string(),
+        prefix.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    let a = addr.to_owned();
+    let flood = std::thread::spawn(move || {
+        let p: Vec<&str> = prefix_owned.iter().map(String::as_str).collect();
+        hostile_in(&p, &["header-flood", &a, &conns, "1048576", "500"])
+    });
+    let mut peak = before;
+    while !flood.is_finished() {
+        peak = peak.max(rss_kib(server));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = flood.join().unwrap();
+    let grew = peak.saturating_sub(before) / 1024;
+    println!("{} ; server RSS +{grew} MiB", out.trim());
+    assert!(grew < load.flood_rss_mib, "RSS grew {grew} MiB: {out}");
+    assert!(
+        report_field(&out, "max_us") < load.flood_ping_ms * 1000,
+        "bystander pings during the flood: {out}"
+    );
+
+    let (listeners, body, ms) = load.storm;
+    let out = hostile_in(
+        prefix,
+        &[
+            "broadcast-storm",
+            addr,
+            &listeners.to_string(),
+            &body.to_string(),
+            &ms.to_string(),
+        ],
+    );
+    println!("{}", out.trim());
+    assert_eq!(
+        report_field(&out, "listeners_left"),
+        listeners as u64,
+        "{out}"
+    );
+    assert!(report_field(&out, "acked") > 0, "{out}");
+}

@@ -202,11 +202,17 @@ impl Client {
     /// I/O thread never blocks on it and drops the newest frame when it is
     /// full ([`Client::dropped_broadcasts`]). Every subscriber gets every
     /// frame; dropping the receiver unsubscribes. The channel disconnects
-    /// when the client closes.
+    /// when the client closes. The first subscriber also gets what arrived
+    /// before it subscribed (up to the same capacity), so a broadcast sent
+    /// right after `connect` returned is not lost.
     pub fn subscribe(&self) -> crossbeam_channel::Receiver<Frame> {
         let (tx, rx) = crossbeam_channel::bounded(self.cfg.subscription_capacity);
         if let Ok(mut subs) = self.shared.subscribers.lock() {
-            subs.push(tx);
+            for f in subs.early.take().into_iter().flatten() {
+                // The channel has the capacity the early queue was held to.
+                let _ = tx.try_send(f);
+            }
+            subs.senders.push(tx);
         }
         rx
     }

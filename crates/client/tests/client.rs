@@ -437,6 +437,27 @@ fn subscription_receives_server_initiated_frames() {
     });
 }
 
+/// A broadcast that arrives between `connect` and `subscribe` reaches the
+/// first subscriber (`warpwire client listen` lost it under load).
+#[test]
+fn frames_before_the_first_subscription_are_kept_for_it() {
+    bounded(LIMIT, || {
+        let srv = TestServer::start();
+        let c = connect(srv.addr(), quiet()).unwrap();
+        srv.wait_open(1);
+        srv.broadcast(b"early");
+        // The frame has been read (a reply after it has come back) before
+        // anyone subscribed.
+        c.echo(&b"sync"[..]).unwrap();
+        let sub = c.subscribe();
+        let f = sub.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert_eq!(&f.body[..], b"early");
+        // Only the first subscriber gets them.
+        let second = c.subscribe();
+        assert!(second.try_recv().is_err());
+    });
+}
+
 #[test]
 fn lagging_subscriber_loses_frames_without_blocking_replies() {
     bounded(LIMIT, || {

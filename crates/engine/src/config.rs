@@ -42,6 +42,12 @@ pub struct ServerConfig {
     /// Bytes of replies queued per connection before reading from it pauses
     /// (and before a broadcast recipient counts as a slow reader and is dropped).
     pub max_output: usize,
+    /// Bytes of received input buffered across every connection of the
+    /// server (decoder memory: partial frames and unread frames). Over it,
+    /// the largest partial frames are refused with SERVER_BUSY until the
+    /// total fits again, so `max_connections x max_frame` is not the real
+    /// memory ceiling.
+    pub max_buffered_input: usize,
     /// Spin on the transport instead of sleeping when idle.
     pub busy_poll: bool,
     /// How long a shutdown waits for replies to flush and peers to close.
@@ -75,6 +81,7 @@ impl Default for ServerConfig {
             max_unauthenticated: 3,
             max_auth_failures: 3,
             max_output: 4 << 20,
+            max_buffered_input: 1 << 30,
             busy_poll: false,
             shutdown_grace: Duration::from_secs(5),
             metrics: None,

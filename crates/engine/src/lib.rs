@@ -38,8 +38,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use warpwire_transport::{Transport, TransportError, Wake};
 
 pub use auth::{AuthError, UserDb, generate_token};
@@ -55,6 +53,9 @@ pub use metrics::Metrics;
 /// dropped (and counted): a slow worker cannot make others buffer without
 /// bound.
 const INBOX_CAPACITY: usize = 4096;
+/// And at most this many connections' output caps (`max_output`) of bytes:
+/// bounded in bytes too, so relays of large bodies cannot pile up.
+const INBOX_OUTPUTS: usize = 4;
 
 /// Engine errors.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +107,13 @@ pub(crate) struct Shared {
     handlers: Handlers,
     users: Option<UserDb>,
     metrics: Arc<Metrics>,
-    inboxes: Vec<ArrayQueue<Bytes>>,
+    inboxes: Vec<worker::Inbox>,
     /// Broadcast-eligible connections per worker.
     eligible: Vec<AtomicU64>,
     wakers: OnceLock<Vec<Arc<dyn Wake>>>,
     connections: AtomicUsize,
+    /// Decoder memory of every session, bytes (see `max_buffered_input`).
+    buffered_input: AtomicUsize,
     shutdown: AtomicBool,
 }
 
@@ -224,10 +227,18 @@ impl Server {
                     {
                         let metrics = Arc::new(Metrics::new(n, name));
                         let shared = Arc::new(Shared {
-                            inboxes: (0..n).map(|_| ArrayQueue::new(INBOX_CAPACITY)).collect(),
+                            inboxes: (0..n)
+                                .map(|_| {
+                                    worker::Inbox::new(
+                                        INBOX_CAPACITY,
+                                        INBOX_OUTPUTS * config.max_output,
+                                    )
+                                })
+                                .collect(),
                             eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
                             wakers: OnceLock::new(),
                             connections: AtomicUsize::new(0),
+                            buffered_input: AtomicUsize::new(0),
                             shutdown: AtomicBool::new(false),
                             config,
                             handlers,

@@ -52,6 +52,14 @@ pub struct WorkerCounters {
     pub broadcast_dropped: AtomicU64,
     /// Connections dropped because they did not read their broadcasts.
     pub slow_consumers: AtomicU64,
+    /// Times a broadcaster was paused because its readers were behind.
+    pub broadcast_paused: AtomicU64,
+    /// Partial frames refused because the server-wide input budget was
+    /// exceeded.
+    pub input_refused: AtomicU64,
+    /// Accepts the transport could not make for lack of descriptors or
+    /// memory (it backs off after each).
+    pub accept_errors: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -174,7 +182,7 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, CounterFn); 11] = [
+        let counters: [(&str, &str, CounterFn); 14] = [
             ("connections", "gauge", |w| &w.connections),
             ("accepted_total", "counter", |w| &w.accepted),
             ("messages_in_total", "counter", |w| &w.messages_in),
@@ -188,6 +196,9 @@ impl Metrics {
                 &w.broadcast_dropped
             }),
             ("slow_consumers_total", "counter", |w| &w.slow_consumers),
+            ("broadcast_paused_total", "counter", |w| &w.broadcast_paused),
+            ("accept_errors_total", "counter", |w| &w.accept_errors),
+            ("input_refused_total", "counter", |w| &w.input_refused),
         ];
         for (name, kind, get) in counters {
             let _ = writeln!(out, "# TYPE warpwire_{name} {kind}");

@@ -21,7 +21,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use warpwire_frame::{DEFAULT_MAX_PAYLOAD, Flags, Frame, Header, MessageType, Ping, Stats};
+use warpwire_engine::ServerConfig;
+use warpwire_frame::{
+    DEFAULT_MAX_PAYLOAD, Decoder, ErrorBody, ErrorCode, Flags, Frame, Header, MessageType, Ping,
+    Stats,
+};
 
 /// Connections in the flood: the number from the hostile-peer review.
 const FLOOD: usize = 4_000;
@@ -203,4 +207,64 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("VmRSS in /proc/self/status");
     kb * 1024
+}
+
+/// Over the server-wide input budget, the largest partial frames are
+/// refused with SERVER_BUSY and closed; small ones and whole frames go on.
+#[test]
+fn input_budget_refuses_the_largest_partial_frames() {
+    use std::io::{Read, Write};
+    let h = start(ServerConfig {
+        max_buffered_input: 2 << 20,
+        workers: 1,
+        ..config()
+    });
+    // Eight connections each send 600 KB of a 1 MiB frame: 4.8 MB buffered
+    // against a 2 MiB budget.
+    let frame = {
+        let f = Frame::new(MessageType::ECHO, 7, vec![1u8; 1_000_000]);
+        let mut b = bytes::BytesMut::new();
+        f.encode(&mut b).unwrap();
+        b
+    };
+    let mut big: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(h.local_addr()).unwrap();
+            s.write_all(&frame[..600_000]).unwrap();
+            s
+        })
+        .collect();
+    // A small partial frame and a bystander that sends whole frames.
+    let mut small = TcpStream::connect(h.local_addr()).unwrap();
+    small.write_all(&frame[..100]).unwrap();
+    let mut c = Conn::connect(h.local_addr());
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(c.alive(), "a whole-frame client is not refused");
+    let mut refused = 0;
+    for s in &mut big {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n > 0 {
+            let mut d = Decoder::default();
+            d.feed(&buf[..n]);
+            let f = d.decode().unwrap().expect("an ERROR frame");
+            assert_eq!(f.msg_type, MessageType::ERROR);
+            let e = ErrorBody::decode(&f.body).unwrap();
+            assert_eq!(e.code, ErrorCode::ServerBusy.as_u16(), "{}", e.message);
+            refused += 1;
+        }
+    }
+    // At least enough to fit the budget (8 x ~1 MB held against 2 MiB),
+    // not more than all of them.
+    assert!(refused >= 6, "only {refused} partial frames refused");
+    small
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(small.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the small partial frame was refused too"
+    );
+    h.stop().unwrap();
 }

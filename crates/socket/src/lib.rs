@@ -43,6 +43,10 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// At most this many iovecs go to one writev; a frame needs four.
 const MAX_IOV: usize = 16;
+/// Default TCP_NOTSENT_LOWAT: enough unsent data to keep a loopback or
+/// LAN pipe busy between two polls, little enough that a reply queued
+/// behind it waits well under a millisecond at LAN speeds.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// First pause of accepting after it failed for lack of resources: long
 /// enough that a poll loop does not spin, short enough that a descriptor
 /// freed by a closing connection is used promptly.
@@ -77,6 +81,11 @@ pub struct SocketConfig {
     pub close_linger: Duration,
     /// SO_SNDBUF / SO_RCVBUF, when set.
     pub socket_buffer: Option<usize>,
+    /// TCP_NOTSENT_LOWAT: unsent bytes the kernel queues per connection
+    /// before a write stops taking more. Keeps output in our queues, where
+    /// replies overtake queued broadcasts, instead of megabytes deep in the
+    /// kernel ahead of them. `None`: the kernel's default (no limit).
+    pub notsent_lowat: Option<u32>,
 }
 
 impl Default for SocketConfig {
@@ -90,6 +99,7 @@ impl Default for SocketConfig {
             backlog: 4096,
             close_linger: Duration::from_secs(2),
             socket_buffer: None,
+            notsent_lowat: Some(NOTSENT_LOWAT),
         }
     }
 }
@@ -238,10 +248,13 @@ impl SocketTransport {
         if self.config.nodelay {
             let _ = stream.set_nodelay(true);
         }
+        let s = socket2::SockRef::from(stream);
         if let Some(n) = self.config.socket_buffer {
-            let s = socket2::SockRef::from(stream);
             let _ = s.set_send_buffer_size(n);
             let _ = s.set_recv_buffer_size(n);
+        }
+        if let Some(n) = self.config.notsent_lowat {
+            let _ = s.set_tcp_notsent_lowat(n);
         }
     }
 

@@ -123,7 +123,8 @@ pub fn half_close(
     ))
 }
 
-/// Round trips of PINGs on one connection: (p50, p99, max).
+/// Round trips of PINGs on one connection.
+#[derive(Debug, Default)]
 pub struct Pings {
     /// Round trips measured.
     pub rtts: Vec<Duration>,
@@ -151,7 +152,9 @@ pub fn bystander_pings(addr: SocketAddr, n: u32, gap: Duration) -> Result<Pings,
         connect(addr, Duration::from_secs(5)).map_err(|e| format!("bystander connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    let mut dec = Decoder::new(DecoderConfig::default());
+    // Broadcasts relayed to the bystander carry a few bytes of metadata
+    // over the largest body: room for them, and they are skipped.
+    let mut dec = Decoder::with_max_payload((2 << 20) as u32);
     let mut rtts = Vec::new();
     for id in 1..=u64::from(n) {
         let t = Instant::now();
@@ -161,7 +164,7 @@ pub fn bystander_pings(addr: SocketAddr, n: u32, gap: Duration) -> Result<Pings,
             id.to_be_bytes().to_vec(),
         )))
         .map_err(|e| format!("bystander ping {id}: {e}"))?;
-        loop {
+        'reply: loop {
             let buf = dec.read_buf();
             let k = s
                 .read(buf)
@@ -170,11 +173,14 @@ pub fn bystander_pings(addr: SocketAddr, n: u32, gap: Duration) -> Result<Pings,
                 return Err(format!("bystander closed at ping {id}"));
             }
             dec.commit(k);
-            if let Some(f) = dec.decode().map_err(|e| e.to_string())? {
+            while let Some(f) = dec.decode().map_err(|e| e.to_string())? {
+                if f.msg_type != MessageType::PONG {
+                    continue;
+                }
                 if f.request_id != id {
                     return Err(format!("bystander got id {} for {id}", f.request_id));
                 }
-                break;
+                break 'reply;
             }
         }
         rtts.push(t.elapsed());
@@ -272,4 +278,155 @@ pub fn connection_flood(addr: SocketAddr, conns: usize) -> Result<Flood, String>
         }
     }
     Ok(flood)
+}
+
+/// What `broadcast_storm` saw.
+#[derive(Debug)]
+pub struct Storm {
+    /// Listeners still connected at the end.
+    pub listeners_left: usize,
+    /// Listeners at the start.
+    pub listeners: usize,
+    /// BROADCAST_ACKs the sender got.
+    pub acked: u64,
+    /// Bytes the listeners read in total.
+    pub read_bytes: u64,
+    /// The bystander's round trips meanwhile.
+    pub pings: Pings,
+}
+
+/// `listeners` connections read everything as fast as they can (one
+/// thread, non-blocking, round robin) while one sender pipelines
+/// BROADCASTs of `body` bytes as fast as the server takes them for
+/// `duration`, and a bystander pings. A server without backpressure evicts
+/// the listeners as slow readers; one with it slows the sender.
+pub fn broadcast_storm(
+    addr: SocketAddr,
+    listeners: usize,
+    body: usize,
+    duration: Duration,
+) -> Result<Storm, String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let mut socks = Vec::with_capacity(listeners);
+    for i in 0..listeners {
+        let s = connect(addr, Duration::from_secs(5)).map_err(|e| format!("listener {i}: {e}"))?;
+        socks.push(s);
+    }
+    // Every listener answers one PING first, so all are registered before
+    // the storm starts.
+    for (i, s) in socks.iter_mut().enumerate() {
+        s.write_all(&encode(&Frame::new(
+            MessageType::PING,
+            1,
+            0u64.to_be_bytes().to_vec(),
+        )))
+        .map_err(|e| format!("listener {i}: {e}"))?;
+        let mut dec = Decoder::new(DecoderConfig::default());
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        loop {
+            let n = s
+                .read(dec.read_buf())
+                .map_err(|e| format!("listener {i}: {e}"))?;
+            if n == 0 {
+                return Err(format!("listener {i} closed before the storm"));
+            }
+            dec.commit(n);
+            if dec.decode().map_err(|e| e.to_string())?.is_some() {
+                break;
+            }
+        }
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    // The sender: one thread writes, one reads the acks.
+    let mut tx = connect(addr, Duration::from_secs(5)).map_err(|e| format!("sender: {e}"))?;
+    let mut rx = tx.try_clone().map_err(|e| e.to_string())?;
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let frame = encode(&Frame::new(MessageType::BROADCAST, 1, vec![0xabu8; body]));
+            while !stop.load(Ordering::Relaxed) {
+                if tx.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+            let _ = tx.shutdown(Shutdown::Both);
+        })
+    };
+    let acks = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut dec = Decoder::new(DecoderConfig::default());
+            while !stop.load(Ordering::Relaxed) {
+                match rx.read(dec.read_buf()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        dec.commit(n);
+                        while let Ok(Some(_)) = dec.decode() {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let pinger = std::thread::spawn(move || {
+        bystander_pings(
+            addr,
+            (duration.as_millis() / 25).max(10) as u32,
+            Duration::from_millis(20),
+        )
+    });
+    // The listeners: read everything, count the ones the server closed.
+    let mut open = vec![true; socks.len()];
+    let mut read_bytes = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let mut idle = true;
+        for (s, o) in socks.iter_mut().zip(open.iter_mut()) {
+            if !*o {
+                continue;
+            }
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => {
+                        *o = false;
+                        break;
+                    }
+                    Ok(n) => {
+                        read_bytes += n as u64;
+                        idle = false;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        *o = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let pings = pinger.join().map_err(|_| "pinger panicked".to_owned())??;
+    let _ = sender.join();
+    let _ = acks.join();
+    Ok(Storm {
+        listeners_left: open.iter().filter(|&&o| o).count(),
+        listeners,
+        acked: acked.load(Ordering::Relaxed),
+        read_bytes,
+        pings,
+    })
 }

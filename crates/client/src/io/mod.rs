@@ -63,9 +63,29 @@ pub(crate) struct Shared {
     pub(crate) late_replies: AtomicU64,
     /// Subscription channels. Locked only when a server-initiated frame
     /// arrives, never on the request path.
-    pub(crate) subscribers: Mutex<Vec<Sender<Frame>>>,
+    pub(crate) subscribers: Mutex<Subscribers>,
     /// Zero of the monotonic clock carried in PING bodies.
     pub(crate) epoch: Instant,
+}
+
+/// The subscription channels, and what arrived before the first one.
+#[derive(Debug)]
+pub(crate) struct Subscribers {
+    pub(crate) senders: Vec<Sender<Frame>>,
+    /// Server-initiated frames that arrived before anyone subscribed (a
+    /// broadcast between `connect` and `subscribe` is not lost): handed to
+    /// the first subscriber, bounded like a subscription channel. `None`
+    /// once someone has subscribed.
+    pub(crate) early: Option<std::collections::VecDeque<Frame>>,
+}
+
+impl Default for Subscribers {
+    fn default() -> Self {
+        Self {
+            senders: Vec::new(),
+            early: Some(std::collections::VecDeque::new()),
+        }
+    }
 }
 
 impl Shared {
@@ -77,7 +97,7 @@ impl Shared {
             reconnects: AtomicU64::new(0),
             dropped_broadcasts: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
-            subscribers: Mutex::new(Vec::new()),
+            subscribers: Mutex::new(Subscribers::default()),
             epoch: Instant::now(),
         }
     }
@@ -645,7 +665,8 @@ impl<T: Transport> IoLoop<T> {
         }
         // Ends subscriptions: receivers see the channel disconnect.
         if let Ok(mut subs) = self.shared.subscribers.lock() {
-            subs.clear();
+            subs.senders.clear();
+            subs.early = None;
         }
     }
 }

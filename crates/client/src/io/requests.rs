@@ -103,7 +103,20 @@ impl<T: Transport> IoLoop<T> {
         let Ok(mut subs) = self.shared.subscribers.lock() else {
             return;
         };
-        subs.retain(|s| match s.try_send(frame.clone()) {
+        if subs.senders.is_empty() {
+            let cap = self.cfg.subscription_capacity;
+            match subs.early.as_mut() {
+                Some(early) if early.len() < cap => early.push_back(frame),
+                Some(_) => {
+                    self.shared
+                        .dropped_broadcasts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                None => {}
+            }
+            return;
+        }
+        subs.senders.retain(|s| match s.try_send(frame.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.shared

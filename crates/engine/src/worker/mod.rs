@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use rand::RngCore;
 use warpwire_frame::{
     Auth, AuthReply, BroadcastAck, DataAck, DecodeError, Decoder, DecoderConfig, ErrorBody,
-    ErrorCode, Flags, Frame, FrameRef, MessageType, MetaBuilder,
+    ErrorCode, Flags, Frame, FrameRef, MessageType,
 };
 use warpwire_transport::{ConnId, Event, Events, Transport};
 
@@ -33,11 +32,14 @@ use crate::handler::SessionInfo;
 use crate::limits::Limit;
 use crate::metrics::{Metrics, WorkerCounters};
 
+mod broadcast;
+mod output;
+
+pub(crate) use broadcast::Inbox;
+
 /// Receive calls per connection per poll: bounds how long one busy
 /// connection holds the worker (4 x 16 KiB decoder chunks = 64 KiB).
 const READS_PER_POLL: usize = 4;
-/// Broadcast relays taken from the inbox per loop iteration.
-const INBOX_BUDGET: usize = 1024;
 /// Period of idle-timeout scans and latency publication.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// How long a closing session may take to flush before it is cut.
@@ -46,7 +48,7 @@ const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 struct Session {
     id: ConnId,
     decoder: Decoder,
-    out: BytesMut,
+    out: output::Output,
     session_id: [u8; 16],
     user: Option<String>,
     unauthenticated: u32,
@@ -67,6 +69,10 @@ struct Session {
     sent_data: bool,
     /// The peer sent FIN: answer every whole frame received, flush, close.
     peer_finished: bool,
+    /// Reading paused because its broadcasts' readers are behind.
+    bcast_paused: bool,
+    /// The decoder memory last added to the server-wide input total.
+    accounted: usize,
 }
 
 pub(crate) struct Worker<T: Transport> {
@@ -77,6 +83,8 @@ pub(crate) struct Worker<T: Transport> {
     /// Sessions resumed from a pause: their decoder may hold whole frames
     /// that no new readiness event would ever bring back.
     resumed: Vec<ConnId>,
+    /// Paused broadcasters, inbox stall, slow-reader log limit.
+    bcast: broadcast::BroadcastState,
     shared: Arc<Shared>,
     global: Limit,
     hist: Histogram<u64>,
@@ -100,6 +108,7 @@ impl<T: Transport> Worker<T> {
             sessions: Vec::new(),
             dirty: Vec::new(),
             resumed: Vec::new(),
+            bcast: broadcast::BroadcastState::default(),
             shared,
             global,
             hist: Metrics::local_histogram(),
@@ -144,15 +153,21 @@ impl<T: Transport> Worker<T> {
                 active = true;
                 self.on_readable(conn, now);
             }
-            active |= self.drain_inbox();
+            active |= self.drain_inbox(now);
             self.flush_dirty();
             self.t.flush(now)?;
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + HOUSEKEEPING;
             }
+            active |= self.resume_broadcasters(Instant::now());
             if !active && !busy_poll {
                 let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
+                if self.broadcast_waiting() {
+                    // Readers' progress shows only as Writable events;
+                    // look again soon so a paused sender resumes promptly.
+                    timeout = timeout.min(Duration::from_millis(1));
+                }
                 if let Some(at) = self.t.poll_at(now) {
                     timeout = timeout.min(at.saturating_duration_since(Instant::now()));
                 }
@@ -161,6 +176,12 @@ impl<T: Transport> Worker<T> {
         }
         // Sessions still open at the end of a drain: the sink releases
         // what it holds for them too.
+        for s in self.sessions.iter_mut().flatten() {
+            let held = std::mem::take(&mut s.accounted);
+            self.shared
+                .buffered_input
+                .fetch_sub(held, Ordering::Relaxed);
+        }
         for s in self.sessions.iter().flatten() {
             self.end_session(s);
         }
@@ -219,7 +240,7 @@ impl<T: Transport> Worker<T> {
                 max_payload: cfg.max_frame,
                 ..DecoderConfig::default()
             }),
-            out: BytesMut::new(),
+            out: output::Output::default(),
             session_id,
             user: None,
             unauthenticated: 0,
@@ -234,6 +255,8 @@ impl<T: Transport> Worker<T> {
             dirty: false,
             sent_data: false,
             peer_finished: false,
+            bcast_paused: false,
+            accounted: 0,
         };
         if self.draining.is_some() {
             self.t.close(conn);
@@ -272,6 +295,7 @@ impl<T: Transport> Worker<T> {
             return;
         }
         let Some(mut s) = slot.take() else { return };
+        self.account_input(&mut s, 0);
         self.end_session(&s);
         self.set_eligible(&mut s, false);
         if s.counted {
@@ -305,7 +329,7 @@ impl<T: Transport> Worker<T> {
         };
         let max_output = self.shared.config.max_output;
         'reads: for _ in 0..READS_PER_POLL {
-            if s.closing.is_some() {
+            if s.closing.is_some() || s.bcast_paused {
                 break;
             }
             if s.out.len() >= max_output {
@@ -328,8 +352,8 @@ impl<T: Transport> Worker<T> {
                 match s.decoder.decode() {
                     Ok(Some(frame)) => {
                         self.handle(&mut s, frame, now);
-                        if s.closing.is_some() || s.out.len() >= max_output {
-                            break;
+                        if s.closing.is_some() || s.out.len() >= max_output || s.bcast_paused {
+                            break 'reads;
                         }
                     }
                     Ok(None) => break,
@@ -355,10 +379,12 @@ impl<T: Transport> Worker<T> {
         }
         // After the peer's FIN, a pass that ends unpaused has answered
         // every whole frame: flush, then close.
-        if s.peer_finished && s.closing.is_none() && !s.paused {
+        if s.peer_finished && s.closing.is_none() && !s.paused && !s.bcast_paused {
             tracing::trace!(worker = self.index, %conn, "peer finished: closing after the replies");
             self.begin_close(&mut s, now);
         }
+        let held = s.decoder.allocated();
+        self.account_input(&mut s, held);
         let dirty = !s.out.is_empty() || (s.closing.is_some() && !s.close_sent);
         self.sessions[conn.index()] = Some(s);
         if dirty {
@@ -374,7 +400,7 @@ impl<T: Transport> Worker<T> {
     /// Queues an encoded frame on a session.
     fn queue(&self, s: &mut Session, f: FrameRef<'_>) {
         let before = s.out.len();
-        if f.encode(&mut s.out).is_ok() {
+        if f.encode(s.out.replies_mut()).is_ok() {
             WorkerCounters::add(&self.counters().messages_out, 1);
             WorkerCounters::add(&self.counters().bytes_out, (s.out.len() - before) as u64);
         }
@@ -476,7 +502,7 @@ impl<T: Transport> Worker<T> {
             MessageType::PING => self.reply(s, MessageType::PONG, id, &f.body),
             MessageType::ECHO => self.reply(s, MessageType::ECHO_REPLY, id, &f.body),
             MessageType::BROADCAST => {
-                let recipients = self.broadcast(&s.session_id, &f.body, now);
+                let recipients = self.broadcast(s, &f.body, now);
                 self.reply(
                     s,
                     MessageType::BROADCAST_ACK,
@@ -580,88 +606,6 @@ impl<T: Transport> Worker<T> {
         }
     }
 
-    /// Relays a broadcast to every other eligible connection on every
-    /// worker; returns the recipient count (remote workers' counts as of now).
-    fn broadcast(&mut self, from: &[u8; 16], body: &Bytes, now: Instant) -> u32 {
-        let mut meta = MetaBuilder::new();
-        // A 16-byte value under a 4-byte key always fits.
-        let _ = meta.push("from", from);
-        let frame = Frame::new(MessageType::BROADCAST, 0, body.clone()).with_meta(meta.finish());
-        let Ok(bytes) = frame.to_bytes() else {
-            return 0;
-        };
-        let mut recipients = self.deliver_local(&bytes, now);
-        for (w, inbox) in self.shared.inboxes.iter().enumerate() {
-            if w == self.index {
-                continue;
-            }
-            let n = self.shared.eligible[w].load(Ordering::Relaxed);
-            if n == 0 {
-                continue;
-            }
-            match inbox.push(bytes.clone()) {
-                Ok(()) => {
-                    recipients += n;
-                    if let Some(wk) = self.shared.wakers.get().and_then(|v| v.get(w)) {
-                        wk.wake();
-                    }
-                }
-                Err(_) => WorkerCounters::add(&self.counters().broadcast_dropped, n),
-            }
-        }
-        u32::try_from(recipients).unwrap_or(u32::MAX)
-    }
-
-    /// Queues a relay on every eligible local session; drops slow readers.
-    fn deliver_local(&mut self, bytes: &Bytes, now: Instant) -> u64 {
-        let max_output = self.shared.config.max_output;
-        let mut delivered = 0;
-        let mut slow = Vec::new();
-        for s in self.sessions.iter_mut().flatten() {
-            if !s.eligible || s.closing.is_some() {
-                continue;
-            }
-            if s.out.len() + bytes.len() > max_output {
-                slow.push(s.id);
-                continue;
-            }
-            s.out.extend_from_slice(bytes);
-            delivered += 1;
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(s.id);
-            }
-        }
-        let c = &self.shared.metrics.workers[self.index];
-        WorkerCounters::add(&c.messages_out, delivered);
-        WorkerCounters::add(&c.bytes_out, delivered * bytes.len() as u64);
-        for id in slow {
-            WorkerCounters::add(&self.counters().slow_consumers, 1);
-            tracing::warn!(worker = self.index, conn = %id, "dropping slow reader: broadcast backlog full");
-            if let Some(mut s) = self.sessions.get_mut(id.index()).and_then(Option::take) {
-                s.out.clear();
-                self.begin_close(&mut s, now);
-                s.close_sent = true;
-                self.t.close(id);
-                self.sessions[id.index()] = Some(s);
-            }
-        }
-        delivered
-    }
-
-    fn drain_inbox(&mut self) -> bool {
-        let now = Instant::now();
-        let mut any = false;
-        for _ in 0..INBOX_BUDGET {
-            let Some(bytes) = self.shared.inboxes[self.index].pop() else {
-                break;
-            };
-            any = true;
-            self.deliver_local(&bytes, now);
-        }
-        any
-    }
-
     fn flush_dirty(&mut self) {
         let max_output = self.shared.config.max_output;
         let dirty = std::mem::take(&mut self.dirty);
@@ -675,27 +619,19 @@ impl<T: Transport> Worker<T> {
                 continue;
             };
             s.dirty = false;
-            while !s.out.is_empty() {
-                match self.t.send(*conn, &s.out) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => s.out.advance(n),
-                }
-            }
-            if s.out.is_empty() {
-                // Keep small buffers; give back large ones a burst left behind.
-                if s.out.capacity() > 64 * 1024 {
-                    s.out = BytesMut::new();
-                }
-                if s.closing.is_some() && !s.close_sent {
-                    s.close_sent = true;
-                    self.t.close(*conn);
-                    continue;
-                }
+            s.out.flush(&mut self.t, *conn);
+            if s.out.is_empty() && s.closing.is_some() && !s.close_sent {
+                s.close_sent = true;
+                self.t.close(*conn);
+                continue;
             }
             if s.paused && s.out.len() < max_output / 2 && s.closing.is_none() {
                 s.paused = false;
-                self.t.pause_recv(*conn, false);
-                self.resumed.push(*conn);
+                // A sender paused for its broadcasts' readers stays paused.
+                if !s.bcast_paused {
+                    self.t.pause_recv(*conn, false);
+                    self.resumed.push(*conn);
+                }
             }
         }
         let mut dirty = dirty;
@@ -705,7 +641,60 @@ impl<T: Transport> Worker<T> {
         }
     }
 
+    /// Moves a session's share of the server-wide input total to `now_held`.
+    fn account_input(&self, s: &mut Session, now_held: usize) {
+        let total = &self.shared.buffered_input;
+        if now_held > s.accounted {
+            total.fetch_add(now_held - s.accounted, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(s.accounted - now_held, Ordering::Relaxed);
+        }
+        s.accounted = now_held;
+    }
+
+    /// Over the server-wide input budget: refuses this worker's largest
+    /// partial frames (SERVER_BUSY, then close) until the total fits or
+    /// none is left. Every worker does this for its own sessions, so the
+    /// total comes down within one housekeeping period.
+    fn enforce_input_budget(&mut self, now: Instant) {
+        let budget = self.shared.config.max_buffered_input;
+        if self.shared.buffered_input.load(Ordering::Relaxed) <= budget {
+            return;
+        }
+        let mut partial: Vec<(usize, ConnId)> = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.closing.is_none() && s.decoder.partial_frame().is_some())
+            .map(|s| (s.decoder.allocated(), s.id))
+            .collect();
+        partial.sort_unstable_by(|a, b| b.cmp(a));
+        for (held, id) in partial {
+            if self.shared.buffered_input.load(Ordering::Relaxed) <= budget {
+                break;
+            }
+            let Some(mut s) = self.sessions.get_mut(id.index()).and_then(Option::take) else {
+                continue;
+            };
+            WorkerCounters::add(&self.counters().input_refused, 1);
+            let msg = format!(
+                "server input budget of {budget} bytes exceeded: a partial frame holding {held} bytes refused"
+            );
+            tracing::debug!(worker = self.index, conn = %id, held, "input budget: refusing a partial frame");
+            // The decoder's memory goes now, not when the close completes.
+            s.decoder = Decoder::new(*s.decoder.config());
+            self.account_input(&mut s, 0);
+            self.send_error(&mut s, ErrorCode::ServerBusy, &msg, None, now);
+            self.sessions[id.index()] = Some(s);
+            self.mark_dirty(id);
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
+        self.enforce_input_budget(now);
+        self.counters()
+            .accept_errors
+            .store(self.t.accept_errors(), Ordering::Relaxed);
         let idle = self.shared.config.idle_timeout;
         let mut idle_ids = Vec::new();
         let mut stuck = Vec::new();

@@ -6,6 +6,7 @@
 //!   warpwire-hostile half-close ADDR COUNT SIZE TRIALS
 //!   warpwire-hostile header-flood ADDR CONNS DECLARE HOLD_MS
 //!   warpwire-hostile connections ADDR CONNS
+//!   warpwire-hostile broadcast-storm ADDR LISTENERS BODY MS
 //!   warpwire-hostile pings ADDR COUNT
 
 use std::process::ExitCode;
@@ -63,6 +64,22 @@ fn run(args: &[String]) -> Result<String, String> {
             Ok(format!(
                 "connections: answered={} refused={:?} failed={}",
                 f.answered, f.refused, f.failed
+            ))
+        }
+        "broadcast-storm" => {
+            let st = hostile::broadcast_storm(
+                addr,
+                arg(args, 2, "LISTENERS")?,
+                arg(args, 3, "BODY")?,
+                Duration::from_millis(arg(args, 4, "MS")?),
+            )?;
+            Ok(format!(
+                "broadcast-storm: listeners_left={} listeners={} acked={} read_mb={} {}",
+                st.listeners_left,
+                st.listeners,
+                st.acked,
+                st.read_bytes >> 20,
+                report("bystander", &st.pings)
             ))
         }
         "pings" => {
