@@ -136,6 +136,9 @@ if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     : >"$ROOT/etc/apt/sources.list"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# What the Debian installer writes and debootstrap does not: a machine
+# resolves localhost.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 # The host's CA bundle: a machine of ours trusts the TLS proxy its network
 # goes through (crates.io is reached through it); the image brings that
 # trust, not the project, so the chroot takes it from the host.
@@ -161,6 +164,10 @@ git archive --format=tar HEAD | tar -x -C "$ROOT/src/warpwire"
 
 # --- mounts -------------------------------------------------------------------------
 log "mounting proc, sys, dev, run, tmp and the toolchain"
+# The root a mount point of its own, as / is on a machine: `ip netns exec`
+# makes / a slave mount, which fails on a plain directory.
+mount --bind "$ROOT" "$ROOT"
+mount --make-private "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount --rbind /sys "$ROOT/sys"
 mount --make-rslave "$ROOT/sys"
