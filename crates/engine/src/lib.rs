@@ -31,6 +31,8 @@ mod config;
 mod handler;
 mod limits;
 pub mod metrics;
+pub mod protocol;
+pub mod warpwire;
 mod worker;
 
 use std::net::SocketAddr;
@@ -48,6 +50,8 @@ pub use handler::{
 };
 pub use limits::{Limit, TokenBucket};
 pub use metrics::Metrics;
+pub use protocol::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, Step};
+pub use warpwire::Warpwire;
 
 /// Relays a worker's inbox holds before further broadcasts to it are
 /// dropped (and counted): a slow worker cannot make others buffer without
@@ -101,11 +105,9 @@ impl From<TransportError> for EngineError {
     }
 }
 
-/// State shared by all workers.
+/// State shared by all workers (none of it protocol-specific).
 pub(crate) struct Shared {
     config: ServerConfig,
-    handlers: Handlers,
-    users: Option<UserDb>,
     metrics: Arc<Metrics>,
     inboxes: Vec<worker::Inbox>,
     /// Broadcast-eligible connections per worker.
@@ -155,9 +157,10 @@ impl Server {
         self
     }
 
-    /// Starts the workers. `factory(i)` builds worker `i`'s transport on the
-    /// worker's own thread; worker 0 binds `config.listen` first, the others
-    /// bind the address it got (so port 0 works with many workers).
+    /// Starts the workers serving the warpwire protocol. `factory(i)`
+    /// builds worker `i`'s transport on the worker's own thread; worker 0
+    /// binds `config.listen` first, the others bind the address it got (so
+    /// port 0 works with many workers).
     pub fn start<T, F>(self, factory: F) -> Result<ServerHandle, EngineError>
     where
         T: Transport + 'static,
@@ -168,126 +171,146 @@ impl Server {
             None if self.config.require_auth => return Err(EngineError::AuthWithoutUsers),
             None => None,
         };
-        let n = self.config.worker_count();
-        let factory = Arc::new(factory);
-        // Worker 0 builds its transport first so the metrics know its name.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let shared_slot: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
-        let mut threads = Vec::with_capacity(n);
-        let mut listen = self.config.listen;
-        let mut pending = Some((self.config, self.handlers, users));
-        let mut wakers = Vec::with_capacity(n);
-        for i in 0..n {
-            let (f, tx, slot) = (factory.clone(), tx.clone(), shared_slot.clone());
-            let h = std::thread::Builder::new()
-                .name(format!("warpwire-w{i}"))
-                .spawn(move || -> Result<(), EngineError> {
-                    let wrap = |source| EngineError::Transport { worker: i, source };
-                    let setup = (|| {
-                        let mut t = f(i)?;
-                        let addr = t.listen(listen)?;
-                        let waker = t.waker()?;
-                        Ok::<_, TransportError>((t, addr, waker))
-                    })();
-                    let t = match setup {
-                        Ok((t, addr, waker)) => {
-                            let name = t.capabilities().name;
-                            let _ = tx.send(Ok((addr, waker, name)));
-                            t
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(wrap(e)));
-                            return Ok(());
-                        }
-                    };
-                    let shared = loop {
-                        if let Some(s) = slot.get() {
-                            break s.clone();
-                        }
-                        std::thread::park_timeout(std::time::Duration::from_millis(5));
-                    };
-                    worker::Worker::new(i, t, shared)
-                        .run()
-                        .map_err(|e| match e {
-                            EngineError::Transport { source, .. } => wrap(source),
-                            other => other,
-                        })
-                })
-                .map_err(|_| EngineError::Thread("spawn failed"))?;
-            threads.push(h);
-            let res = rx
-                .recv()
-                .map_err(|_| EngineError::Thread("worker died during setup"));
-            match res.and_then(|r| r) {
-                Ok((addr, waker, name)) => {
-                    listen = addr;
-                    wakers.push(waker);
-                    if i == 0
-                        && let Some((config, handlers, users)) = pending.take()
-                    {
-                        let metrics = Arc::new(Metrics::new(n, name));
-                        let shared = Arc::new(Shared {
-                            inboxes: (0..n)
-                                .map(|_| {
-                                    worker::Inbox::new(
-                                        INBOX_CAPACITY,
-                                        INBOX_OUTPUTS * config.max_output,
-                                    )
-                                })
-                                .collect(),
-                            eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
-                            wakers: OnceLock::new(),
-                            connections: AtomicUsize::new(0),
-                            buffered_input: AtomicUsize::new(0),
-                            shutdown: AtomicBool::new(false),
-                            config,
-                            handlers,
-                            users,
-                            metrics,
-                        });
-                        let _ = shared_slot.set(shared);
-                    }
-                }
-                Err(e) => {
-                    if let Some(s) = shared_slot.get() {
-                        s.shutdown.store(true, Ordering::Release);
-                    }
-                    for w in &wakers {
-                        w.wake();
-                    }
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        let shared = shared_slot
-            .get()
-            .cloned()
-            .ok_or(EngineError::Thread("no workers"))?;
-        let _ = shared.wakers.set(wakers);
-        for t in &threads {
-            t.thread().unpark();
-        }
-        let metrics_thread = match shared.config.metrics {
-            Some(addr) => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let (local, h) = metrics::serve_metrics(addr, shared.metrics.clone(), stop.clone())
-                    .map_err(|source| EngineError::Metrics { addr, source })?;
-                tracing::info!(%local, "metrics endpoint listening");
-                Some((local, stop, h))
-            }
-            None => None,
-        };
-        tracing::info!(%listen, workers = n, "warpwire serving");
-        Ok(ServerHandle {
-            local_addr: listen,
-            shared,
-            threads,
-            metrics_thread,
+        let (config, handlers) = (self.config.clone(), self.handlers);
+        serve(self.config, factory, move |metrics| {
+            Warpwire::new(config, handlers, users, metrics.clone())
         })
     }
+}
+
+/// Starts workers serving any [`Protocol`] over any transport: the engine
+/// without warpwire's framing. `protocol` is built once the metrics exist
+/// (a protocol may answer with them, as warpwire's STATS does); `factory`
+/// as for [`Server::start`].
+pub fn serve<P, T, F>(
+    config: ServerConfig,
+    factory: F,
+    protocol: impl FnOnce(&Arc<Metrics>) -> P,
+) -> Result<ServerHandle, EngineError>
+where
+    P: Protocol,
+    T: Transport + 'static,
+    F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+{
+    let n = config.worker_count();
+    let factory = Arc::new(factory);
+    // Worker 0 builds its transport first so the metrics know its name.
+    let (tx, rx) = std::sync::mpsc::channel();
+    type Slot<P> = OnceLock<(Arc<Shared>, Arc<P>)>;
+    let shared_slot: Arc<Slot<P>> = Arc::new(OnceLock::new());
+    let mut threads = Vec::with_capacity(n);
+    let mut listen = config.listen;
+    let mut pending = Some((config, protocol));
+    let mut wakers = Vec::with_capacity(n);
+    for i in 0..n {
+        let (f, tx, slot) = (factory.clone(), tx.clone(), shared_slot.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("warpwire-w{i}"))
+            .spawn(move || -> Result<(), EngineError> {
+                let wrap = |source| EngineError::Transport { worker: i, source };
+                let setup = (|| {
+                    let mut t = f(i)?;
+                    let addr = t.listen(listen)?;
+                    let waker = t.waker()?;
+                    Ok::<_, TransportError>((t, addr, waker))
+                })();
+                let t = match setup {
+                    Ok((t, addr, waker)) => {
+                        let name = t.capabilities().name;
+                        let _ = tx.send(Ok((addr, waker, name)));
+                        t
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(wrap(e)));
+                        return Ok(());
+                    }
+                };
+                let (shared, proto) = loop {
+                    if let Some(s) = slot.get() {
+                        break s.clone();
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(5));
+                };
+                worker::Worker::new(i, t, shared, proto)
+                    .run()
+                    .map_err(|e| match e {
+                        EngineError::Transport { source, .. } => wrap(source),
+                        other => other,
+                    })
+            })
+            .map_err(|_| EngineError::Thread("spawn failed"))?;
+        threads.push(h);
+        let res = rx
+            .recv()
+            .map_err(|_| EngineError::Thread("worker died during setup"));
+        match res.and_then(|r| r) {
+            Ok((addr, waker, name)) => {
+                listen = addr;
+                wakers.push(waker);
+                if i == 0
+                    && let Some((config, protocol)) = pending.take()
+                {
+                    let metrics = Arc::new(Metrics::new(n, name));
+                    let proto = Arc::new(protocol(&metrics));
+                    let shared = Arc::new(Shared {
+                        inboxes: (0..n)
+                            .map(|_| {
+                                worker::Inbox::new(
+                                    INBOX_CAPACITY,
+                                    INBOX_OUTPUTS * config.max_output,
+                                )
+                            })
+                            .collect(),
+                        eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                        wakers: OnceLock::new(),
+                        connections: AtomicUsize::new(0),
+                        buffered_input: AtomicUsize::new(0),
+                        shutdown: AtomicBool::new(false),
+                        config,
+                        metrics,
+                    });
+                    let _ = shared_slot.set((shared, proto));
+                }
+            }
+            Err(e) => {
+                if let Some((s, _)) = shared_slot.get() {
+                    s.shutdown.store(true, Ordering::Release);
+                }
+                for w in &wakers {
+                    w.wake();
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let shared = shared_slot
+        .get()
+        .map(|(s, _)| s.clone())
+        .ok_or(EngineError::Thread("no workers"))?;
+    let _ = shared.wakers.set(wakers);
+    for t in &threads {
+        t.thread().unpark();
+    }
+    let metrics_thread = match shared.config.metrics {
+        Some(addr) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (local, h) = metrics::serve_metrics(addr, shared.metrics.clone(), stop.clone())
+                .map_err(|source| EngineError::Metrics { addr, source })?;
+            tracing::info!(%local, "metrics endpoint listening");
+            Some((local, stop, h))
+        }
+        None => None,
+    };
+    tracing::info!(%listen, workers = n, "warpwire serving");
+    Ok(ServerHandle {
+        local_addr: listen,
+        shared,
+        threads,
+        metrics_thread,
+    })
 }
 
 /// A running server.

@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
-use warpwire_frame::{Frame, MessageType, MetaBuilder};
 use warpwire_transport::{ConnId, Transport};
 
-use super::{Session, Worker};
+use super::{Core, Session};
 use crate::metrics::WorkerCounters;
 
 /// Relays taken from the inbox per loop iteration.
@@ -98,20 +97,23 @@ pub(crate) struct BroadcastState {
     /// Rate limit of the slow-reader log line: last line, lines skipped.
     slow_logged: Option<Instant>,
     slow_skipped: u64,
+    /// The last publish found readers behind: pause its sender.
+    pressed: bool,
 }
 
-impl<T: Transport> Worker<T> {
-    /// Relays a broadcast to every other eligible connection on every
-    /// worker; returns the recipient count (remote workers' counts as of
-    /// now). Pauses the sender when readers fall behind.
-    pub(super) fn broadcast(&mut self, s: &mut Session, body: &Bytes, now: Instant) -> u32 {
-        let mut meta = MetaBuilder::new();
-        // A 16-byte value under a 4-byte key always fits.
-        let _ = meta.push("from", &s.session_id);
-        let frame = Frame::new(MessageType::BROADCAST, 0, body.clone()).with_meta(meta.finish());
-        let Ok(bytes) = frame.to_bytes() else {
-            return 0;
-        };
+impl BroadcastState {
+    /// Whether the last publish asked for its sender to be paused (once).
+    pub(super) fn take_pressed(&mut self) -> bool {
+        std::mem::take(&mut self.pressed)
+    }
+}
+
+impl<T: Transport, C> Core<T, C> {
+    /// Relays one encoded message to every other eligible connection on
+    /// every worker; returns the recipient count (remote workers' counts as
+    /// of now). Notes when readers fall behind, so the sender is paused.
+    pub(super) fn broadcast(&mut self, bytes: Bytes) -> u64 {
+        let now = self.now;
         let mut recipients = self.deliver_local(&bytes, now);
         let mut pressed = self.bcast.max_backlog > self.shared.config.max_output / 2;
         for (w, inbox) in self.shared.inboxes.iter().enumerate() {
@@ -133,20 +135,18 @@ impl<T: Transport> Worker<T> {
             }
             pressed |= inbox.pressed();
         }
-        if pressed {
-            self.pause_broadcaster(s, now);
-        }
-        u32::try_from(recipients).unwrap_or(u32::MAX)
+        self.bcast.pressed |= pressed;
+        recipients
     }
 
     /// Stops reading from a sender until its readers catch up.
-    fn pause_broadcaster(&mut self, s: &mut Session, now: Instant) {
+    pub(super) fn pause_broadcaster(&mut self, s: &mut Session<C>, now: Instant) {
         if s.bcast_paused {
             return;
         }
         s.bcast_paused = true;
-        self.t.pause_recv(s.id, true);
-        self.bcast.paused.push(s.id);
+        self.t.pause_recv(s.id(), true);
+        self.bcast.paused.push(s.id());
         self.bcast.paused_since.get_or_insert(now);
         WorkerCounters::add(&self.counters().broadcast_paused, 1);
     }
@@ -207,7 +207,7 @@ impl<T: Transport> Worker<T> {
                 continue;
             }
             if s.out.len() + bytes.len() > max_output {
-                slow.push(s.id);
+                slow.push(s.id());
                 continue;
             }
             s.out.push_relay(bytes.clone());
@@ -215,7 +215,7 @@ impl<T: Transport> Worker<T> {
             delivered += 1;
             if !s.dirty {
                 s.dirty = true;
-                self.dirty.push(s.id);
+                self.dirty.push(s.id());
             }
         }
         self.bcast.max_backlog = max_backlog;

@@ -1,0 +1,219 @@
+//! The protocol seam: what an application protocol implements so that the
+//! engine's generic workers serve it.
+//!
+//! ```text
+//!   worker (generic)                              protocol (sans-IO)
+//!   ───────────────                              ──────────────────
+//!   Accepted ──────────────► open(info, ctx)  ──► per-connection state
+//!   Readable: recv into ───► read_buf / commit     (its own parser's buffer)
+//!   loop while room ───────► step(ctx) ──────────► one request: replies into
+//!     (output cap, pause,                           ctx.out(), ctx.publish(),
+//!      close, read budget)                          ctx.close(), eligibility
+//!   idle, busy, budget ────► refuse(why, ctx) ───► the protocol's own error
+//!   Closed ────────────────► closed(reason)
+//!   every 100 ms ──────────► housekeeping(now)
+//! ```
+//!
+//! The worker owns the transport, the connection limit, the read budget,
+//! pausing on a full output queue, flushing, half-close, the idle timeout,
+//! the server-wide input budget, broadcast fan-out with backpressure,
+//! metrics of connections, and shutdown. A protocol owns parsing, dispatch
+//! and its error replies, and never sees a socket or a clock: time comes
+//! in as `ctx.now`. One `Protocol` value is shared by every worker; each
+//! worker keeps the protocol's per-worker state (`Local`: rate limiters,
+//! histograms) and one `Conn` per connection.
+//!
+//! What the seam does not do: run handlers that block (the protocol
+//! answers in `step`), or choose a protocol per listener (one per server).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use warpwire_transport::{CloseReason, ConnId};
+
+use crate::metrics::WorkerCounters;
+
+/// Who a new connection is.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The transport's id of the connection.
+    pub conn: ConnId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The worker serving it.
+    pub worker: usize,
+}
+
+/// What `step` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Handled one whole request (or refused it with a reply); call again.
+    Request,
+    /// No whole request is buffered: more input is needed.
+    NeedInput,
+}
+
+/// Why the engine refuses a connection or what it was sending; the
+/// protocol answers with its own error (or nothing) and the engine closes
+/// the connection after flushing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server holds `max_connections` already.
+    Busy {
+        /// The limit.
+        limit: usize,
+    },
+    /// No whole request for `after`.
+    Idle {
+        /// The idle timeout.
+        after: Duration,
+    },
+    /// The server-wide input budget is exceeded and this connection holds
+    /// one of the largest partial requests; its input has been dropped.
+    InputBudget {
+        /// The budget, bytes.
+        budget: usize,
+        /// What this connection held, bytes.
+        held: usize,
+    },
+}
+
+/// How much input a connection's parser holds, for the server-wide budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputHeld {
+    /// Bytes the parser has allocated.
+    pub allocated: usize,
+    /// Whether part of a request is buffered (refusable under pressure).
+    pub partial: bool,
+}
+
+/// The engine's side of a protocol call: the connection's reply buffer
+/// and what the protocol may ask of the worker.
+pub struct Ctx<'a> {
+    /// Now, as the worker read it for this batch.
+    pub now: Instant,
+    /// The worker serving the connection.
+    pub worker: usize,
+    pub(crate) out: &'a mut BytesMut,
+    pub(crate) close: bool,
+    pub(crate) eligible: Option<bool>,
+    pub(crate) host: &'a mut dyn Host,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("worker", &self.worker)
+            .field("queued", &self.out.len())
+            .field("close", &self.close)
+            .finish()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        now: Instant,
+        worker: usize,
+        out: &'a mut BytesMut,
+        host: &'a mut dyn Host,
+    ) -> Self {
+        Self {
+            now,
+            worker,
+            out,
+            close: false,
+            eligible: None,
+            host,
+        }
+    }
+
+    /// Where replies go: encode them here, in order. The engine sends them
+    /// before any broadcast relay queued for the connection.
+    pub fn out(&mut self) -> &mut BytesMut {
+        self.out
+    }
+
+    /// Close the connection once what is queued has been sent.
+    pub fn close(&mut self) {
+        self.close = true;
+    }
+
+    /// Whether the connection receives what others publish (for example,
+    /// once it has authenticated). Connections start not eligible unless
+    /// `open` says so.
+    pub fn set_eligible(&mut self, eligible: bool) {
+        self.eligible = Some(eligible);
+    }
+
+    /// Relays `bytes` (one encoded message) to every other eligible
+    /// connection on every worker; returns how many it reached (other
+    /// workers' eligible counts as of now). The sender is slowed when the
+    /// readers fall behind.
+    pub fn publish(&mut self, bytes: Bytes) -> u64 {
+        self.host.publish(bytes)
+    }
+
+    /// This worker's counters, for the protocol's own accounting (frames
+    /// in and out, errors, rate-limited requests).
+    pub fn counters(&self) -> &WorkerCounters {
+        self.host.counters()
+    }
+}
+
+/// What a `Ctx` reaches in the worker (implemented by the engine).
+pub(crate) trait Host {
+    fn publish(&mut self, bytes: Bytes) -> u64;
+    fn counters(&self) -> &WorkerCounters;
+}
+
+/// An application protocol, server side, sans-IO. See the module docs.
+pub trait Protocol: Send + Sync + 'static {
+    /// Per-connection state.
+    type Conn: Send + 'static;
+    /// Per-worker state (lives on the worker's thread).
+    type Local: 'static;
+
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// Worker `worker` of `workers` starts.
+    fn local(&self, worker: usize, workers: usize, now: Instant) -> Self::Local;
+
+    /// A connection was accepted. May write a greeting or, by calling
+    /// `ctx.close()`, refuse it (after what it wrote is sent).
+    fn open(&self, local: &mut Self::Local, info: &ConnInfo, ctx: &mut Ctx<'_>) -> Self::Conn;
+
+    /// Where the next received bytes go (empty: the parser is full or
+    /// failed; the engine stops reading until `step` makes room).
+    fn read_buf<'c>(&self, conn: &'c mut Self::Conn) -> &'c mut [u8];
+
+    /// `n` bytes of the last `read_buf` were received.
+    fn commit(&self, conn: &mut Self::Conn, n: usize);
+
+    /// Handles at most one whole buffered request.
+    fn step(&self, local: &mut Self::Local, conn: &mut Self::Conn, ctx: &mut Ctx<'_>) -> Step;
+
+    /// The engine refuses the connection (see [`Refusal`]): write the
+    /// protocol's error, if any. The engine closes after flushing.
+    fn refuse(&self, conn: &mut Self::Conn, why: Refusal, ctx: &mut Ctx<'_>);
+
+    /// Input held by the parser.
+    fn input_held(&self, conn: &Self::Conn) -> InputHeld;
+
+    /// Drops everything the parser holds (the input budget refused it).
+    fn drop_input(&self, conn: &mut Self::Conn);
+
+    /// The connection is gone (closed by either side, reset, or dropped at
+    /// shutdown with `reason` `None`).
+    fn closed(
+        &self,
+        local: &mut Self::Local,
+        conn: Self::Conn,
+        info: &ConnInfo,
+        reason: Option<CloseReason>,
+    );
+
+    /// Every 100 ms, and once more when the worker stops.
+    fn housekeeping(&self, _local: &mut Self::Local, _now: Instant) {}
+}

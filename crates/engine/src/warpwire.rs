@@ -1,0 +1,382 @@
+//! warpwire's own binary framing (docs/protocol.md) as the engine's first
+//! [`Protocol`]: the frame decoder, rate limits, the authentication gate,
+//! dispatch of every message type, application handlers, the DATA sink
+//! and the error replies. Everything about connections (limits, pauses,
+//! flushing, idle, broadcast fan-out) is the generic worker's.
+//!
+//! ```text
+//!   bytes ─► Decoder (zero-copy frames) ─► rate limit ─► auth gate ─► dispatch
+//!                  │ DecodeError                                  │
+//!                  └──► ERROR (code, request id), close ◄─────────┘ errors
+//!   PING/ECHO/STATS/AUTH/DATA/0x80-0xFE ─► replies into ctx.out()
+//!   BROADCAST ─► ctx.publish(relay with `from`) ─► BROADCAST_ACK
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use rand::RngCore;
+use warpwire_frame::{
+    Auth, AuthReply, BroadcastAck, DataAck, Decoder, DecoderConfig, ErrorBody, ErrorCode, Flags,
+    Frame, FrameRef, MessageType, MetaBuilder,
+};
+use warpwire_transport::{CloseReason, ConnId};
+
+use crate::handler::{Handlers, SessionInfo};
+use crate::limits::Limit;
+use crate::metrics::{Metrics, WorkerCounters};
+use crate::protocol::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, Step};
+use crate::{ServerConfig, UserDb};
+
+/// The warpwire protocol with its handlers, users and settings.
+pub struct Warpwire {
+    config: ServerConfig,
+    handlers: Handlers,
+    users: Option<UserDb>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Warpwire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warpwire")
+            .field("handlers", &self.handlers)
+            .field("users", &self.users.is_some())
+            .finish()
+    }
+}
+
+impl Warpwire {
+    /// The protocol as configured; `metrics` answers STATS.
+    pub fn new(
+        config: ServerConfig,
+        handlers: Handlers,
+        users: Option<UserDb>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            handlers,
+            users,
+            metrics,
+        }
+    }
+}
+
+/// Per worker: the worker's share of the server-wide rate limit, and the
+/// latency histogram it publishes every housekeeping period.
+pub struct Local {
+    worker: usize,
+    global: Limit,
+    hist: Histogram<u64>,
+}
+
+/// Per connection.
+pub struct Conn {
+    id: ConnId,
+    decoder: Decoder,
+    session_id: [u8; 16],
+    user: Option<String>,
+    unauthenticated: u32,
+    auth_failures: u32,
+    limit: Limit,
+    /// Has sent DATA: the sink hears of its end.
+    sent_data: bool,
+}
+
+impl Protocol for Warpwire {
+    type Conn = Conn;
+    type Local = Local;
+
+    fn name(&self) -> &'static str {
+        "warpwire"
+    }
+
+    fn local(&self, worker: usize, workers: usize, now: Instant) -> Local {
+        let w = workers.max(1) as f64;
+        let c = &self.config;
+        Local {
+            worker,
+            global: Limit::new(
+                c.global_rate.map(|r| r / w),
+                c.global_burst.or(c.global_rate).map(|b| b / w),
+                now,
+            ),
+            hist: Metrics::local_histogram(),
+        }
+    }
+
+    fn open(&self, _: &mut Local, info: &ConnInfo, ctx: &mut Ctx<'_>) -> Conn {
+        let c = &self.config;
+        let mut session_id = [0u8; 16];
+        rand::rng().fill_bytes(&mut session_id);
+        ctx.set_eligible(!c.require_auth);
+        Conn {
+            id: info.conn,
+            decoder: Decoder::new(DecoderConfig {
+                max_payload: c.max_frame,
+                ..DecoderConfig::default()
+            }),
+            session_id,
+            user: None,
+            unauthenticated: 0,
+            auth_failures: 0,
+            limit: Limit::new(c.conn_rate, c.conn_burst, ctx.now),
+            sent_data: false,
+        }
+    }
+
+    fn read_buf<'c>(&self, conn: &'c mut Conn) -> &'c mut [u8] {
+        conn.decoder.read_buf()
+    }
+
+    fn commit(&self, conn: &mut Conn, n: usize) {
+        conn.decoder.commit(n);
+    }
+
+    fn step(&self, local: &mut Local, conn: &mut Conn, ctx: &mut Ctx<'_>) -> Step {
+        match conn.decoder.decode() {
+            Ok(Some(frame)) => {
+                self.handle(local, conn, frame, ctx);
+                Step::Request
+            }
+            Ok(None) => Step::NeedInput,
+            Err(e) => {
+                tracing::debug!(worker = ctx.worker, conn = %conn.id, error = %e, "protocol error");
+                send_error(ctx, e.code(), &e.error.to_string(), e.request_id);
+                Step::Request
+            }
+        }
+    }
+
+    fn refuse(&self, _: &mut Conn, why: Refusal, ctx: &mut Ctx<'_>) {
+        let (code, msg) = match why {
+            Refusal::Busy { limit } => (
+                ErrorCode::ServerBusy,
+                format!("connection limit of {limit} reached"),
+            ),
+            Refusal::Idle { after } => (
+                ErrorCode::IdleTimeout,
+                format!("no frame for {} s", after.as_secs_f64()),
+            ),
+            Refusal::InputBudget { budget, held } => (
+                ErrorCode::ServerBusy,
+                format!(
+                    "server input budget of {budget} bytes exceeded: a partial frame holding {held} bytes refused"
+                ),
+            ),
+        };
+        send_error(ctx, code, &msg, None);
+        ctx.close();
+    }
+
+    fn input_held(&self, conn: &Conn) -> InputHeld {
+        InputHeld {
+            allocated: conn.decoder.allocated(),
+            partial: conn.decoder.partial_frame().is_some(),
+        }
+    }
+
+    fn drop_input(&self, conn: &mut Conn) {
+        conn.decoder = Decoder::new(*conn.decoder.config());
+    }
+
+    fn closed(&self, local: &mut Local, conn: Conn, _: &ConnInfo, _: Option<CloseReason>) {
+        if conn.sent_data {
+            self.handlers.data().on_session_end(&SessionInfo {
+                session_id: &conn.session_id,
+                user: conn.user.as_deref(),
+                worker: local.worker,
+            });
+        }
+    }
+
+    fn housekeeping(&self, local: &mut Local, _: Instant) {
+        self.metrics.publish_latency(local.worker, &mut local.hist);
+    }
+}
+
+/// Queues an encoded frame.
+fn queue(ctx: &mut Ctx<'_>, f: FrameRef<'_>) {
+    let before = ctx.out().len();
+    if f.encode(ctx.out()).is_ok() {
+        let n = (ctx.out().len() - before) as u64;
+        let c = ctx.counters();
+        WorkerCounters::add(&c.messages_out, 1);
+        WorkerCounters::add(&c.bytes_out, n);
+    }
+}
+
+fn reply(ctx: &mut Ctx<'_>, msg_type: MessageType, request_id: u64, body: &[u8]) {
+    queue(
+        ctx,
+        FrameRef {
+            msg_type,
+            flags: Flags::RESPONSE,
+            request_id,
+            meta: &[],
+            body,
+        },
+    );
+}
+
+/// Queues an ERROR; the codes that end the connection close it.
+fn send_error(ctx: &mut Ctx<'_>, code: ErrorCode, msg: &str, request_id: Option<u64>) {
+    WorkerCounters::add(&ctx.counters().errors, 1);
+    let f = ErrorBody::new(code, msg).frame(request_id);
+    queue(ctx, f.as_ref());
+    if code.closes_connection() {
+        ctx.close();
+    }
+}
+
+impl Warpwire {
+    fn info<'a>(&self, local: &Local, conn: &'a Conn) -> SessionInfo<'a> {
+        SessionInfo {
+            session_id: &conn.session_id,
+            user: conn.user.as_deref(),
+            worker: local.worker,
+        }
+    }
+
+    fn handle(&self, local: &mut Local, s: &mut Conn, f: Frame, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        {
+            let c = ctx.counters();
+            WorkerCounters::add(&c.messages_in, 1);
+            WorkerCounters::add(&c.bytes_in, f.encoded_len() as u64);
+        }
+        let id = f.request_id;
+        if !s.limit.allow(now) || !local.global.allow(now) {
+            WorkerCounters::add(&ctx.counters().rate_limited, 1);
+            let msg = "rate limit exceeded; frame dropped";
+            send_error(ctx, ErrorCode::RateLimited, msg, Some(id));
+            return;
+        }
+        let cfg = &self.config;
+        if cfg.require_auth
+            && s.user.is_none()
+            && !matches!(
+                f.msg_type,
+                MessageType::PING | MessageType::AUTH | MessageType::PONG | MessageType::ERROR
+            )
+        {
+            s.unauthenticated += 1;
+            let close = s.unauthenticated >= cfg.max_unauthenticated;
+            let msg = "authenticate first (AUTH)";
+            send_error(ctx, ErrorCode::Unauthenticated, msg, Some(id));
+            if close {
+                ctx.close();
+            }
+            return;
+        }
+        // Frames flagged RESPONSE answer something we sent; PONG and ERROR
+        // are expected (heartbeats, peer complaints) and never answered, so
+        // two endpoints can never bounce errors back and forth.
+        match f.msg_type {
+            MessageType::PONG => {}
+            MessageType::ERROR => {
+                tracing::debug!(worker = local.worker, conn = %s.id, "peer sent ERROR");
+            }
+            _ if f.flags.is_response() => {
+                let msg = "unexpected response frame";
+                send_error(ctx, ErrorCode::UnknownType, msg, Some(id));
+            }
+            MessageType::PING => reply(ctx, MessageType::PONG, id, &f.body),
+            MessageType::ECHO => reply(ctx, MessageType::ECHO_REPLY, id, &f.body),
+            MessageType::BROADCAST => {
+                let mut meta = MetaBuilder::new();
+                // A 16-byte value under a 4-byte key always fits.
+                let _ = meta.push("from", &s.session_id);
+                let relay =
+                    Frame::new(MessageType::BROADCAST, 0, f.body.clone()).with_meta(meta.finish());
+                let recipients = match relay.to_bytes() {
+                    Ok(bytes) => ctx.publish(bytes),
+                    Err(_) => 0,
+                };
+                let recipients = u32::try_from(recipients).unwrap_or(u32::MAX);
+                reply(
+                    ctx,
+                    MessageType::BROADCAST_ACK,
+                    id,
+                    &BroadcastAck { recipients }.encode(),
+                );
+            }
+            MessageType::AUTH => self.auth(local, s, &f, ctx),
+            MessageType::DATA => {
+                s.sent_data = true;
+                let info = self.info(local, s);
+                match self.handlers.data().on_data(&info, &f.body) {
+                    Ok(n) if f.flags.ack_requested() => {
+                        let ack = DataAck { bytes_accepted: n }.encode();
+                        reply(ctx, MessageType::DATA_ACK, id, &ack);
+                    }
+                    Ok(_) => {}
+                    Err(e) => send_error(ctx, ErrorCode::Internal, &e.message, Some(id)),
+                }
+            }
+            MessageType::STATS => match self.metrics.totals().response(id) {
+                Ok(r) => queue(ctx, r.as_ref()),
+                Err(_) => send_error(ctx, ErrorCode::Internal, "stats unavailable", Some(id)),
+            },
+            t if t.is_application() => {
+                let info = self.info(local, s);
+                match self.handlers.app(t.0).map(|h| h.handle(&info, &f)) {
+                    Some(Ok(Some(body))) => reply(ctx, t, id, &body),
+                    Some(Ok(None)) => {}
+                    Some(Err(e)) => send_error(ctx, ErrorCode::Internal, &e.message, Some(id)),
+                    None => {
+                        let msg = format!("no handler for type {t}");
+                        send_error(ctx, ErrorCode::UnknownType, &msg, Some(id));
+                    }
+                }
+            }
+            t => {
+                let msg = format!("type {t} is not a request this server handles");
+                send_error(ctx, ErrorCode::UnknownType, &msg, Some(id));
+            }
+        }
+        let ns = Instant::now().saturating_duration_since(now).as_nanos();
+        let _ = local
+            .hist
+            .record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
+    }
+
+    fn auth(&self, local: &Local, s: &mut Conn, f: &Frame, ctx: &mut Ctx<'_>) {
+        let id = f.request_id;
+        // The decoder checked AUTH bodies already; this cannot fail for a
+        // decoded frame, but a failure is still answered properly.
+        let Ok(a) = Auth::decode(&f.body) else {
+            send_error(ctx, ErrorCode::Malformed, "bad AUTH body", Some(id));
+            return;
+        };
+        let Some(users) = self.users.as_ref() else {
+            // No users configured: nothing to check against. Refuse with
+            // AUTH_REPLY ok=0; the session continues unauthenticated.
+            let r = AuthReply {
+                ok: false,
+                session_id: [0; 16],
+            };
+            reply(ctx, MessageType::AUTH_REPLY, id, &r.encode());
+            return;
+        };
+        if users.verify(a.user, a.token) {
+            s.user = Some(a.user.to_owned());
+            let r = AuthReply {
+                ok: true,
+                session_id: s.session_id,
+            };
+            reply(ctx, MessageType::AUTH_REPLY, id, &r.encode());
+            ctx.set_eligible(true);
+            tracing::info!(worker = local.worker, conn = %s.id, user = a.user, "authenticated");
+        } else {
+            s.auth_failures += 1;
+            let close = s.auth_failures >= self.config.max_auth_failures;
+            tracing::info!(worker = local.worker, conn = %s.id, user = a.user, failures = s.auth_failures, "authentication failed");
+            send_error(ctx, ErrorCode::AuthFailed, "bad user or token", Some(id));
+            if close {
+                ctx.close();
+            }
+        }
+    }
+}
