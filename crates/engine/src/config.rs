@@ -48,6 +48,15 @@ pub struct ServerConfig {
     /// total fits again, so `max_connections x max_frame` is not the real
     /// memory ceiling.
     pub max_buffered_input: usize,
+    /// Application worker threads, which run handlers that may block
+    /// (registered as blocking, the DATA directory sink) off the I/O
+    /// workers; 0 means 4 per core: such handlers mostly wait (disk,
+    /// network), so a few threads per core keep the cores busy without
+    /// many idle stacks.
+    pub app_workers: usize,
+    /// Jobs queued for the application workers before a connection's job
+    /// waits in its I/O worker (which stops reading from it meanwhile).
+    pub app_queue: usize,
     /// Spin on the transport instead of sleeping when idle.
     pub busy_poll: bool,
     /// How long a shutdown waits for replies to flush and peers to close.
@@ -82,6 +91,8 @@ impl Default for ServerConfig {
             max_auth_failures: 3,
             max_output: 4 << 20,
             max_buffered_input: 1 << 30,
+            app_workers: 0,
+            app_queue: 1024,
             busy_poll: false,
             shutdown_grace: Duration::from_secs(5),
             metrics: None,
@@ -94,6 +105,15 @@ impl ServerConfig {
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// Application worker count with 0 resolved to 4 per core.
+    pub fn app_worker_count(&self) -> usize {
+        if self.app_workers > 0 {
+            self.app_workers
+        } else {
+            4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
     }
 
     /// Worker count with 0 resolved to the core count.

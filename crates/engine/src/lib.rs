@@ -31,6 +31,7 @@ mod config;
 mod handler;
 mod limits;
 pub mod metrics;
+mod pool;
 pub mod protocol;
 pub mod warpwire;
 mod worker;
@@ -112,7 +113,9 @@ pub(crate) struct Shared {
     inboxes: Vec<worker::Inbox>,
     /// Broadcast-eligible connections per worker.
     eligible: Vec<AtomicU64>,
-    wakers: OnceLock<Vec<Arc<dyn Wake>>>,
+    wakers: Arc<OnceLock<Vec<Arc<dyn Wake>>>>,
+    /// Application workers for what may block.
+    pool: pool::Pool,
     connections: AtomicUsize,
     /// Decoder memory of every session, bytes (see `max_buffered_input`).
     buffered_input: AtomicUsize,
@@ -193,6 +196,15 @@ where
     F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
 {
     let n = config.worker_count();
+    // The application workers first: nothing to undo if they cannot start.
+    let wakers_slot = Arc::new(OnceLock::new());
+    let pool = pool::Pool::new(
+        config.app_worker_count(),
+        config.app_queue,
+        n,
+        wakers_slot.clone(),
+    )
+    .map_err(|_| EngineError::Thread("cannot start application workers"))?;
     let factory = Arc::new(factory);
     // Worker 0 builds its transport first so the metrics know its name.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -200,7 +212,7 @@ where
     let shared_slot: Arc<Slot<P>> = Arc::new(OnceLock::new());
     let mut threads = Vec::with_capacity(n);
     let mut listen = config.listen;
-    let mut pending = Some((config, protocol));
+    let mut pending = Some((config, protocol, pool, wakers_slot));
     let mut wakers = Vec::with_capacity(n);
     for i in 0..n {
         let (f, tx, slot) = (factory.clone(), tx.clone(), shared_slot.clone());
@@ -248,7 +260,7 @@ where
                 listen = addr;
                 wakers.push(waker);
                 if i == 0
-                    && let Some((config, protocol)) = pending.take()
+                    && let Some((config, protocol, pool, wakers_slot)) = pending.take()
                 {
                     let metrics = Arc::new(Metrics::new(n, name));
                     let proto = Arc::new(protocol(&metrics));
@@ -262,7 +274,8 @@ where
                             })
                             .collect(),
                         eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
-                        wakers: OnceLock::new(),
+                        wakers: wakers_slot,
+                        pool,
                         connections: AtomicUsize::new(0),
                         buffered_input: AtomicUsize::new(0),
                         shutdown: AtomicBool::new(false),

@@ -10,6 +10,7 @@
 //!     (output cap, pause,                           ctx.out(), ctx.publish(),
 //!      close, read budget)                          ctx.close(), eligibility
 //!   idle, busy, budget ────► refuse(why, ctx) ───► the protocol's own error
+//!   ctx.offload(work) ─────► application workers ─► complete(outcome, ctx)
 //!   Closed ────────────────► closed(reason)
 //!   every 100 ms ──────────► housekeeping(now)
 //! ```
@@ -23,8 +24,9 @@
 //! worker keeps the protocol's per-worker state (`Local`: rate limiters,
 //! histograms) and one `Conn` per connection.
 //!
-//! What the seam does not do: run handlers that block (the protocol
-//! answers in `step`), or choose a protocol per listener (one per server).
+//! Anything that may block goes to the application workers through
+//! `ctx.offload`; the connection waits for it, others go on. What the seam
+//! does not do yet: choose a protocol per listener (one per server).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use warpwire_transport::{CloseReason, ConnId};
 
 use crate::metrics::WorkerCounters;
+pub use crate::pool::{Done, Outcome, Work};
 
 /// Who a new connection is.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +101,7 @@ pub struct Ctx<'a> {
     pub(crate) out: &'a mut BytesMut,
     pub(crate) close: bool,
     pub(crate) eligible: Option<bool>,
+    pub(crate) offload: Option<Work>,
     pub(crate) host: &'a mut dyn Host,
 }
 
@@ -124,6 +128,7 @@ impl<'a> Ctx<'a> {
             out,
             close: false,
             eligible: None,
+            offload: None,
             host,
         }
     }
@@ -152,6 +157,16 @@ impl<'a> Ctx<'a> {
     /// readers fall behind.
     pub fn publish(&mut self, bytes: Bytes) -> u64 {
         self.host.publish(bytes)
+    }
+
+    /// Runs `work` on an application worker, off this I/O thread (for
+    /// anything that may block). The connection waits meanwhile: no more of
+    /// its requests are stepped, and reading from it pauses, until
+    /// [`Protocol::complete`] has the result; so replies keep request
+    /// order. One job per step; a second call in the same step replaces
+    /// the first.
+    pub fn offload(&mut self, work: impl FnOnce() -> Done + Send + 'static) {
+        self.offload = Some(Box::new(work));
     }
 
     /// This worker's counters, for the protocol's own accounting (frames
@@ -213,6 +228,17 @@ pub trait Protocol: Send + Sync + 'static {
         info: &ConnInfo,
         reason: Option<CloseReason>,
     );
+
+    /// A job of [`Ctx::offload`] finished (`Err`: it panicked, with the
+    /// message): write its reply. Called on the connection's I/O worker.
+    fn complete(
+        &self,
+        _local: &mut Self::Local,
+        _conn: &mut Self::Conn,
+        _outcome: Outcome,
+        _ctx: &mut Ctx<'_>,
+    ) {
+    }
 
     /// Every 100 ms, and once more when the worker stops.
     fn housekeeping(&self, _local: &mut Self::Local, _now: Instant) {}

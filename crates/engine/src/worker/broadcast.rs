@@ -181,7 +181,7 @@ impl<T: Transport, C> Core<T, C> {
                 continue;
             };
             s.bcast_paused = false;
-            if !s.paused && s.closing.is_none() {
+            if !s.paused && !s.waiting && s.closing.is_none() {
                 self.t.pause_recv(id, false);
                 self.resumed.push(id);
             }

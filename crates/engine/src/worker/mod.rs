@@ -31,6 +31,7 @@ use warpwire_transport::{CloseReason, ConnId, Event, Events, Transport};
 
 use crate::Shared;
 use crate::metrics::WorkerCounters;
+use crate::pool::{Backlog, Job, Outcome};
 use crate::protocol::{ConnInfo, Ctx, Host, Protocol, Refusal, Step};
 
 mod broadcast;
@@ -70,6 +71,9 @@ struct Session<C> {
     bcast_paused: bool,
     /// The parser memory last added to the server-wide input total.
     accounted: usize,
+    /// A job of this connection is on the application workers: no more
+    /// of its requests are stepped, and reading is paused, until it is back.
+    waiting: bool,
 }
 
 impl<C> Session<C> {
@@ -101,6 +105,10 @@ pub(crate) struct Worker<T: Transport, P: Protocol> {
     local: P::Local,
     events: Events,
     draining: Option<Instant>,
+    /// Jobs the application workers' channel had no room for yet.
+    backlog: Backlog,
+    /// Sessions closed while their job was out: finished when it is back.
+    zombies: Vec<(Session<P::Conn>, Option<CloseReason>)>,
 }
 
 impl<T: Transport, C> Host for Core<T, C> {
@@ -201,8 +209,9 @@ impl<T: Transport, C> Core<T, C> {
             }
             if s.paused && s.out.len() < max_output / 2 && s.closing.is_none() {
                 s.paused = false;
-                // A sender paused for its broadcasts' readers stays paused.
-                if !s.bcast_paused {
+                // A sender paused for its broadcasts' readers, or waiting
+                // for its job, stays paused.
+                if !s.bcast_paused && !s.waiting {
                     self.t.pause_recv(*conn, false);
                     self.resumed.push(*conn);
                 }
@@ -235,6 +244,8 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             proto,
             events: Events::with_capacity(1024),
             draining: None,
+            backlog: Backlog::default(),
+            zombies: Vec::new(),
         }
     }
 
@@ -272,6 +283,10 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 self.on_readable(conn, now);
             }
             active |= self.core.drain_inbox(now);
+            active |= self.take_completions(now);
+            if !self.backlog.is_empty() {
+                self.backlog.drain_into(&self.core.shared.pool);
+            }
             self.core.flush_dirty();
             self.core.t.flush(now)?;
             if now >= next_housekeeping {
@@ -281,7 +296,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             active |= self.core.resume_broadcasters(Instant::now());
             if !active && !busy_poll {
                 let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
-                if self.core.broadcast_waiting() {
+                if self.core.broadcast_waiting() || !self.backlog.is_empty() {
                     // Readers' progress shows only as Writable events;
                     // look again soon so a paused sender resumes promptly.
                     timeout = timeout.min(Duration::from_millis(1));
@@ -299,6 +314,9 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             self.core.account_input(&mut s, 0);
             self.proto.closed(&mut self.local, s.conn, &s.info, None);
         }
+        for (s, reason) in std::mem::take(&mut self.zombies) {
+            self.proto.closed(&mut self.local, s.conn, &s.info, reason);
+        }
         self.proto.housekeeping(&mut self.local, Instant::now());
         Ok(())
     }
@@ -313,7 +331,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
     ) -> R {
         let mut ctx = Ctx::new(now, self.core.index, s.out.replies_mut(), &mut self.core);
         let r = call(&self.proto, &mut self.local, &mut s.conn, &mut ctx);
-        let (close, eligible) = (ctx.close, ctx.eligible);
+        let (close, eligible, ctx_offload) = (ctx.close, ctx.eligible, ctx.offload.take());
         if let Some(e) = eligible
             && s.closing.is_none()
         {
@@ -325,7 +343,53 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         if self.core.bcast.take_pressed() {
             self.core.pause_broadcaster(s, now);
         }
+        if let Some(work) = ctx_offload {
+            self.offload(s, work);
+        }
         r
+    }
+
+    /// Hands a session's job to the application workers; the session waits.
+    fn offload(&mut self, s: &mut Session<P::Conn>, work: crate::pool::Work) {
+        s.waiting = true;
+        self.core.t.pause_recv(s.id(), true);
+        let job = Job::new(self.core.index, s.id(), work);
+        if !self.backlog.is_empty() {
+            self.backlog.push(job);
+        } else if let Err(job) = self.core.shared.pool.submit(job) {
+            self.backlog.push(job);
+        }
+    }
+
+    /// Finished jobs: the protocol writes their replies and the sessions
+    /// go on with what they have buffered. A job of a session closed
+    /// meanwhile only finishes that session.
+    fn take_completions(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some((conn, outcome)) = self.core.shared.pool.take_done(self.core.index) {
+            any = true;
+            if let Some(pos) = self.zombies.iter().position(|(z, _)| z.id() == conn) {
+                let (z, reason) = self.zombies.swap_remove(pos);
+                self.proto.closed(&mut self.local, z.conn, &z.info, reason);
+                continue;
+            }
+            let Some(mut s) = self.core.take(conn).filter(|s| s.waiting) else {
+                continue;
+            };
+            s.waiting = false;
+            self.complete(&mut s, outcome, now);
+            if s.closing.is_none() && !s.paused && !s.bcast_paused {
+                self.core.t.pause_recv(conn, false);
+                self.core.resumed.push(conn);
+            }
+            self.core.put(s);
+            self.core.mark_dirty(conn);
+        }
+        any
+    }
+
+    fn complete(&mut self, s: &mut Session<P::Conn>, outcome: Outcome, now: Instant) {
+        self.with_ctx(s, now, |p, l, c, ctx| p.complete(l, c, outcome, ctx));
     }
 
     fn on_accept(&mut self, conn: ConnId, peer: std::net::SocketAddr, now: Instant) {
@@ -356,6 +420,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             peer_finished: false,
             bcast_paused: false,
             accounted: 0,
+            waiting: false,
         };
         let limit = self.core.shared.config.max_connections;
         let total = self.core.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
@@ -397,6 +462,12 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 .connections
                 .fetch_sub(1, Ordering::Relaxed);
         }
+        if s.waiting {
+            // Its job is still out: the protocol hears of the close when
+            // the job is back, and the result goes nowhere.
+            self.zombies.push((s, reason));
+            return;
+        }
         self.proto.closed(&mut self.local, s.conn, &s.info, reason);
     }
 
@@ -422,7 +493,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         };
         let max_output = self.core.shared.config.max_output;
         'reads: for _ in 0..READS_PER_POLL {
-            if s.closing.is_some() || s.bcast_paused {
+            if s.closing.is_some() || s.bcast_paused || s.waiting {
                 break;
             }
             if s.out.len() >= max_output {
@@ -446,7 +517,11 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 match step {
                     Step::Request => {
                         s.last_request = now;
-                        if s.closing.is_some() || s.out.len() >= max_output || s.bcast_paused {
+                        if s.closing.is_some()
+                            || s.out.len() >= max_output
+                            || s.bcast_paused
+                            || s.waiting
+                        {
                             break 'reads;
                         }
                     }
@@ -469,7 +544,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         }
         // After the peer's FIN, a pass that ends unpaused has answered
         // every whole request: flush, then close.
-        if s.peer_finished && s.closing.is_none() && !s.paused && !s.bcast_paused {
+        if s.peer_finished && s.closing.is_none() && !s.paused && !s.bcast_paused && !s.waiting {
             tracing::trace!(worker = self.core.index, %conn, "peer finished: closing after the replies");
             self.core.begin_close(&mut s, now);
         }
@@ -536,7 +611,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         let mut stuck = Vec::new();
         for s in self.core.sessions.iter().flatten() {
             match s.closing {
-                None if now.saturating_duration_since(s.last_request) >= idle => {
+                None if !s.waiting && now.saturating_duration_since(s.last_request) >= idle => {
                     idle_ids.push(s.id())
                 }
                 Some(deadline) if now >= deadline && !s.close_sent => stuck.push(s.id()),

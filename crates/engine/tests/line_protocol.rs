@@ -1,0 +1,211 @@
+//! The protocol seam is real: a toy protocol of a few dozen lines (each
+//! newline-terminated line is answered upper-cased; "bye" closes) served
+//! by the engine's generic workers over kernel TCP and over the userspace
+//! TCP stack on the simulated link, with none of warpwire's framing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use warpwire_engine::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, ServerConfig, Step, serve};
+use warpwire_transport::{CloseReason, Event, Events, Transport};
+
+// --- the protocol: the whole of it ------------------------------------------
+
+/// Lines in, upper-cased lines out; at most 1 KiB a line.
+struct Upper;
+
+/// A connection: received bytes, `filled` of them valid.
+#[derive(Default)]
+struct Line {
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+const MAX_LINE: usize = 1024;
+
+impl Protocol for Upper {
+    type Conn = Line;
+    type Local = ();
+
+    fn name(&self) -> &'static str {
+        "upper"
+    }
+    fn local(&self, _: usize, _: usize, _: Instant) {}
+    fn open(&self, _: &mut (), _: &ConnInfo, ctx: &mut Ctx<'_>) -> Line {
+        ctx.out().extend_from_slice(b"hello\n");
+        Line::default()
+    }
+    fn read_buf<'c>(&self, l: &'c mut Line) -> &'c mut [u8] {
+        let want = (l.filled + 256).min(MAX_LINE);
+        if l.buf.len() < want {
+            l.buf.resize(want, 0);
+        }
+        &mut l.buf[l.filled..want]
+    }
+    fn commit(&self, l: &mut Line, n: usize) {
+        l.filled += n;
+    }
+    fn step(&self, _: &mut (), l: &mut Line, ctx: &mut Ctx<'_>) -> Step {
+        let Some(end) = l.buf[..l.filled].iter().position(|&b| b == b'\n') else {
+            if l.filled >= MAX_LINE {
+                ctx.out().extend_from_slice(b"error: line too long\n");
+                ctx.close();
+                return Step::Request;
+            }
+            return Step::NeedInput;
+        };
+        let line: Vec<u8> = l.buf.drain(..=end).collect();
+        l.filled -= line.len();
+        if line == b"bye\n" {
+            ctx.close();
+        } else {
+            ctx.out().extend_from_slice(&line.to_ascii_uppercase());
+        }
+        Step::Request
+    }
+    fn refuse(&self, _: &mut Line, why: Refusal, ctx: &mut Ctx<'_>) {
+        ctx.out()
+            .extend_from_slice(format!("error: {why:?}\n").as_bytes());
+    }
+    fn input_held(&self, l: &Line) -> InputHeld {
+        InputHeld {
+            allocated: l.buf.capacity(),
+            partial: l.filled > 0,
+        }
+    }
+    fn drop_input(&self, l: &mut Line) {
+        *l = Line::default();
+    }
+    fn closed(&self, _: &mut (), _: Line, _: &ConnInfo, _: Option<CloseReason>) {}
+}
+
+// --- served over kernel TCP ---------------------------------------------------
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        shutdown_grace: Duration::from_millis(500),
+        ..ServerConfig::default()
+    }
+}
+
+#[test]
+fn upper_over_kernel_tcp() {
+    let h = serve(
+        config(),
+        |_| warpwire_socket::SocketTransport::new(),
+        |_| Upper,
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(h.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Pipelined, split anywhere, then half-closed: every line answered.
+    s.write_all(b"one\ntw").unwrap();
+    s.write_all(b"o\nthree\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello\nONE\nTWO\nTHREE\n");
+    // The protocol's own close.
+    let mut s = TcpStream::connect(h.local_addr()).unwrap();
+    s.write_all(b"x\nbye\nnot answered\n").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello\nX\n");
+    // Over-long input: the protocol's error, then close.
+    let mut s = TcpStream::connect(h.local_addr()).unwrap();
+    s.write_all(&[b'a'; 2000]).unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert_eq!(got, "hello\nerror: line too long\n");
+    h.stop().unwrap();
+}
+
+// --- served over the userspace TCP stack on the simulated link ---------------
+
+#[test]
+fn upper_over_the_userspace_stack_on_a_simulated_link() {
+    use warpwire_stack::sim::{self, SimConfig};
+    use warpwire_stack::{StackConfig, StackTransport};
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+
+    let link = SimConfig {
+        loss: 0.02,
+        reorder: 0.02,
+        seed: 7,
+        ..SimConfig::default()
+    };
+    let (a, b) = sim::pair(link);
+    // One worker takes the server end of the link.
+    let dev = Arc::new(Mutex::new(Some(a)));
+    let cfg = ServerConfig {
+        listen: SocketAddr::from((SERVER, 7000)),
+        workers: 1,
+        ..config()
+    };
+    let h = serve(
+        cfg,
+        move |_| {
+            let d = dev.lock().unwrap().take().expect("one worker");
+            Ok(StackTransport::new(
+                d,
+                StackConfig::new(SERVER, 24),
+                Instant::now(),
+            )?)
+        },
+        |_| Upper,
+    )
+    .unwrap();
+
+    let mut cli = StackTransport::new(b, StackConfig::new(CLIENT, 24), Instant::now()).unwrap();
+    let c = cli
+        .connect(SocketAddr::from((SERVER, 7000)), Instant::now())
+        .unwrap();
+    let mut ev = Events::default();
+    let (mut got, mut sent, mut finished) = (Vec::new(), false, false);
+    let want = b"hello\nALPHA\nBETA\n";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !finished {
+        assert!(
+            Instant::now() < deadline,
+            "got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        cli.wait(Some(Duration::from_millis(5))).unwrap();
+        cli.poll(Instant::now(), &mut ev).unwrap();
+        for e in ev.iter() {
+            match *e {
+                Event::Connected(id) if id == c && !sent => {
+                    let msg = b"alpha\nbeta\nbye\n";
+                    assert_eq!(cli.send(c, msg).unwrap(), msg.len());
+                    sent = true;
+                }
+                Event::Readable(id) if id == c => {
+                    let mut buf = [0u8; 512];
+                    loop {
+                        let n = cli.recv(c, &mut buf).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                }
+                // The server closed after "bye": our side closes too.
+                Event::PeerFinished(id) if id == c => {
+                    cli.close(c);
+                    finished = true;
+                }
+                Event::Closed(id, why) if id == c => panic!("closed early: {why:?}"),
+                _ => {}
+            }
+        }
+        cli.flush(Instant::now()).unwrap();
+    }
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    h.stop().unwrap();
+}
