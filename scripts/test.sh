@@ -25,11 +25,12 @@ SECONDS=0
 # DPDK needs libdpdk-dev (22.11) and libclang for bindgen; RDMA (rdma-sys)
 # needs libibverbs-dev and librdmacm-dev.
 # Tests: iproute2 (namespaces, veth), iputils-ping (the impairment bridge),
-# procps (kill, by pid, of the servers the tests start),
+# procps (kill, by pid, of the servers the tests start), curl (scrapes the
+# metrics endpoint),
 # ethtool (offloads), tshark (reads our pcap captures), python3 (golden
 # vectors); QEMU, the ibverbs tools, cpio, binutils (strip, objcopy) and
 # the decompressors for the soft-RoCE guest of scripts/rdma-vm.sh.
-PACKAGES=(iproute2 iputils-ping procps python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev
+PACKAGES=(iproute2 iputils-ping procps curl python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev
     libibverbs-dev librdmacm-dev ethtool tshark
     qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio binutils xz-utils zstd gzip)
 missing=()
@@ -56,7 +57,7 @@ log "checking build and test prerequisites"
 absent=()
 for tool in cargo rustc cargo-fmt cargo-clippy cc c++ clang pkg-config m4 git python3 ip ping ethtool \
     tshark qemu-system-x86_64 cpio strip objcopy ldd timeout sha256sum xz zstd gzip rdma \
-    ibv_devices ibv_devinfo ibv_rc_pingpong apt-get dpkg-deb kill id sh; do
+    ibv_devices ibv_devinfo ibv_rc_pingpong apt-get dpkg-deb kill id sh curl; do
     type -P "$tool" >/dev/null 2>&1 || absent+=("program $tool")
 done
 for module in libdpdk libelf zlib libibverbs librdmacm; do

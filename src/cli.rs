@@ -165,6 +165,14 @@ pub struct ServeArgs {
     /// partial frames are refused (SERVER_BUSY) [default: 1073741824].
     #[arg(long, env = "WARPWIRE_MAX_BUFFERED_INPUT")]
     pub max_buffered_input: Option<usize>,
+    /// Application worker threads, for handlers that may block (the DATA
+    /// directory sink) [default: 0 = 4 per core].
+    #[arg(long, env = "WARPWIRE_APP_WORKERS")]
+    pub app_workers: Option<usize>,
+    /// Jobs queued for the application workers before a connection's job
+    /// waits (its reading paused) [default: 1024].
+    #[arg(long, env = "WARPWIRE_APP_QUEUE")]
+    pub app_queue: Option<usize>,
     /// Prometheus text endpoint, HOST:PORT, e.g. 127.0.0.1:9077.
     #[arg(long, env = "WARPWIRE_METRICS")]
     pub metrics: Option<HostPort>,

@@ -166,6 +166,8 @@ impl ServeSettings {
             max_auth_failures <- a.max_auth_failures,
             max_output <- a.max_output,
             max_buffered_input <- a.max_buffered_input,
+            app_workers <- a.app_workers,
+            app_queue <- a.app_queue,
             shutdown_grace <- a.shutdown_grace,
         );
         set!(

@@ -45,24 +45,39 @@ fn client_actions_against_a_running_server() {
     assert!(stats.contains("transport     socket"), "{stats}");
     assert!(ok(&["client", &a, "broadcast", "hi"]).contains("delivered to 0 recipient"));
 
-    // A listener receives a broadcast sent by another client.
-    let listener = Command::new(BIN)
+    // A listener receives a broadcast sent by another client, once it says
+    // it listens (it has connected and subscribed by then).
+    let mut listener = Command::new(BIN)
         .args(["client", &a, "listen", "--count", "1", "--duration", "10s"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut delivered = false;
+    let lines = {
+        use std::io::BufRead;
+        let out = listener.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let first = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(first.starts_with("listening for broadcasts"), "{first}");
+    // Its connection may still wait in the server's accept queue: send
+    // until it has one (every broadcast carries the same text).
+    let mut got = None;
     for _ in 0..100 {
-        if ok(&["client", &a, "broadcast", "to the listener"]).contains("delivered to 1 recipient")
-        {
-            delivered = true;
+        ok(&["client", &a, "broadcast", "to the listener"]);
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            got = Some(line);
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(delivered);
-    let out = listener.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("to the listener"));
+    let got = got.expect("the listener printed no broadcast");
+    assert!(got.contains("to the listener"), "{got}");
+    assert!(listener.wait().unwrap().success());
 
     // Unknown application type: a clear error, non-zero exit.
     let o = run(&["client", &a, "app", "0x99", "x"]);

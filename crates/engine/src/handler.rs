@@ -1,5 +1,7 @@
 //! Application handlers: message types 0x80-0xFE, and the DATA sink.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use warpwire_frame::Frame;
 
@@ -31,8 +33,10 @@ pub struct SessionInfo<'a> {
     pub worker: usize,
 }
 
-/// Handles one application message type. Called on the worker thread:
-/// must not block. The reply goes out with the same type, the RESPONSE flag
+/// Handles one application message type. Registered with
+/// [`Handlers::register`] it is called on the I/O worker and must not
+/// block; with [`Handlers::register_blocking`] it runs on an application
+/// worker and may. The reply goes out with the same type, the RESPONSE flag
 /// and the request's id; `Ok(None)` sends nothing.
 pub trait AppHandler: Send + Sync + 'static {
     /// Handles a request.
@@ -65,8 +69,15 @@ pub trait DataHandler: Send + Sync + 'static {
 
     /// The session that sent DATA has ended (closed by either side, reset,
     /// or dropped at shutdown): release what `on_data` kept for it. Called
-    /// once per session that had at least one `on_data` call.
+    /// once per session that had at least one `on_data` call, after its
+    /// last `on_data` has returned.
     fn on_session_end(&self, _session: &SessionInfo<'_>) {}
+
+    /// Whether `on_data` may block (file or network I/O): then it runs on
+    /// the application workers, never on an I/O worker.
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 impl<T: DataHandler> DataHandler for std::sync::Arc<T> {
@@ -76,6 +87,10 @@ impl<T: DataHandler> DataHandler for std::sync::Arc<T> {
 
     fn on_session_end(&self, session: &SessionInfo<'_>) {
         (**self).on_session_end(session)
+    }
+
+    fn blocking(&self) -> bool {
+        (**self).blocking()
     }
 }
 
@@ -193,6 +208,11 @@ impl DataHandler for DirectorySink {
             files.by_session.remove(session.session_id);
         }
     }
+
+    /// File writes block: the sink runs on the application workers.
+    fn blocking(&self) -> bool {
+        true
+    }
 }
 
 /// Example application type 0x80: replies with the body's bytes reversed.
@@ -214,8 +234,16 @@ pub fn uppercase(_: &SessionInfo<'_>, req: &Frame) -> Result<Option<Bytes>, Hand
 
 /// The handler table shared by all workers.
 pub struct Handlers {
-    app: Vec<Option<Box<dyn AppHandler>>>,
-    data: Box<dyn DataHandler>,
+    app: Vec<Option<AppEntry>>,
+    data: Arc<dyn DataHandler>,
+}
+
+/// A registered application handler and where it runs.
+#[derive(Clone)]
+pub(crate) struct AppEntry {
+    pub(crate) handler: Arc<dyn AppHandler>,
+    /// Runs on the application workers.
+    pub(crate) blocking: bool,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -235,7 +263,7 @@ impl Default for Handlers {
     fn default() -> Self {
         Self {
             app: (0x80..=0xFE).map(|_| None).collect(),
-            data: Box::new(DiscardData),
+            data: Arc::new(DiscardData),
         }
     }
 }
@@ -250,31 +278,53 @@ impl Handlers {
         h
     }
 
-    /// Registers `handler` for `msg_type` (0x80..=0xFE); replaces an earlier one.
+    /// Registers `handler` for `msg_type` (0x80..=0xFE), called on the I/O
+    /// worker (it must not block); replaces an earlier one.
     pub fn register(
         &mut self,
         msg_type: u8,
         handler: impl AppHandler,
     ) -> Result<(), crate::EngineError> {
+        self.set(msg_type, Arc::new(handler), false)
+    }
+
+    /// Registers `handler` for `msg_type` to run on the application
+    /// workers (`--app-workers`): it may block. The connection's later
+    /// requests wait for its reply (replies keep request order); other
+    /// connections are not held up.
+    pub fn register_blocking(
+        &mut self,
+        msg_type: u8,
+        handler: impl AppHandler,
+    ) -> Result<(), crate::EngineError> {
+        self.set(msg_type, Arc::new(handler), true)
+    }
+
+    fn set(
+        &mut self,
+        msg_type: u8,
+        handler: Arc<dyn AppHandler>,
+        blocking: bool,
+    ) -> Result<(), crate::EngineError> {
         let slot = msg_type
             .checked_sub(0x80)
             .and_then(|i| self.app.get_mut(usize::from(i)))
             .ok_or(crate::EngineError::NotApplicationType(msg_type))?;
-        *slot = Some(Box::new(handler));
+        *slot = Some(AppEntry { handler, blocking });
         Ok(())
     }
 
     /// Sets the DATA sink.
     pub fn set_data_handler(&mut self, handler: impl DataHandler) {
-        self.data = Box::new(handler);
+        self.data = Arc::new(handler);
     }
 
-    pub(crate) fn app(&self, msg_type: u8) -> Option<&dyn AppHandler> {
+    pub(crate) fn app(&self, msg_type: u8) -> Option<&AppEntry> {
         let i = usize::from(msg_type.checked_sub(0x80)?);
-        self.app.get(i)?.as_deref()
+        self.app.get(i)?.as_ref()
     }
 
-    pub(crate) fn data(&self) -> &dyn DataHandler {
-        &*self.data
+    pub(crate) fn data(&self) -> &Arc<dyn DataHandler> {
+        &self.data
     }
 }

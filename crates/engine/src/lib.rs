@@ -154,7 +154,20 @@ impl Server {
         Ok(self)
     }
 
-    /// Sets the DATA sink.
+    /// Registers a handler that may block, for a type in 0x80..=0xFE: it
+    /// runs on the application workers (`app_workers`), and the
+    /// connection's later requests wait for its reply.
+    pub fn register_blocking(
+        &mut self,
+        msg_type: u8,
+        handler: impl AppHandler,
+    ) -> Result<&mut Self, EngineError> {
+        self.handlers.register_blocking(msg_type, handler)?;
+        Ok(self)
+    }
+
+    /// Sets the DATA sink (one that says it blocks, as [`DirectorySink`]
+    /// does, runs on the application workers).
     pub fn data_handler(&mut self, handler: impl DataHandler) -> &mut Self {
         self.handlers.set_data_handler(handler);
         self

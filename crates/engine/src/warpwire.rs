@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::RngCore;
 use warpwire_frame::{
@@ -23,10 +24,10 @@ use warpwire_frame::{
 };
 use warpwire_transport::{CloseReason, ConnId};
 
-use crate::handler::{Handlers, SessionInfo};
+use crate::handler::{HandlerError, Handlers, SessionInfo};
 use crate::limits::Limit;
 use crate::metrics::{Metrics, WorkerCounters};
-use crate::protocol::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, Step};
+use crate::protocol::{ConnInfo, Ctx, Done, InputHeld, Outcome, Protocol, Refusal, Step};
 use crate::{ServerConfig, UserDb};
 
 /// The warpwire protocol with its handlers, users and settings.
@@ -82,6 +83,24 @@ pub struct Conn {
     limit: Limit,
     /// Has sent DATA: the sink hears of its end.
     sent_data: bool,
+    /// The request whose handler runs on the application workers.
+    pending: Option<Pending>,
+}
+
+/// A request handed to the application workers, answered on completion.
+struct Pending {
+    id: u64,
+    kind: PendingKind,
+    /// When its batch was polled (for the latency histogram).
+    since: Instant,
+}
+
+enum PendingKind {
+    /// An application handler of this type; the job returns
+    /// `Result<Option<Bytes>, HandlerError>`.
+    App(MessageType),
+    /// The DATA sink; the job returns `Result<u64, HandlerError>`.
+    Data { ack: bool },
 }
 
 impl Protocol for Warpwire {
@@ -123,6 +142,7 @@ impl Protocol for Warpwire {
             auth_failures: 0,
             limit: Limit::new(c.conn_rate, c.conn_burst, ctx.now),
             sent_data: false,
+            pending: None,
         }
     }
 
@@ -189,6 +209,45 @@ impl Protocol for Warpwire {
                 worker: local.worker,
             });
         }
+    }
+
+    fn complete(&self, local: &mut Local, conn: &mut Conn, outcome: Outcome, ctx: &mut Ctx<'_>) {
+        let Some(p) = conn.pending.take() else {
+            return;
+        };
+        let id = p.id;
+        match (p.kind, outcome) {
+            (_, Err(panic)) => {
+                tracing::warn!(worker = local.worker, conn = %conn.id, %panic, "handler panicked");
+                send_error(ctx, ErrorCode::Internal, "handler failed", Some(id));
+            }
+            (PendingKind::App(t), Ok(done)) => {
+                match done
+                    .downcast::<Result<Option<Bytes>, HandlerError>>()
+                    .map(|b| *b)
+                {
+                    Ok(Ok(Some(body))) => reply(ctx, t, id, &body),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => send_error(ctx, ErrorCode::Internal, &e.message, Some(id)),
+                    Err(_) => send_error(ctx, ErrorCode::Internal, "handler failed", Some(id)),
+                }
+            }
+            (PendingKind::Data { ack }, Ok(done)) => {
+                match done.downcast::<Result<u64, HandlerError>>().map(|b| *b) {
+                    Ok(Ok(n)) if ack => {
+                        let body = DataAck { bytes_accepted: n }.encode();
+                        reply(ctx, MessageType::DATA_ACK, id, &body);
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => send_error(ctx, ErrorCode::Internal, &e.message, Some(id)),
+                    Err(_) => send_error(ctx, ErrorCode::Internal, "data sink failed", Some(id)),
+                }
+            }
+        }
+        let ns = Instant::now().saturating_duration_since(p.since).as_nanos();
+        let _ = local
+            .hist
+            .record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
     }
 
     fn housekeeping(&self, local: &mut Local, _: Instant) {
@@ -303,6 +362,27 @@ impl Warpwire {
                 );
             }
             MessageType::AUTH => self.auth(local, s, &f, ctx),
+            MessageType::DATA if self.handlers.data().blocking() => {
+                s.sent_data = true;
+                let sink = self.handlers.data().clone();
+                let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
+                let body = f.body.clone();
+                ctx.offload(move || {
+                    let info = SessionInfo {
+                        session_id: &sid,
+                        user: user.as_deref(),
+                        worker,
+                    };
+                    Box::new(sink.on_data(&info, &body)) as Done
+                });
+                let ack = f.flags.ack_requested();
+                s.pending = Some(Pending {
+                    id,
+                    kind: PendingKind::Data { ack },
+                    since: now,
+                });
+                return;
+            }
             MessageType::DATA => {
                 s.sent_data = true;
                 let info = self.info(local, s);
@@ -319,9 +399,30 @@ impl Warpwire {
                 Ok(r) => queue(ctx, r.as_ref()),
                 Err(_) => send_error(ctx, ErrorCode::Internal, "stats unavailable", Some(id)),
             },
+            t if self.handlers.app(t.0).is_some_and(|e| e.blocking) => {
+                let Some(entry) = self.handlers.app(t.0) else {
+                    return;
+                };
+                let h = entry.handler.clone();
+                let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
+                ctx.offload(move || {
+                    let info = SessionInfo {
+                        session_id: &sid,
+                        user: user.as_deref(),
+                        worker,
+                    };
+                    Box::new(h.handle(&info, &f)) as Done
+                });
+                s.pending = Some(Pending {
+                    id,
+                    kind: PendingKind::App(t),
+                    since: now,
+                });
+                return;
+            }
             t if t.is_application() => {
                 let info = self.info(local, s);
-                match self.handlers.app(t.0).map(|h| h.handle(&info, &f)) {
+                match self.handlers.app(t.0).map(|e| e.handler.handle(&info, &f)) {
                     Some(Ok(Some(body))) => reply(ctx, t, id, &body),
                     Some(Ok(None)) => {}
                     Some(Err(e)) => send_error(ctx, ErrorCode::Internal, &e.message, Some(id)),
