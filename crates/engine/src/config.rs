@@ -107,7 +107,8 @@ impl ServerConfig {
         toml::from_str(text)
     }
 
-    /// Application worker count with 0 resolved to 4 per core.
+    /// Application worker count with 0 resolved to 4 per core (the pool
+    /// always has threads; only the test harness runs jobs inline).
     pub fn app_worker_count(&self) -> usize {
         if self.app_workers > 0 {
             self.app_workers

@@ -33,6 +33,7 @@ mod limits;
 pub mod metrics;
 mod pool;
 pub mod protocol;
+pub mod testing;
 pub mod warpwire;
 mod worker;
 
@@ -120,6 +121,30 @@ pub(crate) struct Shared {
     /// Decoder memory of every session, bytes (see `max_buffered_input`).
     buffered_input: AtomicUsize,
     shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn new(
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+        workers: usize,
+        pool: pool::Pool,
+        wakers: Arc<OnceLock<Vec<Arc<dyn Wake>>>>,
+    ) -> Self {
+        Self {
+            inboxes: (0..workers)
+                .map(|_| worker::Inbox::new(INBOX_CAPACITY, INBOX_OUTPUTS * config.max_output))
+                .collect(),
+            eligible: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            wakers,
+            pool,
+            connections: AtomicUsize::new(0),
+            buffered_input: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            config,
+            metrics,
+        }
+    }
 }
 
 /// A configured, not yet running server.
@@ -277,24 +302,7 @@ where
                 {
                     let metrics = Arc::new(Metrics::new(n, name));
                     let proto = Arc::new(protocol(&metrics));
-                    let shared = Arc::new(Shared {
-                        inboxes: (0..n)
-                            .map(|_| {
-                                worker::Inbox::new(
-                                    INBOX_CAPACITY,
-                                    INBOX_OUTPUTS * config.max_output,
-                                )
-                            })
-                            .collect(),
-                        eligible: (0..n).map(|_| AtomicU64::new(0)).collect(),
-                        wakers: wakers_slot,
-                        pool,
-                        connections: AtomicUsize::new(0),
-                        buffered_input: AtomicUsize::new(0),
-                        shutdown: AtomicBool::new(false),
-                        config,
-                        metrics,
-                    });
+                    let shared = Arc::new(Shared::new(config, metrics, n, pool, wakers_slot));
                     let _ = shared_slot.set((shared, proto));
                 }
             }

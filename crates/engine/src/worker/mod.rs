@@ -109,6 +109,7 @@ pub(crate) struct Worker<T: Transport, P: Protocol> {
     backlog: Backlog,
     /// Sessions closed while their job was out: finished when it is back.
     zombies: Vec<(Session<P::Conn>, Option<CloseReason>)>,
+    next_housekeeping: Instant,
 }
 
 impl<T: Transport, C> Host for Core<T, C> {
@@ -227,7 +228,17 @@ impl<T: Transport, C> Core<T, C> {
 
 impl<T: Transport, P: Protocol> Worker<T, P> {
     pub(crate) fn new(index: usize, t: T, shared: Arc<Shared>, proto: Arc<P>) -> Self {
-        let now = Instant::now();
+        Self::new_at(index, t, shared, proto, Instant::now())
+    }
+
+    /// A worker whose clock starts at `now` (a test's virtual clock).
+    pub(crate) fn new_at(
+        index: usize,
+        t: T,
+        shared: Arc<Shared>,
+        proto: Arc<P>,
+        now: Instant,
+    ) -> Self {
         let workers = shared.metrics.workers.len();
         Self {
             local: proto.local(index, workers, now),
@@ -246,67 +257,92 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             draining: None,
             backlog: Backlog::default(),
             zombies: Vec::new(),
+            next_housekeeping: now + HOUSEKEEPING,
         }
     }
 
     /// Runs until shutdown completes or the transport fails.
     pub(crate) fn run(mut self) -> Result<(), crate::EngineError> {
         let busy_poll = self.core.shared.config.busy_poll;
-        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         loop {
             let now = Instant::now();
-            self.core.now = now;
-            if self.draining.is_none() && self.core.shared.shutdown.load(Ordering::Acquire) {
-                self.begin_drain(now);
-            }
-            if let Some(deadline) = self.draining
-                && (self.core.sessions.iter().all(Option::is_none) || now >= deadline)
-            {
+            let Some(active) = self.turn(now)? else {
                 break;
-            }
-            let mut events = std::mem::take(&mut self.events);
-            self.core.t.poll(now, &mut events)?;
-            let mut active = !events.is_empty();
-            for ev in events.iter() {
-                match *ev {
-                    Event::Accepted { conn, peer } => self.on_accept(conn, peer, now),
-                    Event::Readable(conn) => self.on_readable(conn, now),
-                    Event::Writable(conn) => self.core.mark_dirty(conn),
-                    Event::PeerFinished(conn) => self.on_peer_finished(conn, now),
-                    Event::Closed(conn, reason) => self.on_closed(conn, Some(reason)),
-                    Event::Connected(_) => {}
-                }
-            }
-            self.events = events;
-            for conn in std::mem::take(&mut self.core.resumed) {
-                active = true;
-                self.on_readable(conn, now);
-            }
-            active |= self.core.drain_inbox(now);
-            active |= self.take_completions(now);
-            if !self.backlog.is_empty() {
-                self.backlog.drain_into(&self.core.shared.pool);
-            }
-            self.core.flush_dirty();
-            self.core.t.flush(now)?;
-            if now >= next_housekeeping {
-                self.housekeeping(now);
-                next_housekeeping = now + HOUSEKEEPING;
-            }
-            active |= self.core.resume_broadcasters(Instant::now());
+            };
             if !active && !busy_poll {
-                let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
-                if self.core.broadcast_waiting() || !self.backlog.is_empty() {
-                    // Readers' progress shows only as Writable events;
-                    // look again soon so a paused sender resumes promptly.
-                    timeout = timeout.min(Duration::from_millis(1));
-                }
-                if let Some(at) = self.core.t.poll_at(now) {
-                    timeout = timeout.min(at.saturating_duration_since(Instant::now()));
-                }
+                let timeout = self.sleep_for(Instant::now());
                 self.core.t.wait(Some(timeout))?;
             }
         }
+        self.finish();
+        Ok(())
+    }
+
+    /// One turn of the loop at time `now`: poll, serve, flush, and (when
+    /// due) housekeeping. `None` once a shutdown has drained; otherwise
+    /// whether anything happened. Reads no clock: a test drives it with a
+    /// virtual one.
+    pub(crate) fn turn(&mut self, now: Instant) -> Result<Option<bool>, crate::EngineError> {
+        self.core.now = now;
+        if self.draining.is_none() && self.core.shared.shutdown.load(Ordering::Acquire) {
+            self.begin_drain(now);
+        }
+        if let Some(deadline) = self.draining
+            && (self.core.sessions.iter().all(Option::is_none) || now >= deadline)
+        {
+            return Ok(None);
+        }
+        let mut events = std::mem::take(&mut self.events);
+        self.core.t.poll(now, &mut events)?;
+        let mut active = !events.is_empty();
+        for ev in events.iter() {
+            match *ev {
+                Event::Accepted { conn, peer } => self.on_accept(conn, peer, now),
+                Event::Readable(conn) => self.on_readable(conn, now),
+                Event::Writable(conn) => self.core.mark_dirty(conn),
+                Event::PeerFinished(conn) => self.on_peer_finished(conn, now),
+                Event::Closed(conn, reason) => self.on_closed(conn, Some(reason)),
+                Event::Connected(_) => {}
+            }
+        }
+        self.events = events;
+        for conn in std::mem::take(&mut self.core.resumed) {
+            active = true;
+            self.on_readable(conn, now);
+        }
+        active |= self.core.drain_inbox(now);
+        active |= self.take_completions(now);
+        if !self.backlog.is_empty() {
+            self.backlog.drain_into(&self.core.shared.pool);
+        }
+        self.core.flush_dirty();
+        self.core.t.flush(now)?;
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+            self.next_housekeeping = now + HOUSEKEEPING;
+        }
+        active |= self.core.resume_broadcasters(now);
+        Ok(Some(active))
+    }
+
+    /// How long an idle worker may sleep: until housekeeping, the
+    /// transport's own timers, or briefly while senders wait on readers.
+    fn sleep_for(&mut self, now: Instant) -> Duration {
+        let mut timeout = self.next_housekeeping.saturating_duration_since(now);
+        if self.core.broadcast_waiting() || !self.backlog.is_empty() {
+            // Readers' progress shows only as Writable events;
+            // look again soon so a paused sender resumes promptly.
+            timeout = timeout.min(Duration::from_millis(1));
+        }
+        if let Some(at) = self.core.t.poll_at(now) {
+            timeout = timeout.min(at.saturating_duration_since(now));
+        }
+        timeout
+    }
+
+    /// After the drain: the protocol releases what it holds for every
+    /// session still open, and publishes its last metrics.
+    pub(crate) fn finish(&mut self) {
         // Sessions still open at the end of a drain: the protocol releases
         // what it holds for them too.
         let sessions = std::mem::take(&mut self.core.sessions);
@@ -317,8 +353,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         for (s, reason) in std::mem::take(&mut self.zombies) {
             self.proto.closed(&mut self.local, s.conn, &s.info, reason);
         }
-        self.proto.housekeeping(&mut self.local, Instant::now());
-        Ok(())
+        self.proto.housekeeping(&mut self.local, self.core.now);
     }
 
     /// Runs one protocol call against a session taken out of the table and
