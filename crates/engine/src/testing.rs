@@ -362,6 +362,9 @@ impl<P: Protocol> Harness<P> {
 /// whole, valid frames (request ids of replies are ones the peer used);
 /// a worker asked to shut down drains within its grace period. The
 /// `session` fuzz target and `tests/fuzz_corpus.rs` run it.
+// A test oracle: a failed check must panic, which is what the fuzzer
+// detects.
+#[allow(clippy::expect_used)]
 pub fn check_ops(data: &[u8]) {
     use warpwire_frame::{Decoder, DecoderConfig};
     let config = ServerConfig {
