@@ -52,7 +52,7 @@ pub use handler::{
 };
 pub use limits::{Limit, TokenBucket};
 pub use metrics::Metrics;
-pub use protocol::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, Step};
+pub use protocol::{ConnInfo, Ctx, Hooks, InputHeld, NoHooks, Protocol, Refusal, Step};
 pub use warpwire::Warpwire;
 
 /// Relays a worker's inbox holds before further broadcasts to it are
@@ -117,6 +117,8 @@ pub(crate) struct Shared {
     wakers: Arc<OnceLock<Vec<Arc<dyn Wake>>>>,
     /// Application workers for what may block.
     pool: pool::Pool,
+    /// The application's connection hooks.
+    hooks: Arc<dyn Hooks>,
     connections: AtomicUsize,
     /// Decoder memory of every session, bytes (see `max_buffered_input`).
     buffered_input: AtomicUsize,
@@ -130,6 +132,7 @@ impl Shared {
         workers: usize,
         pool: pool::Pool,
         wakers: Arc<OnceLock<Vec<Arc<dyn Wake>>>>,
+        hooks: Arc<dyn Hooks>,
     ) -> Self {
         Self {
             inboxes: (0..workers)
@@ -138,6 +141,7 @@ impl Shared {
             eligible: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             wakers,
             pool,
+            hooks,
             connections: AtomicUsize::new(0),
             buffered_input: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
@@ -148,10 +152,19 @@ impl Shared {
 }
 
 /// A configured, not yet running server.
-#[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
     handlers: Handlers,
+    hooks: Arc<dyn Hooks>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("handlers", &self.handlers)
+            .finish()
+    }
 }
 
 impl Server {
@@ -161,7 +174,15 @@ impl Server {
         Self {
             config,
             handlers: Handlers::with_examples(),
+            hooks: Arc::new(NoHooks),
         }
+    }
+
+    /// Sets the application's connection hooks (accept or refuse, leave,
+    /// protocol errors).
+    pub fn hooks(&mut self, hooks: impl Hooks) -> &mut Self {
+        self.hooks = Arc::new(hooks);
+        self
     }
 
     /// The configuration.
@@ -213,7 +234,7 @@ impl Server {
             None => None,
         };
         let (config, handlers) = (self.config.clone(), self.handlers);
-        serve(self.config, factory, move |metrics| {
+        serve_with_hooks(self.config, self.hooks, factory, move |metrics| {
             Warpwire::new(config, handlers, users, metrics.clone())
         })
     }
@@ -225,6 +246,21 @@ impl Server {
 /// as for [`Server::start`].
 pub fn serve<P, T, F>(
     config: ServerConfig,
+    factory: F,
+    protocol: impl FnOnce(&Arc<Metrics>) -> P,
+) -> Result<ServerHandle, EngineError>
+where
+    P: Protocol,
+    T: Transport + 'static,
+    F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+{
+    serve_with_hooks(config, Arc::new(NoHooks), factory, protocol)
+}
+
+/// [`serve`] with the application's connection [`Hooks`].
+pub fn serve_with_hooks<P, T, F>(
+    config: ServerConfig,
+    hooks: Arc<dyn Hooks>,
     factory: F,
     protocol: impl FnOnce(&Arc<Metrics>) -> P,
 ) -> Result<ServerHandle, EngineError>
@@ -250,7 +286,7 @@ where
     let shared_slot: Arc<Slot<P>> = Arc::new(OnceLock::new());
     let mut threads = Vec::with_capacity(n);
     let mut listen = config.listen;
-    let mut pending = Some((config, protocol, pool, wakers_slot));
+    let mut pending = Some((config, protocol, pool, wakers_slot, hooks));
     let mut wakers = Vec::with_capacity(n);
     for i in 0..n {
         let (f, tx, slot) = (factory.clone(), tx.clone(), shared_slot.clone());
@@ -298,11 +334,12 @@ where
                 listen = addr;
                 wakers.push(waker);
                 if i == 0
-                    && let Some((config, protocol, pool, wakers_slot)) = pending.take()
+                    && let Some((config, protocol, pool, wakers_slot, hooks)) = pending.take()
                 {
                     let metrics = Arc::new(Metrics::new(n, name));
                     let proto = Arc::new(protocol(&metrics));
-                    let shared = Arc::new(Shared::new(config, metrics, n, pool, wakers_slot));
+                    let shared =
+                        Arc::new(Shared::new(config, metrics, n, pool, wakers_slot, hooks));
                     let _ = shared_slot.set((shared, proto));
                 }
             }

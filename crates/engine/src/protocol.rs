@@ -72,6 +72,8 @@ pub enum Refusal {
         /// The idle timeout.
         after: Duration,
     },
+    /// The application's [`Hooks::on_connect`] refused the connection.
+    Rejected,
     /// The server-wide input budget is exceeded and this connection holds
     /// one of the largest partial requests; its input has been dropped.
     InputBudget {
@@ -169,6 +171,13 @@ impl<'a> Ctx<'a> {
         self.offload = Some(Box::new(work));
     }
 
+    /// Reports a protocol error of this connection (the protocol answers
+    /// it itself): the application's [`Hooks::on_protocol_error`] hears of
+    /// it.
+    pub fn protocol_error(&mut self, error: &str) {
+        self.host.protocol_error(error);
+    }
+
     /// This worker's counters, for the protocol's own accounting (frames
     /// in and out, errors, rate-limited requests).
     pub fn counters(&self) -> &WorkerCounters {
@@ -180,7 +189,31 @@ impl<'a> Ctx<'a> {
 pub(crate) trait Host {
     fn publish(&mut self, bytes: Bytes) -> u64;
     fn counters(&self) -> &WorkerCounters;
+    fn protocol_error(&mut self, error: &str);
 }
+
+/// What an application using the engine as a library learns of, whatever
+/// the protocol: connections arriving (it may refuse them), leaving, and
+/// breaking the protocol. Called on the I/O workers: must not block.
+pub trait Hooks: Send + Sync + 'static {
+    /// A connection was accepted; `Err` refuses it (the protocol's
+    /// refusal, [`Refusal::Rejected`], then a close).
+    fn on_connect(&self, _info: &ConnInfo) -> Result<(), ()> {
+        Ok(())
+    }
+
+    /// A connection ended (`None`: dropped at shutdown).
+    fn on_disconnect(&self, _info: &ConnInfo, _reason: Option<CloseReason>) {}
+
+    /// A connection broke the protocol (the protocol answered it).
+    fn on_protocol_error(&self, _info: &ConnInfo, _error: &str) {}
+}
+
+/// No hooks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
 
 /// An application protocol, server side, sans-IO. See the module docs.
 pub trait Protocol: Send + Sync + 'static {

@@ -223,7 +223,14 @@ impl<P: Protocol> Harness<P> {
         let _ = wakers.set(vec![Arc::new(NoWake) as Arc<dyn Wake>]);
         let pool = crate::pool::Pool::new(0, config.app_queue, 1, wakers.clone())
             .unwrap_or_else(|_| unreachable!("an inline pool spawns no thread"));
-        let shared = Arc::new(Shared::new(config, metrics, 1, pool, wakers));
+        let shared = Arc::new(Shared::new(
+            config,
+            metrics,
+            1,
+            pool,
+            wakers,
+            Arc::new(crate::NoHooks),
+        ));
         let script = Script::default();
         let worker = Worker::new_at(0, script.clone(), shared.clone(), proto, now);
         Self {

@@ -163,6 +163,7 @@ impl Protocol for Warpwire {
             Ok(None) => Step::NeedInput,
             Err(e) => {
                 tracing::debug!(worker = ctx.worker, conn = %conn.id, error = %e, "protocol error");
+                ctx.protocol_error(&e.to_string());
                 send_error(ctx, e.code(), &e.error.to_string(), e.request_id);
                 Step::Request
             }
@@ -175,6 +176,7 @@ impl Protocol for Warpwire {
                 ErrorCode::ServerBusy,
                 format!("connection limit of {limit} reached"),
             ),
+            Refusal::Rejected => (ErrorCode::ServerBusy, "connection refused".to_owned()),
             Refusal::Idle { after } => (
                 ErrorCode::IdleTimeout,
                 format!("no frame for {} s", after.as_secs_f64()),

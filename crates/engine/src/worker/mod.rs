@@ -97,6 +97,8 @@ pub(crate) struct Core<T: Transport, C> {
     shared: Arc<Shared>,
     /// Time of the current loop iteration.
     now: Instant,
+    /// A protocol error the current protocol call reported, for the hooks.
+    protocol_error: Option<String>,
 }
 
 pub(crate) struct Worker<T: Transport, P: Protocol> {
@@ -119,6 +121,10 @@ impl<T: Transport, C> Host for Core<T, C> {
 
     fn counters(&self) -> &WorkerCounters {
         &self.shared.metrics.workers[self.index]
+    }
+
+    fn protocol_error(&mut self, error: &str) {
+        self.protocol_error = Some(error.to_owned());
     }
 }
 
@@ -251,6 +257,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 bcast: broadcast::BroadcastState::default(),
                 shared,
                 now,
+                protocol_error: None,
             },
             proto,
             events: Events::with_capacity(1024),
@@ -348,6 +355,9 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         let sessions = std::mem::take(&mut self.core.sessions);
         for mut s in sessions.into_iter().flatten() {
             self.core.account_input(&mut s, 0);
+            if s.counted {
+                self.core.shared.hooks.on_disconnect(&s.info, None);
+            }
             self.proto.closed(&mut self.local, s.conn, &s.info, None);
         }
         for (s, reason) in std::mem::take(&mut self.zombies) {
@@ -380,6 +390,9 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         }
         if let Some(work) = ctx_offload {
             self.offload(s, work);
+        }
+        if let Some(e) = self.core.protocol_error.take() {
+            self.core.shared.hooks.on_protocol_error(&s.info, &e);
         }
         r
     }
@@ -459,7 +472,14 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         };
         let limit = self.core.shared.config.max_connections;
         let total = self.core.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        if total > limit {
+        if self.core.shared.hooks.on_connect(&info).is_err() {
+            self.core.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            WorkerCounters::add(&self.core.counters().refused, 1);
+            self.with_ctx(&mut s, now, |p, _, c, ctx| {
+                p.refuse(c, Refusal::Rejected, ctx)
+            });
+            self.core.begin_close(&mut s, now);
+        } else if total > limit {
             self.core.shared.connections.fetch_sub(1, Ordering::AcqRel);
             WorkerCounters::add(&self.core.counters().refused, 1);
             tracing::debug!(worker = self.core.index, %conn, "refusing connection: limit reached");
@@ -496,6 +516,9 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 .counters()
                 .connections
                 .fetch_sub(1, Ordering::Relaxed);
+        }
+        if s.counted {
+            self.core.shared.hooks.on_disconnect(&s.info, reason);
         }
         if s.waiting {
             // Its job is still out: the protocol hears of the close when
