@@ -196,10 +196,10 @@ pub(crate) trait Host {
 /// the protocol: connections arriving (it may refuse them), leaving, and
 /// breaking the protocol. Called on the I/O workers: must not block.
 pub trait Hooks: Send + Sync + 'static {
-    /// A connection was accepted; `Err` refuses it (the protocol's
+    /// A connection was accepted; `false` refuses it (the protocol's
     /// refusal, [`Refusal::Rejected`], then a close).
-    fn on_connect(&self, _info: &ConnInfo) -> Result<(), ()> {
-        Ok(())
+    fn on_connect(&self, _info: &ConnInfo) -> bool {
+        true
     }
 
     /// A connection ended (`None`: dropped at shutdown).

@@ -23,9 +23,9 @@ struct Seen {
 struct Watch(Arc<Seen>);
 
 impl Hooks for Watch {
-    fn on_connect(&self, _: &ConnInfo) -> Result<(), ()> {
+    fn on_connect(&self, _: &ConnInfo) -> bool {
         self.0.connects.fetch_add(1, Ordering::SeqCst);
-        if self.0.refuse.load(Ordering::SeqCst) { Err(()) } else { Ok(()) }
+        !self.0.refuse.load(Ordering::SeqCst)
     }
     fn on_disconnect(&self, _: &ConnInfo, reason: Option<CloseReason>) {
         self.0.disconnects.lock().unwrap().push(reason);
@@ -55,7 +55,11 @@ fn hooks_see_connects_refusals_disconnects_and_protocol_errors() {
     let (code, _) = c.recv_error();
     assert_eq!(code, ErrorCode::BadMagic);
     assert!(eventually(|| !seen.errors.lock().unwrap().is_empty()));
-    assert!(seen.errors.lock().unwrap()[0].contains("magic"), "{:?}", seen.errors);
+    assert!(
+        seen.errors.lock().unwrap()[0].contains("magic"),
+        "{:?}",
+        seen.errors
+    );
     // Refused by the application: SERVER_BUSY, closed, never "disconnected".
     seen.refuse.store(true, Ordering::SeqCst);
     let mut c = Conn::connect(h.local_addr());
