@@ -1,4 +1,5 @@
-//! The load generator against the in-test server over kernel TCP.
+//! The load generator against the real server (`warpwire_engine`) over
+//! kernel TCP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +8,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{APP_REVERSE, ServerOptions, ServerStats, TestServer, bounded};
+use common::{APP_REVERSE, APP_SILENT, Engine, bounded};
 use warpwire_client::{ClientError, LoadConfig, LoadReport, Progress, loadgen};
 use warpwire_frame::MessageType;
 use warpwire_socket::SocketTransport;
@@ -35,7 +36,7 @@ fn assert_sane(r: &LoadReport) {
 #[test]
 fn stops_on_count_with_every_reply_verified() {
     bounded(LIMIT, || {
-        let srv = TestServer::start();
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 4,
             pipeline_depth: 8,
@@ -57,8 +58,8 @@ fn stops_on_count_with_every_reply_verified() {
         let bytes = r.throughput_msgs_per_s * 100.0;
         assert!((r.throughput_bytes_per_s - bytes).abs() < 1e-6 * bytes);
         // Exactly the count was sent: no request beyond it.
-        assert_eq!(ServerStats::get(&srv.stats.frames), 5_000);
-        assert_eq!(ServerStats::get(&srv.stats.accepted), 4);
+        assert_eq!(srv.frames(), 5_000);
+        assert_eq!(srv.accepted(), 4);
         let last = progress.last().expect("a final progress call");
         assert_eq!(last.messages, 5_000);
         assert_eq!(last.target_count, Some(5_000));
@@ -75,7 +76,7 @@ fn stops_on_count_with_every_reply_verified() {
 #[test]
 fn stops_on_duration() {
     bounded(LIMIT, || {
-        let srv = TestServer::start();
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 2,
             pipeline_depth: 4,
@@ -97,14 +98,14 @@ fn stops_on_duration() {
         assert_sane(&r);
         // Intermediate progress arrived while it ran (~every 250 ms).
         assert!(progress.len() >= 2, "{}", progress.len());
-        assert_eq!(ServerStats::get(&srv.stats.frames), r.messages);
+        assert_eq!(srv.frames(), r.messages);
     });
 }
 
 #[test]
 fn the_first_of_count_and_duration_wins() {
     bounded(LIMIT, || {
-        let srv = TestServer::start();
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 1,
             pipeline_depth: 4,
@@ -122,13 +123,11 @@ fn the_first_of_count_and_duration_wins() {
 #[test]
 fn ends_by_itself_when_the_server_goes_silent() {
     bounded(LIMIT, || {
-        let srv = TestServer::start_with(ServerOptions {
-            silent: true,
-            ..Default::default()
-        });
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 3,
             pipeline_depth: 5,
+            msg_type: MessageType(APP_SILENT),
             threads: 2,
             duration: Some(Duration::from_millis(200)),
             grace: Duration::from_millis(500),
@@ -151,6 +150,7 @@ fn ends_by_itself_when_the_server_goes_silent() {
         let cfg = LoadConfig {
             connections: 1,
             pipeline_depth: 4,
+            msg_type: MessageType(APP_SILENT),
             count: Some(1_000),
             duration: None,
             grace: Duration::from_millis(400),
@@ -166,7 +166,7 @@ fn ends_by_itself_when_the_server_goes_silent() {
 #[test]
 fn rate_limits_the_request_rate() {
     bounded(LIMIT, || {
-        let srv = TestServer::start();
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 2,
             pipeline_depth: 8,
@@ -186,7 +186,7 @@ fn rate_limits_the_request_rate() {
 #[test]
 fn warmup_is_not_counted() {
     bounded(LIMIT, || {
-        let srv = TestServer::start();
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 1,
             pipeline_depth: 2,
@@ -198,7 +198,7 @@ fn warmup_is_not_counted() {
         let (r, progress) = run(&cfg);
         let r = r.unwrap();
         assert_eq!(r.messages, 300);
-        let served = ServerStats::get(&srv.stats.frames);
+        let served = srv.frames();
         assert!(served > 300, "warm-up traffic was sent too ({served})");
         assert!(progress.iter().any(|p| p.warmup) || progress.len() == 1);
     });
@@ -207,7 +207,7 @@ fn warmup_is_not_counted() {
 #[test]
 fn ping_data_and_application_types() {
     bounded(LIMIT, || {
-        let srv = TestServer::start();
+        let srv = Engine::start();
         for msg_type in [
             MessageType::PING,
             MessageType::DATA,
@@ -232,7 +232,7 @@ fn ping_data_and_application_types() {
 fn wrong_replies_are_counted_as_errors() {
     bounded(LIMIT, || {
         // The server answers unknown application types with ERROR.
-        let srv = TestServer::start();
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 1,
             pipeline_depth: 4,
@@ -269,20 +269,19 @@ fn connect_failure_is_an_error() {
 #[test]
 fn ends_when_the_server_drops_every_connection() {
     bounded(LIMIT, || {
-        let srv = std::sync::Arc::new(TestServer::start());
+        let srv = Engine::start();
         let cfg = LoadConfig {
             connections: 2,
             pipeline_depth: 4,
             duration: Some(Duration::from_secs(8)),
             ..LoadConfig::new(srv.addr())
         };
-        let dropper = {
-            let srv = srv.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(300));
-                srv.drop_connections();
-            })
-        };
+        // Stopping closes every connection (and the listener: the engine
+        // does not drop busy connections while it goes on listening).
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            srv.stop();
+        });
         let t = Instant::now();
         let r = run(&cfg).0.unwrap();
         dropper.join().unwrap();
