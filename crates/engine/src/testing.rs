@@ -376,7 +376,7 @@ pub fn check_ops(data: &[u8]) {
     use warpwire_frame::{Decoder, DecoderConfig};
     let config = ServerConfig {
         max_output: 64 * 1024,
-        idle_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(1),
         conn_rate: Some(1000.0),
         ..ServerConfig::default()
