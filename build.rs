@@ -22,7 +22,8 @@ fn main() {
     let rev = if dirty { format!("{rev}-dirty") } else { rev };
     println!("cargo:rustc-env=WARPWIRE_GIT_REV={rev}");
 
-    let mut backends = vec!["socket"];
+    // The kernel-TCP backends are always in; the bypass ones by feature.
+    let mut backends = vec!["socket", "uring"];
     for (feature, name) in [("XDP", "xdp"), ("DPDK", "dpdk"), ("RDMA", "rdma")] {
         if std::env::var_os(format!("CARGO_FEATURE_{feature}")).is_some() {
             backends.push(name);

@@ -47,8 +47,10 @@ impl StackSetup {
 /// The selected backend with what it needs to build transports.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// Kernel TCP.
+    /// Kernel TCP through mio.
     Socket,
+    /// Kernel TCP through io_uring, one ring per worker.
+    Uring(warpwire_uring::UringConfig),
     /// A DPDK port (`--port` or the first one EAL finds), one queue and
     /// worker each.
     #[cfg(feature = "dpdk")]
@@ -125,10 +127,12 @@ impl Backend {
     pub fn new(kind: BackendKind, b: &BypassArgs) -> Result<Self, BoxError> {
         match kind {
             BackendKind::Socket => {
-                if b.iface.is_some() || b.ip.is_some() {
-                    tracing::warn!("--iface/--ip are ignored by the socket transport");
-                }
+                warn_ignored_by_kernel_tcp(kind, b);
                 Ok(Self::Socket)
+            }
+            BackendKind::Uring => {
+                warn_ignored_by_kernel_tcp(kind, b);
+                Ok(Self::Uring(warpwire_uring::UringConfig::default()))
             }
             #[cfg(feature = "xdp")]
             BackendKind::Xdp => Ok(Self::Xdp {
@@ -180,7 +184,7 @@ impl Backend {
     /// Workers to run: one per queue on bypass backends.
     pub fn workers(&self, configured: usize) -> usize {
         match self {
-            Self::Socket => configured,
+            Self::Socket | Self::Uring(_) => configured,
             #[cfg(feature = "rdma")]
             Self::Rdma(_) => configured,
             #[cfg(feature = "dpdk")]
@@ -193,7 +197,7 @@ impl Backend {
     /// The listen address: a stack listens on its own address.
     pub fn listen_addr(&self, listen: SocketAddr) -> SocketAddr {
         match self {
-            Self::Socket => listen,
+            Self::Socket | Self::Uring(_) => listen,
             #[cfg(feature = "rdma")]
             Self::Rdma(_) => listen,
             #[cfg(feature = "dpdk")]
@@ -201,6 +205,14 @@ impl Backend {
             #[cfg(feature = "xdp")]
             Self::Xdp { stack, .. } => SocketAddr::from((stack.ip, listen.port())),
         }
+    }
+}
+
+/// The kernel-TCP backends listen where `--listen` says, through the
+/// kernel's own addresses: the bypass options do not apply to them.
+fn warn_ignored_by_kernel_tcp(kind: BackendKind, b: &BypassArgs) {
+    if b.iface.is_some() || b.ip.is_some() {
+        tracing::warn!("--iface/--ip are ignored by the {kind} transport");
     }
 }
 

@@ -55,7 +55,7 @@ pub enum Command {
 /// Transport selection, shared by serve, client, bench and probe.
 #[derive(Debug, Args, Clone)]
 pub struct SelectArgs {
-    /// auto, socket, xdp, dpdk or rdma. A forced transport that is
+    /// auto, socket, uring, xdp, dpdk or rdma. A forced transport that is
     /// unavailable is an error, never a silent fallback.
     #[arg(long, env = "WARPWIRE_TRANSPORT")]
     pub transport: Option<TransportChoice>,

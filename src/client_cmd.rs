@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use warpwire_client::{Client, ClientConfig, LoadConfig, Progress};
 use warpwire_frame::{Frame, MessageType};
 use warpwire_socket::SocketTransport;
+use warpwire_uring::UringTransport;
 
 use crate::backend::Backend;
 use crate::cli::{BenchArgs, ClientAction, ClientArgs};
@@ -42,6 +43,9 @@ fn connect_to(file: &FileConfig, a: &ClientArgs, addr: SocketAddr) -> Result<Cli
     };
     Ok(match backend {
         Backend::Socket => Client::connect(SocketTransport::new, addr, cfg)?,
+        Backend::Uring(uc) => {
+            Client::connect(move || UringTransport::with_config(uc.clone()), addr, cfg)?
+        }
         #[cfg(feature = "rdma")]
         Backend::Rdma(rc) => Client::connect(
             move || warpwire_rdma::RdmaTransport::new(rc.clone()),
@@ -381,6 +385,11 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
     };
     let report = match &backend {
         Backend::Socket => warpwire_client::loadgen::run(SocketTransport::new, &cfg, progress)?,
+        Backend::Uring(uc) => warpwire_client::loadgen::run(
+            || UringTransport::with_config(uc.clone()),
+            &cfg,
+            progress,
+        )?,
         #[cfg(feature = "rdma")]
         Backend::Rdma(rc) => warpwire_client::loadgen::run(
             || warpwire_rdma::RdmaTransport::new(rc.clone()),

@@ -34,6 +34,10 @@ pub enum Target {
 fn probe_one(kind: BackendKind, bypass: &BypassArgs, target: Target) -> ProbeReport {
     match kind {
         BackendKind::Socket => warpwire_socket::probe(),
+        BackendKind::Uring => match warpwire_uring::probe_detail() {
+            Ok(detail) => ProbeReport::available(BackendKind::Uring, detail),
+            Err(reason) => ProbeReport::unavailable(BackendKind::Uring, reason),
+        },
         #[cfg(feature = "xdp")]
         BackendKind::Xdp => warpwire_xdp::probe(bypass.iface.as_deref()),
         #[cfg(feature = "dpdk")]

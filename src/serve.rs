@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use warpwire_engine::{Server, UserDb};
 use warpwire_socket::{SocketConfig, SocketTransport};
+use warpwire_uring::UringTransport;
 
 use crate::backend::Backend;
 use crate::cli::{ServeArgs, UsersAction, UsersArgs};
@@ -29,8 +30,8 @@ fn first_bindable(what: &str, hp: &crate::addr::HostPort) -> Result<SocketAddr, 
     Ok(a)
 }
 
-/// Descriptors a socket server needs besides one per connection: a
-/// listener, an epoll instance and a waker per worker, the metrics
+/// Descriptors a kernel-TCP server needs besides one per connection: a
+/// listener, an epoll instance or io_uring, and a waker per worker, the metrics
 /// listener and its connections (capped at 64), the DATA sink's open
 /// files (64), logs and libraries, with room to accept a connection only
 /// to refuse it with SERVER_BUSY.
@@ -81,7 +82,7 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     let selection = crate::probe::choose(settings.choice, settings.policy, bypass, target)?;
     let backend = Backend::new(selection.kind, bypass)?;
     cfg.busy_poll = settings.busy_poll();
-    if matches!(backend, Backend::Socket) {
+    if matches!(backend, Backend::Socket | Backend::Uring(_)) {
         fit_fd_limit(&mut cfg);
     }
     cfg.workers = backend.workers(cfg.workers);
@@ -105,6 +106,10 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     let handle = match &backend {
         Backend::Socket => {
             server.start(|_| SocketTransport::with_config(SocketConfig::default()))?
+        }
+        Backend::Uring(uc) => {
+            let uc = uc.clone();
+            server.start(move |_| UringTransport::with_config(uc.clone()))?
         }
         #[cfg(feature = "rdma")]
         Backend::Rdma(rc) => {

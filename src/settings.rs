@@ -40,7 +40,7 @@ struct RawFile {
 /// What the config file says (everything unset when there is none).
 #[derive(Debug, Default)]
 pub struct FileConfig {
-    /// `transport`: `auto`, `socket`, `xdp`, `dpdk`, `rdma`.
+    /// `transport`: `auto`, `socket`, `uring`, `xdp`, `dpdk`, `rdma`.
     pub transport: Option<TransportChoice>,
     /// `latency_policy`: `lowest`, `balanced`, `compatible`.
     pub latency_policy: Option<LatencyPolicy>,

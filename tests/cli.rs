@@ -27,28 +27,38 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-#[test]
-fn client_actions_against_a_running_server() {
-    let s = Server::start(&[]);
-    let a = s.addr.to_string();
-    assert_eq!(
-        ok(&["client", &a, "echo", "hello wire"]).trim(),
-        "hello wire"
-    );
-    assert!(
-        ok(&["client", &a, "ping", "--count", "2", "--interval", "10ms"]).contains("seq=1 rtt=")
-    );
-    assert_eq!(ok(&["client", &a, "app", "0x80", "abc"]).trim(), "cba");
-    assert_eq!(ok(&["client", &a, "app", "0x81", "abc"]).trim(), "ABC");
-    assert!(ok(&["client", &a, "data", "some bytes"]).contains("10 bytes accepted"));
-    let stats = ok(&["client", &a, "stats"]);
-    assert!(stats.contains("transport     socket"), "{stats}");
-    assert!(ok(&["client", &a, "broadcast", "hi"]).contains("delivered to 0 recipient"));
+/// `warpwire client ADDR --transport CLIENT ACTION...`.
+fn client(addr: &str, transport: &str, action: &[&str]) -> String {
+    let mut args = vec!["client", addr, "--transport", transport];
+    args.extend_from_slice(action);
+    ok(&args)
+}
 
-    // A listener receives a broadcast sent by another client, once it says
-    // it listens (it has connected and subscribed by then).
+/// Every one-shot client action from a client on `transport` against a
+/// server on `server` (which STATS names).
+fn one_shot_actions(a: &str, transport: &str, server: &str) {
+    let c = |action: &[&str]| client(a, transport, action);
+    assert_eq!(c(&["echo", "hello wire"]).trim(), "hello wire");
+    assert!(c(&["ping", "--count", "2", "--interval", "10ms"]).contains("seq=1 rtt="));
+    assert_eq!(c(&["app", "0x80", "abc"]).trim(), "cba");
+    assert_eq!(c(&["app", "0x81", "abc"]).trim(), "ABC");
+    assert!(c(&["data", "some bytes"]).contains("10 bytes accepted"));
+    let stats = c(&["stats"]);
+    assert!(
+        stats.contains(&format!("transport     {server}\n")),
+        "{transport} client, {server} server: {stats}"
+    );
+    assert!(c(&["broadcast", "hi"]).contains("delivered to 0 recipient"));
+}
+
+/// A listener on `transport` receives a broadcast sent by another client
+/// on `transport`, once it says it listens (it has connected and
+/// subscribed by then).
+fn listener_gets_a_broadcast(a: &str, transport: &str) {
     let mut listener = Command::new(BIN)
-        .args(["client", &a, "listen", "--count", "1", "--duration", "10s"])
+        .args(["client", a, "--transport", transport])
+        .args(["listen", "--count", "1", "--duration", "10s"])
+        .env("WARPWIRE_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -69,7 +79,7 @@ fn client_actions_against_a_running_server() {
     // until it has one (every broadcast carries the same text).
     let mut got = None;
     for _ in 0..100 {
-        ok(&["client", &a, "broadcast", "to the listener"]);
+        client(a, transport, &["broadcast", "to the listener"]);
         if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
             got = Some(line);
             break;
@@ -78,6 +88,14 @@ fn client_actions_against_a_running_server() {
     let got = got.expect("the listener printed no broadcast");
     assert!(got.contains("to the listener"), "{got}");
     assert!(listener.wait().unwrap().success());
+}
+
+#[test]
+fn client_actions_against_a_running_server() {
+    let s = Server::start(&["--transport", "socket"]);
+    let a = s.addr.to_string();
+    one_shot_actions(&a, "socket", "socket");
+    listener_gets_a_broadcast(&a, "socket");
 
     // Unknown application type: a clear error, non-zero exit.
     let o = run(&["client", &a, "app", "0x99", "x"]);
@@ -89,6 +107,85 @@ fn client_actions_against_a_running_server() {
     );
 
     assert!(s.terminate().success(), "graceful shutdown exits 0");
+}
+
+/// `warpwire probe`'s line for uring: `None` when it is available, the
+/// probe's reason when this machine cannot run it (old kernel,
+/// `kernel.io_uring_disabled`, a seccomp filter). It is always compiled in.
+fn uring_unavailable() -> Option<String> {
+    let out = ok(&["probe"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("uring "))
+        .unwrap_or_else(|| panic!("probe lists no uring line: {out}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1], "yes", "uring is always compiled in: {line}");
+    match cols[2] {
+        "yes" => None,
+        "no" => Some(line.to_owned()),
+        _ => panic!("unexpected probe line {line:?}"),
+    }
+}
+
+/// When io_uring is off here, what can still be checked: forcing it fails
+/// with the probe's reason. Says that the uring data path was not run.
+fn uring_refused(why: &str, test: &str) {
+    println!("{test}: io_uring is unavailable here, its data path is not exercised: {why}");
+    let o = run(&["serve", "--transport", "uring", "--listen", "127.0.0.1:0"]);
+    assert!(
+        !o.status.success(),
+        "forcing an unavailable uring must fail"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("transport uring was requested but is unavailable"),
+        "{err}"
+    );
+}
+
+/// The uring backend end to end: a uring server answers every client
+/// action from uring clients, relays a broadcast, serves a bench cleanly
+/// and shuts down gracefully.
+#[test]
+fn uring_serves_every_client_action_and_bench() {
+    if let Some(why) = uring_unavailable() {
+        return uring_refused(&why, "uring_serves_every_client_action_and_bench");
+    }
+    let s = Server::start(&["--transport", "uring"]);
+    let a = s.addr.to_string();
+    one_shot_actions(&a, "uring", "uring");
+    listener_gets_a_broadcast(&a, "uring");
+    let out = ok(&[
+        "bench",
+        &a,
+        "--transport",
+        "uring",
+        "--count",
+        "2000",
+        "--connections",
+        "4",
+        "--depth",
+        "8",
+        "--json",
+    ]);
+    common::assert_bench_clean(&out);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["messages"].as_u64().unwrap() >= 2000, "{out}");
+    assert!(s.terminate().success(), "graceful shutdown exits 0");
+}
+
+/// uring and socket are the same kernel TCP on the wire: a uring client
+/// talks to a socket server and a socket client to a uring server.
+#[test]
+fn uring_and_socket_interoperate() {
+    if let Some(why) = uring_unavailable() {
+        return uring_refused(&why, "uring_and_socket_interoperate");
+    }
+    for (server, client) in [("socket", "uring"), ("uring", "socket")] {
+        let s = Server::start(&["--transport", server]);
+        one_shot_actions(&s.addr.to_string(), client, server);
+        assert!(s.terminate().success(), "{server} server exits 0");
+    }
 }
 
 #[test]
@@ -119,9 +216,29 @@ fn probe_and_forced_unavailable_transport() {
     // Latencies are expectations for named hardware, not measurements.
     assert!(out.contains("available expected latency"), "{out}");
     assert!(out.contains("~10-70 us (kernel TCP, loopback)"), "{out}");
+    assert!(
+        out.contains("~10-70 us (kernel TCP via io_uring, loopback)"),
+        "{out}"
+    );
     assert!(out.contains("soft-RoCE"), "{out}");
     assert!(!out.contains("~1us"), "{out}");
-    assert!(out.contains("choice: socket"), "{out}");
+    // Both kernel-TCP backends are always compiled in.
+    assert!(ok(&["--version"]).contains("backends: socket,uring"));
+    // Every policy prefers uring to socket; without io_uring, socket.
+    let compatible = ok(&["probe", "--latency-policy", "compatible"]);
+    match uring_unavailable() {
+        None => {
+            assert!(out.contains("uring    yes       yes"), "{out}");
+            assert!(out.contains("kernel TCP via io_uring (multishot"), "{out}");
+            assert!(out.contains("choice: uring"), "{out}");
+            assert!(compatible.contains("choice: uring"), "{compatible}");
+        }
+        Some(why) => {
+            println!("io_uring is unavailable here: {why}");
+            assert!(out.contains("choice: socket"), "{out}");
+            assert!(compatible.contains("choice: socket"), "{compatible}");
+        }
+    }
     let o = run(&["serve", "--transport", "rdma", "--listen", "127.0.0.1:0"]);
     assert!(
         !o.status.success(),

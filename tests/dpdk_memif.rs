@@ -82,8 +82,16 @@ impl Memif {
             .spawn()
             .unwrap();
         let line = common::first_line(&mut child, Duration::from_secs(30));
+        let Some(line) = line else {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "dpdk server did not start ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
         m.server = child;
-        let line = line.expect("dpdk server did not start");
         assert!(
             line.starts_with("warpwire listening on 10.77.0.1:7077"),
             "{line}"

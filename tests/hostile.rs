@@ -1,5 +1,5 @@
 //! Hostile and careless peers against `warpwire serve` on the socket
-//! backend over loopback, with the `warpwire-hostile` raw-socket peer
+//! backend over loopback (and the same battery against the uring backend), with the `warpwire-hostile` raw-socket peer
 //! (crates/testkit). The same peer runs against the xdp server on veth
 //! (tests/xdp_veth.rs) and the dpdk server on net_tap
 //! (tests/dpdk_memif.rs), as root.
@@ -21,7 +21,7 @@ fn hostile(args: &[&str]) -> String {
 /// and 200 requests of 64 KiB, 20 times each.
 #[test]
 fn half_close_gets_every_reply_whole() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--transport", "socket"]);
     let a = s.addr.to_string();
     for count in ["1", "100", "200"] {
         let out = hostile(&["half-close", &a, count, "65536", "20"]);
@@ -34,7 +34,7 @@ fn half_close_gets_every_reply_whole() {
 /// and a bystander's pings stay quick.
 #[test]
 fn header_flood_costs_little_memory() {
-    let s = Server::start(&["--workers", "1"]);
+    let s = Server::start(&["--transport", "socket", "--workers", "1"]);
     let pid = s.child.id();
     let before = rss_kib(pid);
     let a = s.addr.to_string();
@@ -80,7 +80,7 @@ fn a_low_descriptor_limit_gives_server_busy_not_a_spin() {
         .args([
             "-c",
             &format!(
-                "ulimit -n 1024 && exec {} serve --listen 127.0.0.1:0 --workers 2",
+                "ulimit -n 1024 && exec {} serve --transport socket --listen 127.0.0.1:0 --workers 2",
                 common::BIN
             ),
         ])
@@ -127,7 +127,7 @@ fn a_low_descriptor_limit_gives_server_busy_not_a_spin() {
 /// at its share of the bandwidth (~70 ms here; 1.7-2.3 s before).
 #[test]
 fn a_broadcast_storm_slows_the_sender_instead_of_evicting_readers() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--transport", "socket"]);
     let a = s.addr.to_string();
     let out = hostile(&["broadcast-storm", &a, "200", "1048000", "3000"]);
     println!("{}", out.trim());
@@ -139,5 +139,26 @@ fn a_broadcast_storm_slows_the_sender_instead_of_evicting_readers() {
     assert!(
         report_field(&out, "p99_us") < 300_000,
         "bystander pings too slow: {out}"
+    );
+}
+
+/// The same battery against the io_uring backend on loopback: half-close,
+/// a header flood, a broadcast storm.
+#[test]
+fn hostile_peers_against_the_uring_backend() {
+    let s = Server::start(&["--transport", "uring", "--workers", "1"]);
+    common::hostile_battery(
+        &[],
+        &s.addr.to_string(),
+        s.child.id(),
+        &common::HostileLoad {
+            trials: 5,
+            flood_conns: 2000,
+            // Each worker's ring holds 16 MiB of receive buffers, added
+            // to what the flood costs.
+            flood_rss_mib: 256,
+            flood_ping_ms: 50,
+            storm: (100, 256 * 1024, 2000),
+        },
     );
 }

@@ -8,11 +8,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The four backends.
+/// The five backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
     /// Kernel TCP through mio.
     Socket,
+    /// Kernel TCP through io_uring.
+    Uring,
     /// AF_XDP sockets through smoltcp.
     Xdp,
     /// DPDK poll-mode drivers through smoltcp.
@@ -23,12 +25,13 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// All backends, in the order `probe` prints them.
-    pub const ALL: [Self; 4] = [Self::Socket, Self::Xdp, Self::Dpdk, Self::Rdma];
+    pub const ALL: [Self; 5] = [Self::Socket, Self::Uring, Self::Xdp, Self::Dpdk, Self::Rdma];
 
     /// Name on the command line.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Socket => "socket",
+            Self::Uring => "uring",
             Self::Xdp => "xdp",
             Self::Dpdk => "dpdk",
             Self::Rdma => "rdma",
@@ -38,7 +41,7 @@ impl BackendKind {
     /// The cargo feature that compiles the backend in (`None`: always in).
     pub const fn feature(self) -> Option<&'static str> {
         match self {
-            Self::Socket => None,
+            Self::Socket | Self::Uring => None,
             Self::Xdp => Some("xdp"),
             Self::Dpdk => Some("dpdk"),
             Self::Rdma => Some("rdma"),
@@ -48,7 +51,7 @@ impl BackendKind {
     /// The latency class a working backend of this kind is expected to reach.
     pub const fn latency_class(self) -> LatencyClass {
         match self {
-            Self::Socket => LatencyClass::Kernel,
+            Self::Socket | Self::Uring => LatencyClass::Kernel,
             Self::Xdp => LatencyClass::Bypass,
             Self::Dpdk | Self::Rdma => LatencyClass::PollMode,
         }
@@ -58,11 +61,14 @@ impl BackendKind {
     /// trip of a small request (`warpwire bench` p50, depth 1) to expect
     /// on the hardware named, not a measurement of this machine. Socket,
     /// xdp and dpdk figures are the ones docs/benchmarks.md measured
-    /// (loopback, veth in copy mode, memif); the RDMA NIC figure is an
-    /// estimate, the soft-RoCE one was measured in a QEMU guest.
+    /// (loopback, veth in copy mode, memif); uring's round trip is the
+    /// same kernel TCP's as socket's (it saves syscalls per batch, not
+    /// time per message); the RDMA NIC figure is an estimate, the
+    /// soft-RoCE one was measured in a QEMU guest.
     pub const fn expected_latency(self) -> &'static str {
         match self {
             Self::Socket => "~10-70 us (kernel TCP, loopback)",
+            Self::Uring => "~10-70 us (kernel TCP via io_uring, loopback)",
             Self::Xdp => "~5-10 us (busy-polled; zero-copy or copy)",
             Self::Dpdk => "~3-10 us (poll-mode NIC or memif)",
             Self::Rdma => "~2-10 us RDMA NIC (soft-RoCE: ~100 us+)",
@@ -82,7 +88,10 @@ impl FromStr for BackendKind {
         Self::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown transport {s:?} (socket, xdp, dpdk, rdma)"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown transport {s:?} ({})", names.join(", "))
+            })
     }
 }
 
@@ -111,16 +120,23 @@ impl fmt::Display for LatencyClass {
 }
 
 /// How to trade latency against CPU use and compatibility.
+///
+/// Every policy that reaches kernel TCP tries io_uring before mio: the
+/// same kernel TCP and the same round trip, with fewer syscalls per
+/// message when many connections are busy. Where io_uring is missing or
+/// forbidden (old kernel, `kernel.io_uring_disabled`, a seccomp filter)
+/// its probe says so and the socket backend is next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum LatencyPolicy {
-    /// Lowest latency: prefer RDMA, then DPDK, then AF_XDP; workers busy-poll.
+    /// Lowest latency: prefer RDMA, then DPDK, then AF_XDP, then kernel
+    /// TCP; workers busy-poll.
     Lowest,
-    /// Bypass without dedicating cores: RDMA, then AF_XDP, then sockets;
+    /// Bypass without dedicating cores: RDMA, then AF_XDP, then kernel TCP;
     /// workers sleep when idle. DPDK only when forced (it owns the NIC and
     /// burns a core per queue).
     #[default]
     Balanced,
-    /// Kernel sockets: every peer, firewall and capture tool works.
+    /// Kernel TCP only: every peer, firewall and capture tool works.
     Compatible,
 }
 
@@ -132,10 +148,16 @@ impl LatencyPolicy {
                 BackendKind::Rdma,
                 BackendKind::Dpdk,
                 BackendKind::Xdp,
+                BackendKind::Uring,
                 BackendKind::Socket,
             ],
-            Self::Balanced => &[BackendKind::Rdma, BackendKind::Xdp, BackendKind::Socket],
-            Self::Compatible => &[BackendKind::Socket],
+            Self::Balanced => &[
+                BackendKind::Rdma,
+                BackendKind::Xdp,
+                BackendKind::Uring,
+                BackendKind::Socket,
+            ],
+            Self::Compatible => &[BackendKind::Uring, BackendKind::Socket],
         }
     }
 
@@ -354,7 +376,7 @@ mod tests {
     #[test]
     fn auto_follows_policy() {
         use BackendKind::*;
-        let all = reports(&[Socket, Xdp, Dpdk, Rdma]);
+        let all = reports(&[Socket, Uring, Xdp, Dpdk, Rdma]);
         assert_eq!(
             select(&all, TransportChoice::Auto, LatencyPolicy::Lowest)
                 .unwrap()
@@ -371,9 +393,9 @@ mod tests {
             select(&all, TransportChoice::Auto, LatencyPolicy::Compatible)
                 .unwrap()
                 .kind,
-            Socket
+            Uring
         );
-        let no_rdma = reports(&[Socket, Xdp, Dpdk]);
+        let no_rdma = reports(&[Socket, Uring, Xdp, Dpdk]);
         assert_eq!(
             select(&no_rdma, TransportChoice::Auto, LatencyPolicy::Lowest)
                 .unwrap()
@@ -383,17 +405,34 @@ mod tests {
         let s = select(&no_rdma, TransportChoice::Auto, LatencyPolicy::Balanced).unwrap();
         assert_eq!(s.kind, Xdp);
         assert!(s.reason.contains("rdma"), "{}", s.reason);
-        let laptop = reports(&[Socket]);
+        // A Linux machine without bypass hardware: io_uring for every
+        // policy; where io_uring is off (old kernel, sysctl, seccomp),
+        // sockets, and the reason names what was skipped.
+        let kernel_only = reports(&[Socket, Uring]);
+        let no_uring = reports(&[Socket]);
         for p in [
             LatencyPolicy::Lowest,
             LatencyPolicy::Balanced,
             LatencyPolicy::Compatible,
         ] {
             assert_eq!(
-                select(&laptop, TransportChoice::Auto, p).unwrap().kind,
-                Socket
+                select(&kernel_only, TransportChoice::Auto, p).unwrap().kind,
+                Uring
             );
+            let s = select(&no_uring, TransportChoice::Auto, p).unwrap();
+            assert_eq!(s.kind, Socket);
+            assert!(s.reason.contains("uring"), "{p}: {}", s.reason);
         }
+        assert_eq!(
+            select(
+                &kernel_only,
+                TransportChoice::Auto,
+                LatencyPolicy::Compatible
+            )
+            .unwrap()
+            .reason,
+            "policy compatible prefers uring first and it is available"
+        );
         assert_eq!(
             select(
                 &reports(&[]),
@@ -404,6 +443,37 @@ mod tests {
                 policy: LatencyPolicy::Compatible
             })
         );
+    }
+
+    /// Every policy ranks uring after every bypass backend it considers and
+    /// right before socket, the last resort.
+    #[test]
+    fn uring_ranks_after_bypass_and_before_socket() {
+        for p in [
+            LatencyPolicy::Lowest,
+            LatencyPolicy::Balanced,
+            LatencyPolicy::Compatible,
+        ] {
+            let prefs = p.preference();
+            let at = |k: BackendKind| prefs.iter().position(|&x| x == k);
+            let (Some(uring), Some(socket)) = (at(BackendKind::Uring), at(BackendKind::Socket))
+            else {
+                panic!("{p} considers both kernel backends: {prefs:?}");
+            };
+            assert_eq!(uring + 1, socket, "{p}: {prefs:?}");
+            assert_eq!(socket, prefs.len() - 1, "{p}: {prefs:?}");
+            for (i, k) in prefs.iter().enumerate() {
+                if k.latency_class() != LatencyClass::Kernel {
+                    assert!(i < uring, "{p}: {k} before uring: {prefs:?}");
+                }
+            }
+        }
+        assert_eq!(
+            LatencyPolicy::Compatible.preference(),
+            &[BackendKind::Uring, BackendKind::Socket]
+        );
+        assert_eq!(BackendKind::Uring.latency_class(), LatencyClass::Kernel);
+        assert_eq!(BackendKind::Uring.feature(), None, "always compiled in");
     }
 
     #[test]
@@ -430,12 +500,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.kind, BackendKind::Socket);
+
+        // io_uring off: forcing it fails with the probe's reason, although
+        // socket (the same kernel TCP) is right there.
+        let why = "io_uring disabled: kernel.io_uring_disabled=2";
+        let r = vec![
+            ProbeReport::available(BackendKind::Socket, "ok"),
+            ProbeReport::unavailable(BackendKind::Uring, why),
+        ];
+        for policy in [LatencyPolicy::Balanced, LatencyPolicy::Compatible] {
+            let e = select(&r, TransportChoice::Forced(BackendKind::Uring), policy).unwrap_err();
+            assert_eq!(
+                e,
+                SelectionError::ForcedUnavailable {
+                    kind: BackendKind::Uring,
+                    detail: why.into()
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("transport uring was requested but is unavailable: {why}")
+            );
+        }
+        let ok = select(
+            &reports(&[BackendKind::Uring]),
+            TransportChoice::Forced(BackendKind::Uring),
+            LatencyPolicy::Compatible,
+        )
+        .unwrap();
+        assert_eq!(ok.kind, BackendKind::Uring);
+        assert_eq!(ok.reason, "forced with --transport uring");
     }
 
     #[test]
     fn expected_latency_is_labelled_by_hardware_not_as_a_measurement() {
         let hardware = [
             (BackendKind::Socket, "kernel TCP"),
+            (BackendKind::Uring, "kernel TCP via io_uring"),
             (BackendKind::Xdp, "zero-copy or copy"),
             (BackendKind::Dpdk, "NIC or memif"),
             (BackendKind::Rdma, "RDMA NIC (soft-RoCE"),
@@ -465,7 +566,21 @@ mod tests {
             "rdma".parse::<TransportChoice>(),
             Ok(TransportChoice::Forced(BackendKind::Rdma))
         );
-        assert!("tcp".parse::<TransportChoice>().is_err());
+        assert_eq!(
+            "uring".parse::<TransportChoice>(),
+            Ok(TransportChoice::Forced(BackendKind::Uring))
+        );
+        assert_eq!(
+            TransportChoice::Forced(BackendKind::Uring).to_string(),
+            "uring"
+        );
+        for k in BackendKind::ALL {
+            assert_eq!(k.name().parse::<BackendKind>(), Ok(k));
+        }
+        assert_eq!(
+            "tcp".parse::<TransportChoice>(),
+            Err("unknown transport \"tcp\" (socket, uring, xdp, dpdk, rdma)".into())
+        );
         assert_eq!(
             "balanced".parse::<LatencyPolicy>(),
             Ok(LatencyPolicy::Balanced)

@@ -203,7 +203,7 @@ fn benign(e: &io::Error) -> bool {
 }
 
 /// A ring with deferred task running (6.1+), or cooperative (5.19+).
-fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
+pub(crate) fn build_ring(config: &UringConfig) -> io::Result<(IoUring, bool)> {
     let mut b = IoUring::builder();
     b.setup_cqsize(config.cq_entries)
         .setup_clamp()

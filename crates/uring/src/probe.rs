@@ -1,6 +1,6 @@
 //! Can this machine run the uring backend, and if not, why not.
 
-use io_uring::{IoUring, opcode};
+use io_uring::opcode;
 
 use crate::bufring::BufRing;
 
@@ -16,8 +16,14 @@ const ENOMEM: i32 = 12;
 /// Multishot receive and SEND_ZC both arrived in Linux 6.0 and the opcode
 /// probe cannot see multishot flags, so SEND_ZC (which this backend does
 /// not use) stands in as the marker of a 6.0 kernel.
+///
+/// The ring and the buffer ring are made at the sizes a worker uses
+/// (`UringConfig::default()`), so a locked-memory limit too small for a
+/// worker fails here, where selection can still fall back, rather than
+/// when `serve` starts its workers.
 pub fn probe_detail() -> Result<String, String> {
-    let ring = IoUring::new(8).map_err(|e| {
+    let cfg = crate::UringConfig::default();
+    let (ring, _) = crate::build_ring(&cfg).map_err(|e| {
         setup_failure(
             e.raw_os_error(),
             std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok(),
@@ -45,7 +51,7 @@ pub fn probe_detail() -> Result<String, String> {
     if !missing.is_empty() {
         return Err(format!("{LACKS}: missing {}", missing.join(", ")));
     }
-    BufRing::new(&ring.submitter(), 0, 1, 64)
+    BufRing::new(&ring.submitter(), 0, cfg.buffers, 64)
         .map_err(|e| format!("{LACKS}: cannot register a buffer ring ({e})"))?;
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     Ok(format!(
