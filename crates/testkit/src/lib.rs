@@ -5,10 +5,13 @@
 //!   test does not check the backends with the stack they feed;
 //! - [`hostile`]: hostile and careless kernel-TCP peers (half-close, header
 //!   floods, a measuring bystander), also as the `warpwire-hostile` binary
-//!   that tests run inside network namespaces.
+//!   that tests run inside network namespaces;
+//! - [`conformance`]: the `Transport` contract checked the same way for
+//!   every backend, over any pair of endpoints.
 
 #![allow(clippy::expect_used)]
 
+pub mod conformance;
 pub mod hostile;
 
 use std::net::Ipv4Addr;

@@ -1,0 +1,78 @@
+//! The Transport conformance suite (warpwire-testkit) over the uring
+//! backend: two instances on loopback, driven from one thread.
+//!
+//! Needs io_uring (Linux 6.0+, `kernel.io_uring_disabled=0`), as the
+//! loopback tests do: elsewhere these fail with the reason rather than
+//! pass without running.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use warpwire_testkit::conformance::{self, KernelPair};
+use warpwire_uring::UringTransport;
+
+fn pair() -> KernelPair<UringTransport, UringTransport> {
+    KernelPair::new(
+        UringTransport::new().unwrap(),
+        UringTransport::new().unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn connect_accept() {
+    conformance::connect_accept(pair);
+}
+
+#[test]
+fn connect_refused() {
+    conformance::connect_refused(pair);
+}
+
+#[test]
+fn readable_until_short_read() {
+    conformance::readable_until_short_read(pair);
+}
+
+#[test]
+fn backpressure() {
+    conformance::backpressure(pair);
+}
+
+#[test]
+fn pause_resume() {
+    conformance::pause_resume(pair);
+}
+
+#[test]
+fn peer_close() {
+    conformance::peer_close(pair);
+}
+
+#[test]
+fn peer_reset() {
+    conformance::peer_reset(pair);
+}
+
+#[test]
+fn half_close() {
+    conformance::half_close(pair);
+}
+
+#[test]
+fn local_close() {
+    conformance::local_close(pair);
+}
+
+#[test]
+fn stale_ids() {
+    conformance::stale_ids(pair);
+}
+
+#[test]
+fn many_connections() {
+    conformance::many_connections(pair);
+}
+
+#[test]
+fn large_transfer() {
+    conformance::large_transfer(pair);
+}
