@@ -146,6 +146,9 @@ pub struct SocketTransport {
     accept_backoff: Option<(Instant, Duration)>,
     /// Accepts that failed for lack of resources.
     accept_errors: u64,
+    /// The latest time a caller passed to `poll`: "now" for `close` and
+    /// `wait`, which take none (the backend reads no clock of its own).
+    now: Instant,
     waker: Arc<MioWaker>,
     config: SocketConfig,
 }
@@ -193,6 +196,7 @@ impl SocketTransport {
             closing: 0,
             accept_backoff: None,
             accept_errors: 0,
+            now: Instant::now(),
             waker: Arc::new(MioWaker(waker)),
             config,
         })
@@ -464,6 +468,7 @@ impl Transport for SocketTransport {
     }
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
+        self.now = self.now.max(now);
         events.clear();
         self.pump(Some(Duration::ZERO), now)?;
         self.expire_closing(now);
@@ -580,6 +585,7 @@ impl Transport for SocketTransport {
 
     fn close(&mut self, conn: ConnId) {
         let linger = self.config.close_linger;
+        let now = self.now;
         let Ok(c) = self.conn_mut(conn) else {
             return;
         };
@@ -589,7 +595,6 @@ impl Transport for SocketTransport {
             self.remove(conn.index(), CloseReason::Local);
             return;
         }
-        let now = Instant::now();
         c.closing = Some(now + linger);
         c.readable = false;
         let done = Self::drain_closing(c, now);
@@ -607,7 +612,7 @@ impl Transport for SocketTransport {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
-        let now = Instant::now();
+        let now = self.now;
         let backoff = self
             .accept_backoff
             .map(|(until, _)| until)
@@ -631,7 +636,7 @@ impl Transport for SocketTransport {
             (None, Some(u)) => Some(u - now),
             (Some(t), Some(u)) => Some(t.min(u - now)),
         };
-        self.pump(timeout, Instant::now())
+        self.pump(timeout, now)
     }
 
     fn accept_errors(&self) -> u64 {

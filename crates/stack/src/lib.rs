@@ -180,6 +180,10 @@ pub struct StackTransport<D: PacketDevice> {
     pending: Vec<Event>,
     taps: RefCell<Taps>,
     epoch: Instant,
+    /// The latest time a caller passed in (poll, flush, connect): the
+    /// stack's "now" where the trait passes none (close, wait), so it
+    /// reads no clock of its own.
+    now: Instant,
     next_port: u16,
     own_tcp_check: bool,
     backlog_full: u64,
@@ -357,6 +361,7 @@ impl<D: PacketDevice> StackTransport<D> {
             pending: Vec::new(),
             taps,
             epoch: now,
+            now,
             next_port: 49_152 + (seed % 16_000) as u16,
             own_tcp_check,
             backlog_full: 0,
@@ -646,7 +651,8 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         Ok(SocketAddr::V4(SocketAddrV4::new(self.config.ip, port)))
     }
 
-    fn connect(&mut self, addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
+    fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {
+        self.now = self.now.max(now);
         let SocketAddr::V4(v4) = addr else {
             return Err(TransportError::Unsupported {
                 backend: "stack",
@@ -669,6 +675,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
+        self.now = self.now.max(now);
         events.clear();
         self.drive(now, true)?;
         for ev in self.pending.drain(..) {
@@ -715,6 +722,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn flush(&mut self, now: Instant) -> Result<(), TransportError> {
+        self.now = self.now.max(now);
         self.drive(now, false)
     }
 
@@ -732,7 +740,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         if matches!(c.state, State::Closing(_)) {
             return;
         }
-        c.state = State::Closing(Instant::now() + linger);
+        c.state = State::Closing(self.now + linger);
         self.sockets.get_mut::<tcp::Socket<'_>>(c.handle).close();
     }
 
@@ -744,7 +752,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
-        let now = Instant::now();
+        let now = self.now;
         let readable = self.conns.iter().any(|(_, c)| {
             c.state == State::Open
                 && !c.paused
