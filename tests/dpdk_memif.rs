@@ -667,7 +667,7 @@ fn hostile_peers_against_the_dpdk_server_on_net_tap() {
         &addr,
         pid,
         &common::HostileLoad {
-            trials: 3,
+            trials: 20,
             flood_conns: 500,
             flood_rss_mib: 256,
             flood_ping_ms: 50,
