@@ -668,7 +668,7 @@ fn hostile_peers_against_the_dpdk_server_on_net_tap() {
         pid,
         &common::HostileLoad {
             trials: 20,
-            flood_conns: 500,
+            flood_conns: 4000,
             flood_rss_mib: 256,
             flood_ping_ms: 50,
             storm: (20, 64 * 1024, 2000),
