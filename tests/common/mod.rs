@@ -76,11 +76,16 @@ impl Server {
         } else {
             &["--workers", "2"]
         };
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(workers)
-            .args(listen)
-            .args(extra)
+        let mut c = Command::new(BIN);
+        c.arg("serve").args(workers).args(listen).args(extra);
+        Self::spawn(c)
+    }
+
+    /// Starts `cmd` (a `warpwire serve`, possibly behind `sh -c ... exec`)
+    /// and waits for its address; the server is killed on drop, whatever
+    /// the test does.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .env("WARPWIRE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

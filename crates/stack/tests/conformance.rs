@@ -102,59 +102,22 @@ impl Pair for SimPair {
     }
 }
 
-#[test]
-fn connect_accept() {
-    conformance::connect_accept(pair);
-}
-
-#[test]
-fn connect_refused() {
-    conformance::connect_refused(pair);
-}
-
-#[test]
-fn readable_until_short_read() {
-    conformance::readable_until_short_read(pair);
-}
-
-#[test]
-fn backpressure() {
-    conformance::backpressure(pair);
-}
-
-#[test]
-fn pause_resume() {
-    conformance::pause_resume(pair);
-}
-
-#[test]
-fn peer_close() {
-    conformance::peer_close(pair);
-}
-
 // Not here: `peer_reset` and `half_close` need a kernel TCP peer (a RST
 // from SO_LINGER 0, a shutdown(SHUT_WR) only): the sim link has none. They
 // run over socket, uring, xdp and dpdk.
-
-#[test]
-fn local_close() {
-    conformance::local_close(pair);
-}
-
-#[test]
-fn stale_ids() {
-    conformance::stale_ids(pair);
-}
-
-#[test]
-fn many_connections() {
-    conformance::many_connections(pair);
-}
-
-#[test]
-fn large_transfer() {
-    conformance::large_transfer(pair);
-}
+warpwire_testkit::conformance_tests!(
+    pair;
+    connect_accept,
+    connect_refused,
+    readable_until_short_read,
+    backpressure,
+    pause_resume,
+    peer_close,
+    local_close,
+    stale_ids,
+    many_connections,
+    large_transfer,
+);
 
 /// Time is passed in: a stack must behave the same whatever the clock's
 /// origin. Ten seconds ahead of the wall clock is where a simulated run
