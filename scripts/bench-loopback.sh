@@ -15,6 +15,10 @@
 #   DURATION  measured time per run                          [5s]
 #   WARMUP    unmeasured time before each run                [1s]
 #   SIZE      ECHO body bytes                                [64]
+#   TRANSPORT warpwire backend, server and load generator    [socket]
+#             (always passed as --transport: `auto` now picks uring
+#             where the kernel has it; scripts/bench-uring.sh compares
+#             uring, socket and tokio)
 #   ROUNDS    times the whole interleaved sequence is run    [1]
 #   PIN       1: pin servers to SERVER_CPUS and the load generator to
 #             CLIENT_CPUS with taskset, so the scheduler cannot put both
@@ -42,6 +46,7 @@ THREADS=${THREADS:-1}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 SIZE=${SIZE:-64}
+TRANSPORT=${TRANSPORT:-socket}
 ROUNDS=${ROUNDS:-1}
 if [[ -z ${PIN:-} ]]; then
     PIN=0
@@ -112,7 +117,7 @@ start() {
     log "$name (pid $pid): $line"
 }
 
-WARPWIRE_CMD=("${SERVER_PIN[@]}" "$WARPWIRE" serve --listen 127.0.0.1:0 --workers "$WORKERS")
+WARPWIRE_CMD=("${SERVER_PIN[@]}" "$WARPWIRE" serve --transport "$TRANSPORT" --listen 127.0.0.1:0 --workers "$WORKERS")
 PEER_CMD=("${SERVER_PIN[@]}" "$PEER" --listen 127.0.0.1:0 --workers "$WORKERS")
 start warpwire "${WARPWIRE_CMD[@]}"
 WARPWIRE_ADDR=$ADDR
@@ -125,7 +130,7 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 bench() { # server addr connections depth round
     local server=$1 addr=$2 conns=$3 depth=$4 round=$5
-    local cmd=("${CLIENT_PIN[@]}" "$WARPWIRE" bench "$addr" --connections "$conns" --depth "$depth" --size "$SIZE"
+    local cmd=("${CLIENT_PIN[@]}" "$WARPWIRE" bench "$addr" --transport "$TRANSPORT" --connections "$conns" --depth "$depth" --size "$SIZE"
         --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" --json)
     local json="$WORK/$server-c$conns-d$depth-r$round.json"
     COMMANDS+=("${cmd[*]}")
@@ -165,10 +170,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 # --- report ------------------------------------------------------------------
-echo "## warpwire vs tokio peer, loopback, ${SIZE} B ECHO"
+echo "## warpwire ($TRANSPORT) vs tokio peer, loopback, ${SIZE} B ECHO"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- kernel: $(uname -r); nproc: $(nproc); cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "- warpwire transport (server and load generator): $TRANSPORT"
 echo "- server workers: $WORKERS; bench threads: $THREADS; duration: $DURATION; warm-up: $WARMUP; rounds: $ROUNDS"
 if ((PIN)); then
     echo "- pinned: servers on CPU $SERVER_CPUS, load generator on CPU $CLIENT_CPUS"
