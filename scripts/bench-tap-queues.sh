@@ -55,7 +55,7 @@ for config in 1:0 2:0-1 2:0; do
         for _ in $(seq 100); do grep -q listening "$LOG" && break; sleep 0.1; done
         ip -n "$NS" addr add 10.77.7.2/24 dev "$TAP"
         ip -n "$NS" link set "$TAP" up
-        json=$(ip netns exec "$NS" timeout 120 "$BIN" bench 10.77.7.1:7077 \
+        json=$(ip netns exec "$NS" timeout 120 "$BIN" bench 10.77.7.1:7077 --transport socket \
             --connections "$CONNECTIONS" --depth "$DEPTH" --threads "$threads" \
             --duration "$DURATION" --warmup 1s --json)
         per_worker=$(ip netns exec "$NS" curl -s --max-time 5 http://127.0.0.1:9179/metrics |

@@ -42,8 +42,11 @@ stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERV
 ROWS=()
 bench() { # label, client options..., then bench options after --
     local label=$1; shift
-    local json
-    json=$(ip netns exec "$B" timeout 120 "$BIN" bench 10.77.0.1:7077 --duration "$DURATION" --warmup 1s --json "$@")
+    local json transport=()
+    # A kernel client is the socket backend unless the options say otherwise
+    # (auto would pick uring where the kernel has it).
+    [[ " $* " == *" --transport "* ]] || transport=(--transport socket)
+    json=$(ip netns exec "$B" timeout 120 "$BIN" bench 10.77.0.1:7077 --duration "$DURATION" --warmup 1s --json "${transport[@]}" "$@")
     ROWS+=("$label|$(python3 -c 'import json,sys
 r=json.loads(sys.stdin.read())
 print("%.0f|%.1f|%.1f|%d" % (r["throughput_msgs_per_s"], r["p50_us"], r["p99_us"], r["errors"]))' <<<"$json")")
