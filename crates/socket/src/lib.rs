@@ -45,8 +45,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const MAX_IOV: usize = 16;
 /// Default TCP_NOTSENT_LOWAT: enough unsent data to keep a loopback or
 /// LAN pipe busy between two polls, little enough that a reply queued
-/// behind it waits well under a millisecond at LAN speeds.
-const NOTSENT_LOWAT: u32 = 128 * 1024;
+/// behind it waits well under a millisecond at LAN speeds. Shared by every
+/// kernel-TCP backend (socket, uring).
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 /// First pause of accepting after it failed for lack of resources: long
 /// enough that a poll loop does not spin, short enough that a descriptor
 /// freed by a closing connection is used promptly.
@@ -55,13 +56,41 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// EMFILE, ENFILE, ENOBUFS, ENOMEM: accept failed for want of resources,
-/// and the pending connection is still queued.
-fn is_resource_error(e: &io::Error) -> bool {
+/// and the pending connection is still queued (shared with the uring
+/// backend).
+pub fn is_resource_errno(errno: i32) -> bool {
     const ENOMEM: i32 = 12;
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
     const ENOBUFS: i32 = 105;
-    matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
+    matches!(errno, ENOMEM | ENFILE | EMFILE | ENOBUFS)
+}
+
+fn is_resource_error(e: &io::Error) -> bool {
+    e.raw_os_error().is_some_and(is_resource_errno)
+}
+
+/// The next pause of accepting after a resource failure: 10 ms, then
+/// doubling up to 1 s while failures go on (shared with the uring backend).
+pub fn next_accept_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX))
+}
+
+/// A non-blocking TCP listener on `addr` with SO_REUSEADDR and
+/// SO_REUSEPORT (each worker binds its own; the kernel spreads
+/// connections), listening with `backlog`. Shared with the uring backend.
+pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<socket2::Socket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog)?;
+    Ok(sock)
 }
 
 /// Settings of a socket transport instance.
@@ -299,9 +328,7 @@ impl SocketTransport {
                 // to 1 s) while the connections already held are served.
                 Err(e) if is_resource_error(&e) => {
                     self.accept_errors += 1;
-                    let wait = self
-                        .accept_backoff
-                        .map_or(ACCEPT_BACKOFF_MIN, |(_, d)| (d * 2).min(ACCEPT_BACKOFF_MAX));
+                    let wait = next_accept_backoff(self.accept_backoff.map(|(_, d)| d));
                     // One line per backoff step: at the cap, one a second.
                     tracing::warn!(
                         error = %e,
@@ -437,17 +464,7 @@ impl Transport for SocketTransport {
 
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         let err = |source| TransportError::Listen { addr, source };
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(err)?;
-        sock.set_reuse_address(true).map_err(err)?;
-        sock.set_reuse_port(true).map_err(err)?;
-        sock.set_nonblocking(true).map_err(err)?;
-        sock.bind(&addr.into()).map_err(err)?;
-        sock.listen(self.config.backlog).map_err(err)?;
+        let sock = reuseport_listener(addr, self.config.backlog).map_err(err)?;
         let mut l = TcpListener::from_std(sock.into());
         let local = l.local_addr().map_err(err)?;
         let token = Token(LISTENER_BASE + self.listeners.len());

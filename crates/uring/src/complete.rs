@@ -8,23 +8,16 @@ use std::time::Instant;
 use io_uring::cqueue;
 use warpwire_transport::{CloseReason, Event};
 
+use crate::UringTransport;
 use crate::conn::{RxBuf, Shutdown, State};
 use crate::ops::{self, Op};
-use crate::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, UringTransport};
 
 const EINTR: i32 = libc::EINTR;
 const EAGAIN: i32 = libc::EAGAIN;
 const ECANCELED: i32 = libc::ECANCELED;
 const ENOBUFS: i32 = libc::ENOBUFS;
 
-/// EMFILE, ENFILE, ENOBUFS, ENOMEM: accept failed for want of resources,
-/// and the pending connection is still queued.
-pub(crate) fn is_resource_error(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::ENOMEM | libc::ENFILE | libc::EMFILE | libc::ENOBUFS
-    )
-}
+use warpwire_socket::is_resource_errno as is_resource_error;
 
 /// Errors of one connection that accept(2) passes on (see its man page):
 /// that connection is gone, the listener is fine; accept again at once.
@@ -146,9 +139,7 @@ impl UringTransport {
         // off (doubling from 10 ms to 1 s) while the connections already
         // held are served; `poll` re-arms when the pause is over. Any other
         // failure is the listener's own: retried the same way, not in a spin.
-        let wait = self
-            .accept_backoff
-            .map_or(ACCEPT_BACKOFF_MIN, |(_, d)| (d * 2).min(ACCEPT_BACKOFF_MAX));
+        let wait = warpwire_socket::next_accept_backoff(self.accept_backoff.map(|(_, d)| d));
         self.accept_backoff = Some((now + wait, wait));
         let error = std::io::Error::from_raw_os_error(errno);
         if is_resource_error(errno) {

@@ -112,16 +112,8 @@ pub use probe::probe_detail;
 const NAME: &str = "uring";
 /// The one buffer group of an instance.
 const BGID: u16 = 0;
-/// Default TCP_NOTSENT_LOWAT, as in the socket backend: enough unsent data
-/// to keep a loopback or LAN pipe busy between two polls, little enough
-/// that a reply queued behind it waits well under a millisecond.
-const NOTSENT_LOWAT: u32 = 128 * 1024;
-/// First pause of accepting after it failed for lack of resources: long
-/// enough that a poll loop does not spin, short enough that a descriptor
-/// freed by a closing connection is used promptly.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// Longest pause (the backoff doubles up to it while failures go on).
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Default TCP_NOTSENT_LOWAT: the socket backend's, shared.
+use warpwire_socket::NOTSENT_LOWAT;
 /// While connections linger in close, `wait` wakes at least this often to
 /// check their deadlines (as the socket backend does).
 const CLOSING_TICK: Duration = Duration::from_millis(100);
@@ -512,17 +504,7 @@ impl Transport for UringTransport {
 
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         let err = |source| TransportError::Listen { addr, source };
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(err)?;
-        sock.set_reuse_address(true).map_err(err)?;
-        sock.set_reuse_port(true).map_err(err)?;
-        sock.set_nonblocking(true).map_err(err)?;
-        sock.bind(&addr.into()).map_err(err)?;
-        sock.listen(self.config.backlog).map_err(err)?;
+        let sock = warpwire_socket::reuseport_listener(addr, self.config.backlog).map_err(err)?;
         let local = sock
             .local_addr()
             .map_err(err)?
