@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
+use warpwire_engine::ListenerConfig;
 use warpwire_transport::{LatencyPolicy, TransportChoice};
 
 use crate::addr::HostPort;
@@ -111,6 +112,16 @@ pub struct ServeArgs {
     /// addresses that can be bound is used) [default: 127.0.0.1:7077].
     #[arg(long, env = "WARPWIRE_LISTEN")]
     pub listen: Option<HostPort>,
+    /// Another listen address and the protocol it serves, PROTOCOL=IP:PORT
+    /// (protocols: warpwire, echo); repeatable, or comma-separated in the
+    /// environment. Replaces the config file's `[[server.listeners]]`.
+    #[arg(
+        long = "listener",
+        value_name = "PROTOCOL=ADDR",
+        env = "WARPWIRE_LISTENERS",
+        value_delimiter = ','
+    )]
+    pub listeners: Vec<ListenerConfig>,
     /// Worker threads [default: one per core].
     #[arg(long, env = "WARPWIRE_WORKERS")]
     pub workers: Option<usize>,

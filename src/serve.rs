@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use warpwire_engine::{Server, UserDb};
+use warpwire_engine::{Echo, Server, UserDb};
 use warpwire_socket::{SocketConfig, SocketTransport};
 use warpwire_uring::UringTransport;
 
@@ -87,6 +87,9 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     }
     cfg.workers = backend.workers(cfg.workers);
     cfg.listen = backend.listen_addr(cfg.listen);
+    for l in &mut cfg.listeners {
+        l.listen = backend.listen_addr(l.listen);
+    }
     tracing::info!(transport = %selection.kind, reason = %selection.reason, "transport selected");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -104,25 +107,30 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
         server.data_handler(sink);
     }
     let handle = match &backend {
-        Backend::Socket => {
-            server.start(|_| SocketTransport::with_config(SocketConfig::default()))?
-        }
+        Backend::Socket => server.start_with(
+            |_| SocketTransport::with_config(SocketConfig::default()),
+            Echo,
+        )?,
         Backend::Uring(uc) => {
             let uc = uc.clone();
-            server.start(move |_| UringTransport::with_config(uc.clone()))?
+            server.start_with(move |_| UringTransport::with_config(uc.clone()), Echo)?
         }
         #[cfg(feature = "rdma")]
         Backend::Rdma(rc) => {
             // rdma_cm has no SO_REUSEPORT: the workers share one listener.
             let (rc, shared) = (rc.clone(), warpwire_rdma::RdmaShared::new());
-            server.start(move |_| {
-                warpwire_rdma::RdmaTransport::with_shared(rc.clone(), shared.clone())
-            })?
+            server.start_with(
+                move |_| warpwire_rdma::RdmaTransport::with_shared(rc.clone(), shared.clone()),
+                Echo,
+            )?
         }
         #[cfg(feature = "xdp")]
         Backend::Xdp { iface, stack, .. } => {
             let (iface, stack) = (iface.clone(), stack.clone());
-            server.start(move |i| crate::backend::xdp_transport(&iface, i, &stack))?
+            server.start_with(
+                move |i| crate::backend::xdp_transport(&iface, i, &stack),
+                Echo,
+            )?
         }
         // One EAL, port and mempool for the process, set up here (this
         // thread becomes EAL's main lcore) and owned by the worker factory:
@@ -142,7 +150,7 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
                 Duration::ZERO,
                 stack.clone(),
             )?;
-            server.start(move |i| rt.worker_transport(i))?
+            server.start_with(move |i| rt.worker_transport(i), Echo)?
         }
     };
     println!(
@@ -150,6 +158,9 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
         handle.local_addr(),
         selection.kind
     );
+    for (protocol, addr) in &handle.listeners()[1..] {
+        println!("{protocol} listening on {addr}");
+    }
     if let Some(m) = handle.metrics_addr() {
         println!("metrics on http://{m}/metrics");
     }

@@ -178,6 +178,9 @@ impl ServeSettings {
             users_file <- a.users.clone().map(Some),
             data_dir <- a.data_dir.clone().map(Some),
         );
+        if !a.listeners.is_empty() {
+            c.listeners = a.listeners.clone();
+        }
         let (choice, policy) = file.select(&a.select);
         Self {
             listen: a

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -186,6 +187,79 @@ fn uring_and_socket_interoperate() {
         one_shot_actions(&s.addr.to_string(), client, server);
         assert!(s.terminate().success(), "{server} server exits 0");
     }
+}
+
+/// 1 MiB through an echo listener from a kernel socket, then a half-close:
+/// every byte back in order, then EOF.
+fn echo_round_trip(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sent: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let data = sent.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert!(
+        got == sent,
+        "echo returned {} of {} bytes, or other bytes",
+        got.len(),
+        sent.len()
+    );
+}
+
+/// Warpwire and echo served by one process on two ports, over each kernel
+/// backend; the listener from a flag, and from the config file.
+#[test]
+fn a_second_protocol_on_a_second_listener() {
+    let mut transports = vec!["socket"];
+    match uring_unavailable() {
+        None => transports.push("uring"),
+        Some(why) => println!("uring not run: {why}"),
+    }
+    for t in transports {
+        let s = Server::start(&["--transport", t, "--listener", "echo=127.0.0.1:0"]);
+        echo_round_trip(s.addr_of("echo"));
+        assert!(client(&s.addr.to_string(), "socket", &["ping"]).contains("rtt"));
+        assert!(s.terminate().success(), "{t}: graceful shutdown exits 0");
+    }
+    // From the file: `[[server.listeners]]`.
+    let path = std::env::temp_dir().join(format!("ww-cli-listeners-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[[server.listeners]]\nprotocol = \"echo\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut c = Command::new(BIN);
+    c.args(["--config", path.to_str().unwrap(), "serve"]).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+    ]);
+    let s = Server::spawn_with(c, 1);
+    let _ = std::fs::remove_file(&path);
+    echo_round_trip(s.addr_of("echo"));
+    assert!(s.terminate().success());
+    // An unknown protocol: refused at start, naming the ones served.
+    let o = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--listener",
+        "gopher=127.0.0.1:0",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`gopher`") && err.contains("warpwire, echo"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,6 +12,12 @@ use std::time::Duration;
 /// `None` if none comes within `within`. The child must have been spawned
 /// with `stdout(Stdio::piped())`; the rest of its output is drained.
 pub fn first_line(child: &mut Child, within: Duration) -> Option<String> {
+    first_lines(child, 1, within).map(|mut v| v.remove(0))
+}
+
+/// The first `n` lines a child prints on stdout, or `None` if they do not
+/// all come within `within` (as [`first_line`]).
+pub fn first_lines(child: &mut Child, n: usize, within: Duration) -> Option<Vec<String>> {
     let out = child.stdout.take().expect("stdout piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -19,7 +25,11 @@ pub fn first_line(child: &mut Child, within: Duration) -> Option<String> {
             let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(within).ok()
+    let deadline = std::time::Instant::now() + within;
+    (0..n)
+        .map(|_| rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())))
+        .collect::<Result<_, _>>()
+        .ok()
 }
 
 /// Whether this process runs as root.
@@ -58,8 +68,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_warpwire");
 pub struct Server {
     /// The process.
     pub child: Child,
-    /// Where it listens.
+    /// Where it listens (warpwire).
     pub addr: SocketAddr,
+    /// Each `--listener`'s protocol and bound address, as printed.
+    pub listeners: Vec<(String, SocketAddr)>,
 }
 
 impl Server {
@@ -78,28 +90,57 @@ impl Server {
         };
         let mut c = Command::new(BIN);
         c.arg("serve").args(workers).args(listen).args(extra);
-        Self::spawn(c)
+        let listeners = extra.iter().filter(|a| **a == "--listener").count();
+        Self::spawn_with(c, listeners)
+    }
+
+    /// The address `--listener PROTOCOL=...` got.
+    pub fn addr_of(&self, protocol: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(p, _)| p == protocol)
+            .unwrap_or_else(|| panic!("no {protocol} listener in {:?}", self.listeners))
+            .1
     }
 
     /// Starts `cmd` (a `warpwire serve`, possibly behind `sh -c ... exec`)
     /// and waits for its address; the server is killed on drop, whatever
     /// the test does.
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_with(cmd, 0)
+    }
+
+    /// [`Server::spawn`] for a server with `listeners` more listeners,
+    /// each printed as `PROTOCOL listening on ADDR` after the first line.
+    pub fn spawn_with(mut cmd: Command, listeners: usize) -> Self {
         let mut child = cmd
             .env("WARPWIRE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let line =
-            first_line(&mut child, Duration::from_secs(10)).expect("server printed its address");
-        let addr = line
+        let lines = first_lines(&mut child, 1 + listeners, Duration::from_secs(10))
+            .expect("server printed its addresses");
+        let addr = lines[0]
             .strip_prefix("warpwire listening on ")
             .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
             .parse()
             .unwrap();
-        Self { child, addr }
+        let listeners = lines[1..]
+            .iter()
+            .map(|l| {
+                let (p, a) = l
+                    .split_once(" listening on ")
+                    .unwrap_or_else(|| panic!("unexpected line {l:?}"));
+                (p.to_owned(), a.parse().unwrap())
+            })
+            .collect();
+        Self {
+            child,
+            addr,
+            listeners,
+        }
     }
 
     /// SIGTERM (to our own child, by pid) and the exit status.

@@ -12,8 +12,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address every worker listens on.
+    /// Address every worker listens on, serving the server's first
+    /// protocol (warpwire, for `Server`).
     pub listen: SocketAddr,
+    /// More listen addresses, each serving a protocol by name
+    /// (`[[server.listeners]]` in TOML; the protocol must be one the
+    /// server was started with, see [`crate::Protocol::names`]).
+    pub listeners: Vec<ListenerConfig>,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
     /// Largest meta_len + body_len accepted (FRAME_TOO_LARGE above it).
@@ -70,6 +75,37 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
 }
 
+/// One more listen address and the protocol served on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The protocol's name (`warpwire`, `echo`).
+    pub protocol: String,
+    /// The address.
+    pub listen: SocketAddr,
+}
+
+impl std::str::FromStr for ListenerConfig {
+    type Err = String;
+
+    /// `PROTOCOL=ADDR`, as on the command line (`echo=127.0.0.1:7007`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (protocol, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected PROTOCOL=ADDR, e.g. echo=127.0.0.1:7007"))?;
+        let listen = addr
+            .parse()
+            .map_err(|e| format!("`{addr}`: {e} (an IP address and port)"))?;
+        if protocol.is_empty() {
+            return Err(format!("`{s}`: no protocol name before `=`"));
+        }
+        Ok(Self {
+            protocol: protocol.to_owned(),
+            listen,
+        })
+    }
+}
+
 /// The default port, "Ww" is 0x5777 = 22391 on the wire but 7077 is easier to type.
 pub const DEFAULT_PORT: u16 = 7077;
 
@@ -77,6 +113,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            listeners: Vec::new(),
             workers: 0,
             max_frame: warpwire_frame::DEFAULT_MAX_PAYLOAD,
             max_connections: 10_000,
@@ -117,6 +154,13 @@ impl ServerConfig {
         }
     }
 
+    /// Every listen address: `listen`, then each of `listeners`.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen)
+            .chain(self.listeners.iter().map(|l| l.listen))
+            .collect()
+    }
+
     /// Worker count with 0 resolved to the core count.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
@@ -142,6 +186,20 @@ mod tests {
         assert_eq!(c.conn_rate, Some(100.0));
         assert!(c.require_auth);
         assert_eq!(c.max_frame, warpwire_frame::DEFAULT_MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn listeners_from_toml_and_flags() {
+        let c = ServerConfig::from_toml(
+            "[[listeners]]\nprotocol = \"echo\"\nlisten = \"127.0.0.1:7007\"\n",
+        )
+        .unwrap();
+        let flag: ListenerConfig = "echo=127.0.0.1:7007".parse().unwrap();
+        assert_eq!(c.listeners, [flag]);
+        assert!("echo".parse::<ListenerConfig>().is_err());
+        assert!("=127.0.0.1:1".parse::<ListenerConfig>().is_err());
+        assert!("echo=localhost".parse::<ListenerConfig>().is_err());
+        assert!(ServerConfig::from_toml("[[listeners]]\nprotocol = \"echo\"\n").is_err());
     }
 
     #[test]

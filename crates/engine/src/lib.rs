@@ -27,7 +27,9 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod both;
 mod config;
+mod echo;
 mod handler;
 mod limits;
 pub mod metrics;
@@ -45,7 +47,9 @@ use std::thread::JoinHandle;
 use warpwire_transport::{Transport, TransportError, Wake};
 
 pub use auth::{AuthError, UserDb, generate_token};
-pub use config::{DEFAULT_PORT, ServerConfig};
+pub use both::{Both, Either};
+pub use config::{DEFAULT_PORT, ListenerConfig, ServerConfig};
+pub use echo::{Echo, EchoConn};
 pub use handler::{
     AppHandler, DataHandler, DirectorySink, DiscardData, HandlerError, Handlers, REVERSE,
     SessionInfo, UPPERCASE, reverse, uppercase,
@@ -93,6 +97,16 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A listener names a protocol the server does not serve.
+    #[error("listener {listen} names protocol `{protocol}`; this server serves {served}")]
+    UnknownProtocol {
+        /// The listener's address.
+        listen: SocketAddr,
+        /// The name asked for.
+        protocol: String,
+        /// The names served, comma-separated.
+        served: String,
+    },
     /// A worker thread could not be spawned or panicked.
     #[error("worker thread: {0}")]
     Thread(&'static str),
@@ -119,6 +133,9 @@ pub(crate) struct Shared {
     pool: pool::Pool,
     /// The application's connection hooks.
     hooks: Arc<dyn Hooks>,
+    /// The protocol of each listen address, in the order of
+    /// [`ServerConfig::listen_addrs`].
+    protocols: Vec<&'static str>,
     connections: AtomicUsize,
     /// Decoder memory of every session, bytes (see `max_buffered_input`).
     buffered_input: AtomicUsize,
@@ -133,8 +150,10 @@ impl Shared {
         pool: pool::Pool,
         wakers: Arc<OnceLock<Vec<Arc<dyn Wake>>>>,
         hooks: Arc<dyn Hooks>,
+        protocols: Vec<&'static str>,
     ) -> Self {
         Self {
+            protocols,
             inboxes: (0..workers)
                 .map(|_| worker::Inbox::new(INBOX_CAPACITY, INBOX_OUTPUTS * config.max_output))
                 .collect(),
@@ -228,15 +247,44 @@ impl Server {
         T: Transport + 'static,
         F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
     {
+        let (users, config, hooks) = self.prepare()?;
+        let handlers = self.handlers;
+        let proto_config = config.clone();
+        serve_with_hooks(config, hooks, factory, move |metrics| {
+            Warpwire::new(proto_config, handlers, users, metrics.clone())
+        })
+    }
+
+    /// Like [`Server::start`], also serving `other` (and any protocols it
+    /// holds, see [`Both`]) on the `config.listeners` that name it, with
+    /// the same workers: `start_with(factory, Echo)` serves warpwire on
+    /// `config.listen` and echo wherever a listener says `echo`.
+    pub fn start_with<T, F, B>(self, factory: F, other: B) -> Result<ServerHandle, EngineError>
+    where
+        T: Transport + 'static,
+        F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+        B: Protocol,
+    {
+        let (users, config, hooks) = self.prepare()?;
+        let handlers = self.handlers;
+        let proto_config = config.clone();
+        serve_with_hooks(config, hooks, factory, move |metrics| {
+            Both::new(
+                Warpwire::new(proto_config, handlers, users, metrics.clone()),
+                other,
+            )
+        })
+    }
+
+    /// The users file loaded (or its absence checked), the configuration
+    /// and the hooks.
+    fn prepare(&self) -> Result<(Option<UserDb>, ServerConfig, Arc<dyn Hooks>), EngineError> {
         let users = match &self.config.users_file {
             Some(p) => Some(UserDb::load(p)?),
             None if self.config.require_auth => return Err(EngineError::AuthWithoutUsers),
             None => None,
         };
-        let (config, handlers) = (self.config.clone(), self.handlers);
-        serve_with_hooks(self.config, self.hooks, factory, move |metrics| {
-            Warpwire::new(config, handlers, users, metrics.clone())
-        })
+        Ok((users, self.config.clone(), self.hooks.clone()))
     }
 }
 
@@ -282,29 +330,34 @@ where
     let factory = Arc::new(factory);
     // Worker 0 builds its transport first so the metrics know its name.
     let (tx, rx) = std::sync::mpsc::channel();
-    type Slot<P> = OnceLock<(Arc<Shared>, Arc<P>)>;
+    // `None`: set-up failed after this worker bound; it exits.
+    type Slot<P> = OnceLock<Option<(Arc<Shared>, Arc<P>)>>;
     let shared_slot: Arc<Slot<P>> = Arc::new(OnceLock::new());
     let mut threads = Vec::with_capacity(n);
-    let mut listen = config.listen;
+    let mut listen = config.listen_addrs();
     let mut pending = Some((config, protocol, pool, wakers_slot, hooks));
     let mut wakers = Vec::with_capacity(n);
     for i in 0..n {
         let (f, tx, slot) = (factory.clone(), tx.clone(), shared_slot.clone());
+        let listen_at = listen.clone();
         let h = std::thread::Builder::new()
             .name(format!("warpwire-w{i}"))
             .spawn(move || -> Result<(), EngineError> {
                 let wrap = |source| EngineError::Transport { worker: i, source };
                 let setup = (|| {
                     let mut t = f(i)?;
-                    let addr = t.listen(listen)?;
+                    let addrs = listen_at
+                        .iter()
+                        .map(|&a| t.listen(a))
+                        .collect::<Result<Vec<_>, _>>()?;
                     let waker = t.waker()?;
-                    Ok::<_, TransportError>((t, addr, waker))
+                    Ok::<_, TransportError>((t, addrs, waker))
                 })();
-                let t = match setup {
-                    Ok((t, addr, waker)) => {
+                let (t, bound) = match setup {
+                    Ok((t, addrs, waker)) => {
                         let name = t.capabilities().name;
-                        let _ = tx.send(Ok((addr, waker, name)));
-                        t
+                        let _ = tx.send(Ok((addrs.clone(), waker, name)));
+                        (t, addrs)
                     }
                     Err(e) => {
                         let _ = tx.send(Err(wrap(e)));
@@ -312,12 +365,14 @@ where
                     }
                 };
                 let (shared, proto) = loop {
-                    if let Some(s) = slot.get() {
-                        break s.clone();
+                    match slot.get() {
+                        Some(Some(s)) => break s.clone(),
+                        Some(None) => return Ok(()),
+                        None => {}
                     }
                     std::thread::park_timeout(std::time::Duration::from_millis(5));
                 };
-                worker::Worker::new(i, t, shared, proto)
+                worker::Worker::new(i, t, shared, proto, &bound)
                     .run()
                     .map_err(|e| match e {
                         EngineError::Transport { source, .. } => wrap(source),
@@ -329,23 +384,28 @@ where
         let res = rx
             .recv()
             .map_err(|_| EngineError::Thread("worker died during setup"));
-        match res.and_then(|r| r) {
-            Ok((addr, waker, name)) => {
-                listen = addr;
-                wakers.push(waker);
-                if i == 0
-                    && let Some((config, protocol, pool, wakers_slot, hooks)) = pending.take()
-                {
-                    let metrics = Arc::new(Metrics::new(n, name));
-                    let proto = Arc::new(protocol(&metrics));
-                    let shared =
-                        Arc::new(Shared::new(config, metrics, n, pool, wakers_slot, hooks));
-                    let _ = shared_slot.set((shared, proto));
-                }
+        let res = res.and_then(|r| r).and_then(|(addrs, waker, name)| {
+            listen = addrs;
+            wakers.push(waker);
+            if i == 0
+                && let Some((config, protocol, pool, wakers_slot, hooks)) = pending.take()
+            {
+                let metrics = Arc::new(Metrics::new(n, name));
+                let proto = protocol(&metrics);
+                let protocols = route(&config, &proto.names())?;
+                let shared = Shared::new(config, metrics, n, pool, wakers_slot, hooks, protocols);
+                let _ = shared_slot.set(Some((Arc::new(shared), Arc::new(proto))));
             }
+            Ok(())
+        });
+        match res {
+            Ok(()) => {}
             Err(e) => {
-                if let Some((s, _)) = shared_slot.get() {
-                    s.shutdown.store(true, Ordering::Release);
+                match shared_slot.get() {
+                    Some(Some((s, _))) => s.shutdown.store(true, Ordering::Release),
+                    _ => {
+                        let _ = shared_slot.set(None);
+                    }
                 }
                 for w in &wakers {
                     w.wake();
@@ -359,6 +419,7 @@ where
     }
     let shared = shared_slot
         .get()
+        .and_then(Option::as_ref)
         .map(|(s, _)| s.clone())
         .ok_or(EngineError::Thread("no workers"))?;
     let _ = shared.wakers.set(wakers);
@@ -375,18 +436,43 @@ where
         }
         None => None,
     };
-    tracing::info!(%listen, workers = n, "warpwire serving");
+    let listeners: Vec<(&'static str, SocketAddr)> =
+        shared.protocols.iter().copied().zip(listen).collect();
+    for (protocol, addr) in &listeners {
+        tracing::info!(%addr, protocol, workers = n, "warpwire serving");
+    }
     Ok(ServerHandle {
-        local_addr: listen,
+        listeners,
         shared,
         threads,
         metrics_thread,
     })
 }
 
+/// The protocol each listen address serves: `config.listen` the first of
+/// `names`, each of `config.listeners` the one it names.
+fn route(config: &ServerConfig, names: &[&'static str]) -> Result<Vec<&'static str>, EngineError> {
+    let first = *names
+        .first()
+        .ok_or(EngineError::Thread("the protocol serves no protocol name"))?;
+    let mut out = vec![first];
+    for l in &config.listeners {
+        let p = names.iter().find(|&&n| n == l.protocol).ok_or_else(|| {
+            EngineError::UnknownProtocol {
+                listen: l.listen,
+                protocol: l.protocol.clone(),
+                served: names.join(", "),
+            }
+        })?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// A running server.
 pub struct ServerHandle {
-    local_addr: SocketAddr,
+    /// Each listen address (bound, port 0 resolved) and its protocol.
+    listeners: Vec<(&'static str, SocketAddr)>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<Result<(), EngineError>>>,
     metrics_thread: Option<(SocketAddr, Arc<AtomicBool>, JoinHandle<()>)>,
@@ -395,16 +481,31 @@ pub struct ServerHandle {
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle")
-            .field("local_addr", &self.local_addr)
+            .field("listeners", &self.listeners)
             .field("workers", &self.threads.len())
             .finish()
     }
 }
 
 impl ServerHandle {
-    /// The address the workers listen on.
+    /// The address the workers listen on for the first protocol
+    /// (`config.listen`, port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].1
+    }
+
+    /// Every listen address (bound) with the protocol it serves, in the
+    /// order of [`ServerConfig::listen_addrs`].
+    pub fn listeners(&self) -> &[(&'static str, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The bound address of the first listener serving `protocol`.
+    pub fn addr_of(&self, protocol: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map(|&(_, a)| a)
     }
 
     /// The metrics endpoint's address, when one runs.

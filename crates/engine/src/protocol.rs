@@ -25,8 +25,12 @@
 //! histograms) and one `Conn` per connection.
 //!
 //! Anything that may block goes to the application workers through
-//! `ctx.offload`; the connection waits for it, others go on. What the seam
-//! does not do yet: choose a protocol per listener (one per server).
+//! `ctx.offload`; the connection waits for it, others go on.
+//!
+//! Several protocols on several listen addresses share the same workers:
+//! [`crate::Both`] serves two protocols (nest it for more), each connection
+//! routed by the protocol its listener was configured with
+//! ([`ConnInfo::protocol`]), with no `dyn` on the data path.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -44,6 +48,10 @@ pub struct ConnInfo {
     pub conn: ConnId,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The listen address it came in on.
+    pub listener: SocketAddr,
+    /// The protocol that listener serves (one of [`Protocol::names`]).
+    pub protocol: &'static str,
     /// The worker serving it.
     pub worker: usize,
 }
@@ -222,8 +230,15 @@ pub trait Protocol: Send + Sync + 'static {
     /// Per-worker state (lives on the worker's thread).
     type Local: 'static;
 
-    /// Short name for logs.
+    /// Short name for logs and configuration (`warpwire`, `echo`).
     fn name(&self) -> &'static str;
+
+    /// Every protocol this value serves, by the name a listener is
+    /// configured with; the first is the one `ServerConfig::listen` serves.
+    /// One protocol: its own name. [`crate::Both`] lists both sides'.
+    fn names(&self) -> Vec<&'static str> {
+        vec![self.name()]
+    }
 
     /// Worker `worker` of `workers` starts.
     fn local(&self, worker: usize, workers: usize, now: Instant) -> Self::Local;

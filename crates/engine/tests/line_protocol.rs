@@ -1,7 +1,9 @@
-//! The protocol seam is real: a toy protocol of a few dozen lines (each
-//! newline-terminated line is answered upper-cased; "bye" closes) served
-//! by the engine's generic workers over kernel TCP and over the userspace
-//! TCP stack on the simulated link, with none of warpwire's framing.
+//! The protocol seam is real: a toy protocol of a few dozen lines
+//! (`warpwire_engine::testing::Upper`: each newline-terminated line is
+//! answered upper-cased; "bye" closes) served by the engine's generic
+//! workers over kernel TCP (epoll and io_uring) and over the userspace TCP
+//! stack on the simulated link, with none of warpwire's framing. As root,
+//! crates/xdp/tests/engine.rs serves it over AF_XDP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -9,78 +11,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use warpwire_engine::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, ServerConfig, Step, serve};
-use warpwire_transport::{CloseReason, Event, Events, Transport};
-
-// --- the protocol: the whole of it ------------------------------------------
-
-/// Lines in, upper-cased lines out; at most 1 KiB a line.
-struct Upper;
-
-/// A connection: received bytes, `filled` of them valid.
-#[derive(Default)]
-struct Line {
-    buf: Vec<u8>,
-    filled: usize,
-}
-
-const MAX_LINE: usize = 1024;
-
-impl Protocol for Upper {
-    type Conn = Line;
-    type Local = ();
-
-    fn name(&self) -> &'static str {
-        "upper"
-    }
-    fn local(&self, _: usize, _: usize, _: Instant) {}
-    fn open(&self, _: &mut (), _: &ConnInfo, ctx: &mut Ctx<'_>) -> Line {
-        ctx.out().extend_from_slice(b"hello\n");
-        Line::default()
-    }
-    fn read_buf<'c>(&self, l: &'c mut Line) -> &'c mut [u8] {
-        let want = (l.filled + 256).min(MAX_LINE);
-        if l.buf.len() < want {
-            l.buf.resize(want, 0);
-        }
-        &mut l.buf[l.filled..want]
-    }
-    fn commit(&self, l: &mut Line, n: usize) {
-        l.filled += n;
-    }
-    fn step(&self, _: &mut (), l: &mut Line, ctx: &mut Ctx<'_>) -> Step {
-        let Some(end) = l.buf[..l.filled].iter().position(|&b| b == b'\n') else {
-            if l.filled >= MAX_LINE {
-                ctx.out().extend_from_slice(b"error: line too long\n");
-                ctx.close();
-                return Step::Request;
-            }
-            return Step::NeedInput;
-        };
-        let line: Vec<u8> = l.buf.drain(..=end).collect();
-        l.filled -= line.len();
-        if line == b"bye\n" {
-            ctx.close();
-        } else {
-            ctx.out().extend_from_slice(&line.to_ascii_uppercase());
-        }
-        Step::Request
-    }
-    fn refuse(&self, _: &mut Line, why: Refusal, ctx: &mut Ctx<'_>) {
-        ctx.out()
-            .extend_from_slice(format!("error: {why:?}\n").as_bytes());
-    }
-    fn input_held(&self, l: &Line) -> InputHeld {
-        InputHeld {
-            allocated: l.buf.capacity(),
-            partial: l.filled > 0,
-        }
-    }
-    fn drop_input(&self, l: &mut Line) {
-        *l = Line::default();
-    }
-    fn closed(&self, _: &mut (), _: Line, _: &ConnInfo, _: Option<CloseReason>) {}
-}
+use warpwire_engine::testing::Upper;
+use warpwire_engine::{ServerConfig, ServerHandle, serve};
+use warpwire_transport::{Event, Events, Transport};
 
 // --- served over kernel TCP ---------------------------------------------------
 
@@ -93,14 +26,9 @@ fn config() -> ServerConfig {
     }
 }
 
-#[test]
-fn upper_over_kernel_tcp() {
-    let h = serve(
-        config(),
-        |_| warpwire_socket::SocketTransport::new(),
-        |_| Upper,
-    )
-    .unwrap();
+/// What a kernel-TCP peer sees of `Upper` at `h`: pipelined lines split
+/// anywhere, a half-close, the protocol's own close and its error.
+fn kernel_peer_checks(h: ServerHandle) {
     let mut s = TcpStream::connect(h.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Pipelined, split anywhere, then half-closed: every line answered.
@@ -123,6 +51,28 @@ fn upper_over_kernel_tcp() {
     let _ = s.read_to_string(&mut got);
     assert_eq!(got, "hello\nerror: line too long\n");
     h.stop().unwrap();
+}
+
+#[test]
+fn upper_over_kernel_tcp() {
+    let h = serve(
+        config(),
+        |_| warpwire_socket::SocketTransport::new(),
+        |_| Upper,
+    )
+    .unwrap();
+    kernel_peer_checks(h);
+}
+
+#[test]
+fn upper_over_io_uring() {
+    let h = serve(
+        config(),
+        |_| warpwire_uring::UringTransport::new(),
+        |_| Upper,
+    )
+    .unwrap();
+    kernel_peer_checks(h);
 }
 
 // --- served over the userspace TCP stack on the simulated link ---------------

@@ -92,6 +92,7 @@ impl Transport for Mock {
             events.push(Event::Accepted {
                 conn: CONN,
                 peer: SocketAddr::from(([127, 0, 0, 1], 2)),
+                listener: SocketAddr::from(([127, 0, 0, 1], 1)),
             });
         }
         if s.close_requested && !s.closed_reported {

@@ -208,6 +208,8 @@ pub struct RdmaTransport {
     channel: EventChannel,
     shared: Arc<RdmaShared>,
     listening: bool,
+    /// The shared listener's address, for [`Event::Accepted`].
+    listen_addr: Option<SocketAddr>,
     /// Polls that emptied every CQ (orders disconnects after completions).
     drains: u64,
     pending: Vec<Event>,
@@ -254,6 +256,7 @@ impl RdmaTransport {
             channel,
             shared,
             listening: false,
+            listen_addr: None,
             drains: 0,
             pending: Vec::new(),
             dirty: Vec::new(),
@@ -705,7 +708,12 @@ impl RdmaTransport {
                 let c = &mut self.conns[index];
                 c.state = State::Open;
                 let (id, peer) = (c.id, c.peer);
-                self.pending.push(Event::Accepted { conn: id, peer });
+                let listener = self.listen_addr.unwrap_or(peer);
+                self.pending.push(Event::Accepted {
+                    conn: id,
+                    peer,
+                    listener,
+                });
                 self.mark_dirty(index);
             }
             T::RDMA_CM_EVENT_ADDR_ERROR
@@ -923,6 +931,7 @@ impl Transport for RdmaTransport {
         if let Some(l) = guard.as_ref() {
             if l.addr.ip() == addr.ip() && (addr.port() == 0 || addr.port() == l.addr.port()) {
                 self.listening = true;
+                self.listen_addr = Some(l.addr);
                 return Ok(l.addr);
             }
             return Err(TransportError::Unsupported {
@@ -951,6 +960,7 @@ impl Transport for RdmaTransport {
         listener.addr = bound;
         *guard = Some(listener);
         self.listening = true;
+        self.listen_addr = Some(bound);
         Ok(bound)
     }
 

@@ -160,7 +160,8 @@ struct Conn {
 pub struct SocketTransport {
     poll: Poll,
     mio_events: mio::Events,
-    listeners: Vec<TcpListener>,
+    /// Listeners and their bound addresses.
+    listeners: Vec<(TcpListener, SocketAddr)>,
     /// Listeners with connections possibly left in their backlog.
     listener_ready: Vec<bool>,
     conns: Slab<Conn>,
@@ -308,11 +309,17 @@ impl SocketTransport {
 
     fn accept_from(&mut self, li: usize, now: Instant, events: &mut Vec<Event>) {
         for _ in 0..self.config.accept_batch {
-            match self.listeners[li].accept() {
+            let (l, listener) = &self.listeners[li];
+            let listener = *listener;
+            match l.accept() {
                 Ok((stream, peer)) => {
                     self.tune(&stream);
                     match self.insert(stream, peer, false) {
-                        Ok(conn) => events.push(Event::Accepted { conn, peer }),
+                        Ok(conn) => events.push(Event::Accepted {
+                            conn,
+                            peer,
+                            listener,
+                        }),
                         // Registration failed (fd limits): the stream drops, the peer sees a reset.
                         Err(_) => continue,
                     }
@@ -472,7 +479,7 @@ impl Transport for SocketTransport {
             .registry()
             .register(&mut l, token, Interest::READABLE)
             .map_err(err)?;
-        self.listeners.push(l);
+        self.listeners.push((l, local));
         self.listener_ready.push(true);
         Ok(local)
     }

@@ -520,7 +520,15 @@ impl<D: PacketDevice> StackTransport<D> {
                         self.listeners[li].armed.remove(k);
                         let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                         let conn = self.insert(h, State::Open, peer);
-                        events.push(Event::Accepted { conn, peer });
+                        let listener = SocketAddr::V4(SocketAddrV4::new(
+                            self.config.ip,
+                            self.listeners[li].port,
+                        ));
+                        events.push(Event::Accepted {
+                            conn,
+                            peer,
+                            listener,
+                        });
                     }
                 }
             }

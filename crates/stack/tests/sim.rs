@@ -60,7 +60,7 @@ impl Net {
         for _ in 0..200_000 {
             let (se, ce) = self.step();
             for e in se {
-                if let Event::Accepted { conn, peer } = e {
+                if let Event::Accepted { conn, peer, .. } = e {
                     assert_eq!(peer.ip(), CLIENT);
                     s_id = Some(conn);
                 }

@@ -189,6 +189,72 @@ pub fn bystander_pings(addr: SocketAddr, n: u32, gap: Duration) -> Result<Pings,
     Ok(Pings { rtts })
 }
 
+/// `callers` connections each call `slow_type` (a handler the server runs
+/// on its application workers, answering the body back) one call at a
+/// time, continuously, while a bystander sends `pings` PINGs 10 ms apart:
+/// the bystander's round trips, and how many slow calls completed. A
+/// server that ran the handler on its I/O worker would hold every PING of
+/// that worker behind it.
+pub fn pings_beside_slow_calls(
+    addr: SocketAddr,
+    slow_type: u8,
+    callers: usize,
+    pings: u32,
+) -> Result<(Pings, u64), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..callers)
+        .map(|i| {
+            let (stop, calls) = (stop.clone(), calls.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut s = connect(addr, Duration::from_secs(5))
+                    .map_err(|e| format!("caller {i} connect: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(|e| e.to_string())?;
+                let mut dec = Decoder::new(DecoderConfig::default());
+                let mut id = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    let body = format!("caller {i} call {id}");
+                    let f = Frame::new(MessageType(slow_type), id, body.clone().into_bytes());
+                    s.write_all(&encode(&f))
+                        .map_err(|e| format!("caller {i} call {id}: {e}"))?;
+                    let r = loop {
+                        if let Some(f) = dec.decode().map_err(|e| e.to_string())? {
+                            break f;
+                        }
+                        let k = s
+                            .read(dec.read_buf())
+                            .map_err(|e| format!("caller {i} call {id}: {e}"))?;
+                        if k == 0 {
+                            return Err(format!("caller {i}: closed at call {id}"));
+                        }
+                        dec.commit(k);
+                    };
+                    if (r.request_id, &r.body[..]) != (id, body.as_bytes()) {
+                        return Err(format!(
+                            "caller {i} call {id}: got {:?} id {}",
+                            r.msg_type, r.request_id
+                        ));
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Let the callers fill the application workers first.
+    std::thread::sleep(Duration::from_millis(200));
+    let measured = bystander_pings(addr, pings, Duration::from_millis(10));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().map_err(|_| "a caller panicked".to_owned())??;
+    }
+    Ok((measured?, calls.load(Ordering::Relaxed)))
+}
+
 /// Opens `conns` connections that each send one valid header declaring a
 /// `declare`-byte body and nothing more, holds them while a bystander
 /// pings, and returns the bystander's round trips. The caller measures the

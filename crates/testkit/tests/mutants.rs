@@ -20,6 +20,8 @@ use warpwire_transport::{
 enum Fault {
     /// Accepted carries port 0.
     PeerPortZero,
+    /// Accepted names a listener that was never opened.
+    WrongListener,
     /// A failed connect is reported as a reset.
     ConnectFailedIsReset,
     /// Readable every other poll (edge-like), not on every poll.
@@ -129,9 +131,35 @@ impl Transport for Mutant {
                 continue;
             }
             let ev = match (self.fault, ev) {
-                (Fault::PeerPortZero, Event::Accepted { conn, mut peer }) => {
+                (
+                    Fault::PeerPortZero,
+                    Event::Accepted {
+                        conn,
+                        mut peer,
+                        listener,
+                    },
+                ) => {
                     peer.set_port(0);
-                    Event::Accepted { conn, peer }
+                    Event::Accepted {
+                        conn,
+                        peer,
+                        listener,
+                    }
+                }
+                (
+                    Fault::WrongListener,
+                    Event::Accepted {
+                        conn,
+                        peer,
+                        mut listener,
+                    },
+                ) => {
+                    listener.set_port(listener.port().wrapping_add(1));
+                    Event::Accepted {
+                        conn,
+                        peer,
+                        listener,
+                    }
                 }
                 (Fault::AcceptAtMost100, Event::Accepted { conn, .. }) => {
                     self.accepted += 1;
@@ -174,9 +202,14 @@ impl Transport for Mutant {
                 _ => ev,
             };
             let ev = match ev {
-                Event::Accepted { conn, peer } => Event::Accepted {
+                Event::Accepted {
+                    conn,
+                    peer,
+                    listener,
+                } => Event::Accepted {
                     conn: self.out_id(conn),
                     peer,
+                    listener,
                 },
                 Event::Connected(c) => Event::Connected(self.out_id(c)),
                 Event::Readable(c) => Event::Readable(self.out_id(c)),
@@ -262,6 +295,12 @@ fn mutant(fault: Fault) -> impl Fn() -> KernelPair<Mutant, Mutant> {
 #[should_panic(expected = "[connect_accept] server: Accepted")]
 fn connect_accept_catches_a_bad_peer_address() {
     conformance::connect_accept(mutant(Fault::PeerPortZero));
+}
+
+#[test]
+#[should_panic(expected = "but the only one is")]
+fn connect_accept_catches_a_wrong_listener() {
+    conformance::connect_accept(mutant(Fault::WrongListener));
 }
 
 #[test]

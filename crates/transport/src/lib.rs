@@ -113,6 +113,10 @@ pub enum Event {
         conn: ConnId,
         /// The peer's address.
         peer: SocketAddr,
+        /// The listener that accepted it: the address its
+        /// [`Transport::listen`] returned (so a server listening on several
+        /// addresses, one protocol each, knows which one was dialled).
+        listener: SocketAddr,
     },
     /// An outgoing connection completed its handshake.
     Connected(ConnId),
@@ -273,7 +277,10 @@ pub trait Transport {
 
     /// Starts listening. Each worker's instance listens on the same address
     /// (SO_REUSEPORT, RSS queues); the kernel or NIC spreads connections.
-    /// Returns the bound address (port 0 resolved).
+    /// Returns the bound address (port 0 resolved), which
+    /// [`Event::Accepted`] names as its `listener`. An instance may listen
+    /// on several addresses (a backend that cannot says so with
+    /// [`TransportError::Unsupported`]).
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError>;
 
     /// Starts an outgoing connection; [`Event::Connected`] or

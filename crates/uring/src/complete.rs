@@ -123,7 +123,10 @@ impl UringTransport {
             // the kernel just installed for us; nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             self.accept_backoff = None;
-            self.adopt(fd);
+            let Some(listener) = self.listeners.get(li).map(|l| l.addr) else {
+                return;
+            };
+            self.adopt(fd, listener);
             return;
         }
         let errno = -res;
@@ -336,7 +339,7 @@ impl UringTransport {
     }
 
     /// Takes an accepted socket in: tuned, registered, receiving.
-    fn adopt(&mut self, fd: OwnedFd) {
+    fn adopt(&mut self, fd: OwnedFd, listener: std::net::SocketAddr) {
         let sock = socket2::Socket::from(fd);
         // No address: the peer is already gone (the socket closes on drop).
         let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
@@ -348,7 +351,11 @@ impl UringTransport {
             return;
         };
         let conn = self.conns[index].id;
-        self.pending.push(Event::Accepted { conn, peer });
+        self.pending.push(Event::Accepted {
+            conn,
+            peer,
+            listener,
+        });
         self.maybe_arm_recv(index);
     }
 

@@ -126,6 +126,8 @@ const QUIESCE_STEP: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 struct Listener {
     sock: socket2::Socket,
+    /// The bound address (what `listen` returned).
+    addr: SocketAddr,
     /// A multishot accept is in flight.
     armed: bool,
 }
@@ -510,7 +512,11 @@ impl Transport for UringTransport {
             .map_err(err)?
             .as_socket()
             .ok_or_else(|| err(io::ErrorKind::AddrNotAvailable.into()))?;
-        self.listeners.push(Listener { sock, armed: false });
+        self.listeners.push(Listener {
+            sock,
+            addr: local,
+            armed: false,
+        });
         self.arm_accept(self.listeners.len() - 1);
         Ok(local)
     }

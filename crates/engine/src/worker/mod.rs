@@ -22,6 +22,7 @@
 //! other sessions, counters) is `Core`; the protocol's own per-worker state
 //! and the session being served are borrowed beside it, never through it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -112,6 +113,8 @@ pub(crate) struct Worker<T: Transport, P: Protocol> {
     /// Sessions closed while their job was out: finished when it is back.
     zombies: Vec<(Session<P::Conn>, Option<CloseReason>)>,
     next_housekeeping: Instant,
+    /// This worker's bound listen addresses and the protocol each serves.
+    routes: Vec<(SocketAddr, &'static str)>,
 }
 
 impl<T: Transport, C> Host for Core<T, C> {
@@ -233,8 +236,16 @@ impl<T: Transport, C> Core<T, C> {
 }
 
 impl<T: Transport, P: Protocol> Worker<T, P> {
-    pub(crate) fn new(index: usize, t: T, shared: Arc<Shared>, proto: Arc<P>) -> Self {
-        Self::new_at(index, t, shared, proto, Instant::now())
+    /// Worker `index` over `t`, which listens on `bound` (the addresses
+    /// `listen` returned, in the order of `ServerConfig::listen_addrs`).
+    pub(crate) fn new(
+        index: usize,
+        t: T,
+        shared: Arc<Shared>,
+        proto: Arc<P>,
+        bound: &[SocketAddr],
+    ) -> Self {
+        Self::new_at(index, t, shared, proto, bound, Instant::now())
     }
 
     /// A worker whose clock starts at `now` (a test's virtual clock).
@@ -243,10 +254,17 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         t: T,
         shared: Arc<Shared>,
         proto: Arc<P>,
+        bound: &[SocketAddr],
         now: Instant,
     ) -> Self {
         let workers = shared.metrics.workers.len();
+        let routes = bound
+            .iter()
+            .copied()
+            .zip(shared.protocols.iter().copied())
+            .collect();
         Self {
+            routes,
             local: proto.local(index, workers, now),
             core: Core {
                 index,
@@ -304,7 +322,11 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         let mut active = !events.is_empty();
         for ev in events.iter() {
             match *ev {
-                Event::Accepted { conn, peer } => self.on_accept(conn, peer, now),
+                Event::Accepted {
+                    conn,
+                    peer,
+                    listener,
+                } => self.on_accept(conn, peer, listener, now),
                 Event::Readable(conn) => self.on_readable(conn, now),
                 Event::Writable(conn) => self.core.mark_dirty(conn),
                 Event::PeerFinished(conn) => self.on_peer_finished(conn, now),
@@ -440,14 +462,24 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         self.with_ctx(s, now, |p, l, c, ctx| p.complete(l, c, outcome, ctx));
     }
 
-    fn on_accept(&mut self, conn: ConnId, peer: std::net::SocketAddr, now: Instant) {
+    fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: SocketAddr, now: Instant) {
         if self.draining.is_some() {
             self.core.t.close(conn);
             return;
         }
+        // A listener this worker did not open (cannot happen with the
+        // backends here): the first protocol serves it.
+        let protocol = self
+            .routes
+            .iter()
+            .find(|(a, _)| *a == listener)
+            .or(self.routes.first())
+            .map_or(self.proto.name(), |&(_, p)| p);
         let info = ConnInfo {
             conn,
             peer,
+            listener,
+            protocol,
             worker: self.core.index,
         };
         let mut out = output::Output::default();

@@ -213,8 +213,12 @@ impl<P: Pair> Harness<P> {
     /// Checks one event against the side's ledger and records it.
     #[track_caller]
     fn audit(&mut self, side: Side, ev: Event) {
+        let listen = self.pair.listen_addr();
         let ledger = &mut self.ledgers[side as usize];
         let violation = match ev {
+            Event::Accepted { conn, listener, .. } if listener != listen => Some(format!(
+                "Accepted {conn}: names listener {listener}, but the only one is {listen}"
+            )),
             Event::Accepted { conn, .. } => match ledger.lives.get(&conn) {
                 Some(l) if l.closed.is_some() => Some(format!(
                     "Accepted {conn}: the id of a closed connection handed out again (same generation)"
@@ -374,7 +378,7 @@ impl<P: Pair> Harness<P> {
                 )
             });
             for ev in &r.server {
-                if let Event::Accepted { conn, peer } = *ev {
+                if let Event::Accepted { conn, peer, .. } = *ev {
                     if accepted.is_some() {
                         self.fail(format!(
                             "server: a second Accepted ({conn}) for one connect"

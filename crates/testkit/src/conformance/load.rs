@@ -36,7 +36,7 @@ pub fn many_connections<P: Pair>(make: impl FnOnce() -> P) {
             }
         }
         for ev in &r.server {
-            if let Event::Accepted { conn, peer } = *ev {
+            if let Event::Accepted { conn, peer, .. } = *ev {
                 accepted.push((conn, peer));
             }
         }

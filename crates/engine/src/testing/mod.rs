@@ -12,6 +12,10 @@
 //!  test ◄── received(conn), closed(conn) ── what the worker wrote / closed
 //! ```
 
+mod upper;
+
+pub use upper::{Line, Upper};
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -33,6 +37,8 @@ use crate::{Handlers, ServerConfig, Shared, UserDb, Warpwire};
 #[derive(Debug, Default)]
 struct Peer {
     id: Option<ConnId>,
+    /// Which listen address it dialled (index into `listening`).
+    listener: usize,
     /// Bytes the peer sent that the worker has not read.
     input: VecDeque<u8>,
     /// The peer sent FIN (after `input`).
@@ -51,6 +57,8 @@ struct Peer {
 
 #[derive(Debug, Default)]
 struct ScriptState {
+    /// The addresses listened on.
+    listening: Vec<SocketAddr>,
     peers: Vec<Peer>,
     accepted: VecDeque<usize>,
 }
@@ -81,6 +89,7 @@ impl Transport for Script {
     }
 
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        self.0.borrow_mut().listening.push(addr);
         Ok(addr)
     }
 
@@ -98,7 +107,13 @@ impl Transport for Script {
             let conn = id_of(i);
             st.peers[i].id = Some(conn);
             let peer = SocketAddr::from(([10, 0, 0, 2], 40_000 + i as u16));
-            events.push(Event::Accepted { conn, peer });
+            let listener = st.listening.get(st.peers[i].listener).copied();
+            let listener = listener.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            events.push(Event::Accepted {
+                conn,
+                peer,
+                listener,
+            });
         }
         for (i, p) in st.peers.iter_mut().enumerate() {
             let Some(conn) = p.id else { continue };
@@ -214,11 +229,24 @@ impl Harness<Warpwire> {
 }
 
 impl<P: Protocol> Harness<P> {
-    /// One worker serving `protocol(metrics)` with `config`.
+    /// One worker serving `protocol(metrics)` with `config` (listening on
+    /// every address of `config.listen_addrs()`).
+    ///
+    /// # Panics
+    /// If a listener names a protocol that `protocol` does not serve.
     pub fn new(config: ServerConfig, protocol: impl FnOnce(&Arc<Metrics>) -> P) -> Self {
         let now = Instant::now();
         let metrics = Arc::new(Metrics::new(1, "script"));
-        let proto = Arc::new(protocol(&metrics));
+        let proto = protocol(&metrics);
+        let protocols = crate::route(&config, &proto.names())
+            .unwrap_or_else(|e| panic!("harness configuration: {e}"));
+        let proto = Arc::new(proto);
+        let mut script = Script::default();
+        let bound: Vec<SocketAddr> = config
+            .listen_addrs()
+            .into_iter()
+            .map(|a| script.listen(a).unwrap_or(a))
+            .collect();
         let wakers = Arc::new(OnceLock::new());
         let _ = wakers.set(vec![Arc::new(NoWake) as Arc<dyn Wake>]);
         let pool = crate::pool::Pool::new(0, config.app_queue, 1, wakers.clone())
@@ -230,9 +258,9 @@ impl<P: Protocol> Harness<P> {
             pool,
             wakers,
             Arc::new(crate::NoHooks),
+            protocols,
         ));
-        let script = Script::default();
-        let worker = Worker::new_at(0, script.clone(), shared.clone(), proto, now);
+        let worker = Worker::new_at(0, script.clone(), shared.clone(), proto, &bound, now);
         Self {
             worker,
             script,
@@ -251,10 +279,20 @@ impl<P: Protocol> Harness<P> {
         &self.shared.metrics
     }
 
-    /// A new connection, accepted on the next turn.
+    /// A new connection to the first listen address, accepted on the next
+    /// turn.
     pub fn connect(&mut self) -> PeerId {
+        self.connect_to(0)
+    }
+
+    /// A new connection to listen address `listener` (an index into
+    /// `config.listen_addrs()`), accepted on the next turn.
+    pub fn connect_to(&mut self, listener: usize) -> PeerId {
         let mut st = self.script.0.borrow_mut();
-        st.peers.push(Peer::default());
+        st.peers.push(Peer {
+            listener,
+            ..Peer::default()
+        });
         let i = st.peers.len() - 1;
         st.accepted.push_back(i);
         PeerId(i)
