@@ -324,8 +324,34 @@ fn auth_battery(p: &Pair, via: &[&str], token: &str) {
 #[ignore = "needs root, veth and AF_XDP: scripts/test.sh runs it as root"]
 fn xdp_server_with_kernel_and_xdp_clients() {
     let p = Pair::new("s");
-    let srv = p.serve(&[]);
+    let srv = p.serve(&["--listener", "echo=0.0.0.0:7007"]);
     let addr = format!("{SERVER_IP}:7077");
+
+    // (0) The second protocol on its own listener, same stack and worker:
+    // 256 KiB through echo from a kernel socket (python3) and a half-close.
+    let script = format!(
+        "import socket,threading\n\
+         s=socket.create_connection(('{SERVER_IP}',7007),timeout=30)\n\
+         d=bytes(i%251 for i in range(262144))\n\
+         def w():\n s.sendall(d); s.shutdown(socket.SHUT_WR)\n\
+         t=threading.Thread(target=w); t.start()\n\
+         got=b''\n\
+         while True:\n b=s.recv(65536)\n if not b: break\n got+=b\n\
+         t.join()\n\
+         print('echo', len(got), got==d)\n"
+    );
+    let o = Command::new("ip")
+        .args([
+            "netns", "exec", &p.b, "timeout", "60", "python3", "-c", &script,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "echo 262144 True",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // (1) Kernel TCP peers: every feature, and a broadcast that reaches a
     // listener (two kernel clients: the AF_XDP client below owns the veth

@@ -6,12 +6,11 @@
 //! crates/xdp/tests/engine.rs serves it over AF_XDP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use warpwire_engine::testing::Upper;
+use warpwire_engine::testing::{Upper, check_upper_peer};
 use warpwire_engine::{ServerConfig, ServerHandle, serve};
 use warpwire_transport::{Event, Events, Transport};
 
@@ -26,30 +25,9 @@ fn config() -> ServerConfig {
     }
 }
 
-/// What a kernel-TCP peer sees of `Upper` at `h`: pipelined lines split
-/// anywhere, a half-close, the protocol's own close and its error.
+/// The kernel-TCP peer's checks, then a clean stop.
 fn kernel_peer_checks(h: ServerHandle) {
-    let mut s = TcpStream::connect(h.local_addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    // Pipelined, split anywhere, then half-closed: every line answered.
-    s.write_all(b"one\ntw").unwrap();
-    s.write_all(b"o\nthree\n").unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut got = String::new();
-    s.read_to_string(&mut got).unwrap();
-    assert_eq!(got, "hello\nONE\nTWO\nTHREE\n");
-    // The protocol's own close.
-    let mut s = TcpStream::connect(h.local_addr()).unwrap();
-    s.write_all(b"x\nbye\nnot answered\n").unwrap();
-    let mut got = String::new();
-    s.read_to_string(&mut got).unwrap();
-    assert_eq!(got, "hello\nX\n");
-    // Over-long input: the protocol's error, then close.
-    let mut s = TcpStream::connect(h.local_addr()).unwrap();
-    s.write_all(&[b'a'; 2000]).unwrap();
-    let mut got = String::new();
-    let _ = s.read_to_string(&mut got);
-    assert_eq!(got, "hello\nerror: line too long\n");
+    check_upper_peer(h.local_addr()).unwrap();
     h.stop().unwrap();
 }
 

@@ -14,7 +14,7 @@
 
 mod upper;
 
-pub use upper::{Line, Upper};
+pub use upper::{Line, Upper, check_upper_peer};
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

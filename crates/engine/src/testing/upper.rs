@@ -5,7 +5,9 @@
 //! transport (crates/engine/tests/line_protocol.rs, and over AF_XDP as
 //! root in crates/xdp/tests/engine.rs) with none of warpwire's framing.
 
-use std::time::Instant;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use warpwire_transport::CloseReason;
 
@@ -78,4 +80,49 @@ impl Protocol for Upper {
         *l = Line::default();
     }
     fn closed(&self, _: &mut (), _: Line, _: &ConnInfo, _: Option<CloseReason>) {}
+}
+
+/// What a kernel-TCP peer checks of `Upper` served at `addr`: pipelined
+/// lines split anywhere and a half-close, the protocol's own close, and its
+/// error for an over-long line. Each read waits at most 10 s.
+pub fn check_upper_peer(addr: SocketAddr) -> Result<(), String> {
+    fn session(addr: SocketAddr, writes: &[&[u8]], half_close: bool) -> Result<String, String> {
+        let e = |what: &str, err: std::io::Error| format!("{addr}: {what}: {err}");
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|err| e("connect", err))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|err| e("timeout", err))?;
+        for w in writes {
+            s.write_all(w).map_err(|err| e("write", err))?;
+        }
+        if half_close {
+            s.shutdown(Shutdown::Write)
+                .map_err(|err| e("shutdown", err))?;
+        }
+        let mut got = Vec::new();
+        // The server may reset after its error (unread input): what came
+        // before the reset is what counts.
+        if let Err(err) = s.read_to_end(&mut got)
+            && err.kind() != std::io::ErrorKind::ConnectionReset
+        {
+            return Err(e("read", err));
+        }
+        Ok(String::from_utf8_lossy(&got).into_owned())
+    }
+    let cases: [(&[&[u8]], bool, &str); 3] = [
+        (
+            &[b"one\ntw", b"o\nthree\n"],
+            true,
+            "hello\nONE\nTWO\nTHREE\n",
+        ),
+        (&[b"x\nbye\nnot answered\n"], false, "hello\nX\n"),
+        (&[&[b'a'; 2000]], false, "hello\nerror: line too long\n"),
+    ];
+    for (writes, half_close, want) in cases {
+        let got = session(addr, writes, half_close)?;
+        if got != want {
+            return Err(format!("sent {writes:?}: got {got:?}, want {want:?}"));
+        }
+    }
+    Ok(())
 }
