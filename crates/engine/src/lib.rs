@@ -278,7 +278,7 @@ impl Server {
 
     /// The users file loaded (or its absence checked), the configuration
     /// and the hooks.
-    fn prepare(&self) -> Result<(Option<UserDb>, ServerConfig, Arc<dyn Hooks>), EngineError> {
+    fn prepare(&self) -> Result<Prepared, EngineError> {
         let users = match &self.config.users_file {
             Some(p) => Some(UserDb::load(p)?),
             None if self.config.require_auth => return Err(EngineError::AuthWithoutUsers),
@@ -287,6 +287,9 @@ impl Server {
         Ok((users, self.config.clone(), self.hooks.clone()))
     }
 }
+
+/// What `Server::start` needs beside the handlers.
+type Prepared = (Option<UserDb>, ServerConfig, Arc<dyn Hooks>);
 
 /// Starts workers serving any [`Protocol`] over any transport: the engine
 /// without warpwire's framing. `protocol` is built once the metrics exist
