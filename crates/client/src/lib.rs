@@ -72,6 +72,7 @@ mod io;
 pub mod loadgen;
 mod pending;
 mod pool;
+pub mod protocol;
 mod report;
 mod timers;
 
@@ -81,4 +82,5 @@ pub use error::ClientError;
 pub use loadgen::LoadConfig;
 pub use pending::{Pending, Request};
 pub use pool::Pool;
+pub use protocol::{ClientProtocol, Echo, Warpwire};
 pub use report::{LoadReport, Progress};
