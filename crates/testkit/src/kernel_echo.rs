@@ -143,7 +143,7 @@ fn echo(mut s: TcpStream, fault: Fault, stop: &AtomicBool, echoed: &AtomicU64) -
             && every > 0
         {
             for (i, b) in buf[..n].iter_mut().enumerate() {
-                if (offset + i as u64 + 1) % every == 0 {
+                if (offset + i as u64 + 1).is_multiple_of(every) {
                     *b ^= 1;
                 }
             }
