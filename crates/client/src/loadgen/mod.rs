@@ -2,7 +2,13 @@
 //!
 //! No I/O thread, no channel, no allocation per request: each worker thread
 //! owns one transport instance and a share of the connections, and drives
-//! them directly.
+//! them directly. Workers are generic over the protocol ([`run_with`], a
+//! [`LoadProtocol`]) and the transport, and monomorphised: no `dyn` on the
+//! request path. Every request of a run is the same
+//! ([`LoadProtocol::load_request`]) except for its id (1, 2, 3, ... per
+//! connection), which the protocol puts on the wire (warpwire) or in the
+//! content (echo); replies are correlated by that id or in order, and
+//! [`ClientProtocol::check`]ed before they count.
 //!
 //! ```text
 //!  run() ── spawns ──► worker 0: Transport ─┬─ conn 0: ring[id % depth] = send time
@@ -61,10 +67,12 @@ pub struct LoadConfig {
     pub connections: usize,
     /// Requests kept in flight on each connection (default 16).
     pub pipeline_depth: usize,
-    /// Request body size (default 64). PING bodies are always 8 bytes.
+    /// Request body size (default 64). PING bodies are always 8 bytes. For
+    /// echo, the bytes of each request (and of its reply).
     pub body_size: usize,
-    /// Request type (default ECHO): ECHO, PING, DATA (sent with
-    /// ACK_REQUESTED) or an application type 0x80..=0xFE.
+    /// Request type of the warpwire protocol (default ECHO): ECHO, PING,
+    /// DATA (sent with ACK_REQUESTED) or an application type 0x80..=0xFE.
+    /// Other protocols refuse anything but the default.
     pub msg_type: MessageType,
     /// Length of the measured phase (default 10 s).
     pub duration: Option<Duration>,
