@@ -105,6 +105,15 @@ pub struct BypassArgs {
     pub rdma_buffer: Option<u32>,
 }
 
+/// `warpwire bench --protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchProtocol {
+    /// warpwire's binary framing.
+    Warpwire,
+    /// RFC 862 echo.
+    Echo,
+}
+
 /// `warpwire serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -353,9 +362,15 @@ pub struct BenchArgs {
     /// Unmeasured traffic first.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
-    /// echo, ping, data, or an application type (0xNN).
+    /// echo, ping, data, or an application type (0xNN). Warpwire only:
+    /// with `--protocol echo` it must stay at its default.
     #[arg(long = "type", default_value = "echo")]
     pub msg_type: String,
+    /// The protocol the server speaks: warpwire (this binary's framing)
+    /// or echo (RFC 862: every byte sent comes back; requests are `--size`
+    /// bytes of sequence number and pattern, checked on return).
+    #[arg(long, value_enum, default_value_t = BenchProtocol::Warpwire)]
+    pub protocol: BenchProtocol,
     /// Spin instead of sleeping between polls.
     #[arg(long)]
     pub busy_poll: bool,

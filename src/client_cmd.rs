@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use warpwire_client::{Client, ClientConfig, LoadConfig, Progress};
+use warpwire_client::loadgen::LoadProtocol;
+use warpwire_client::{Client, ClientConfig, Echo, LoadConfig, LoadReport, Progress, Warpwire};
 use warpwire_frame::{Frame, MessageType};
 use warpwire_socket::SocketTransport;
 use warpwire_uring::UringTransport;
 
 use crate::backend::Backend;
-use crate::cli::{BenchArgs, ClientAction, ClientArgs};
+use crate::cli::{BenchArgs, BenchProtocol, ClientAction, ClientArgs};
 use crate::serve::BoxError;
 use crate::settings::FileConfig;
 
@@ -338,12 +339,18 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
     cfg.connections = a.connections;
     cfg.pipeline_depth = a.depth;
     cfg.body_size = a.size;
-    cfg.msg_type = MessageType(match a.msg_type.as_str() {
-        "echo" => MessageType::ECHO.0,
-        "ping" => MessageType::PING.0,
-        "data" => MessageType::DATA.0,
-        other => parse_type(other)?,
-    });
+    cfg.msg_type = match (a.protocol, a.msg_type.as_str()) {
+        (_, "echo") => MessageType::ECHO,
+        (BenchProtocol::Echo, other) => {
+            return Err(format!(
+                "--type {other} is a warpwire message type; --protocol echo sends raw bytes (leave --type out)"
+            )
+            .into());
+        }
+        (BenchProtocol::Warpwire, "ping") => MessageType::PING,
+        (BenchProtocol::Warpwire, "data") => MessageType::DATA,
+        (BenchProtocol::Warpwire, other) => MessageType(parse_type(other)?),
+    };
     cfg.duration = if a.count.is_some() && a.duration.is_none() {
         None
     } else {
@@ -383,26 +390,55 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
             p.errors
         ));
     };
-    let report = match &backend {
-        Backend::Socket => warpwire_client::loadgen::run(SocketTransport::new, &cfg, progress)?,
-        Backend::Uring(uc) => warpwire_client::loadgen::run(
+    let report = match a.protocol {
+        BenchProtocol::Warpwire => load(&Warpwire::default(), &backend, &mut cfg, progress)?,
+        BenchProtocol::Echo => load(&Echo::default(), &backend, &mut cfg, progress)?,
+    };
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if report.errors > 0 || report.lost > 0 {
+        return Err(format!("{} errors, {} requests lost", report.errors, report.lost).into());
+    }
+    Ok(())
+}
+
+/// Runs the load generator for `protocol` over the selected backend (one
+/// monomorphised run per protocol and transport).
+fn load<P: LoadProtocol>(
+    protocol: &P,
+    backend: &Backend,
+    cfg: &mut LoadConfig,
+    progress: impl Fn(&Progress) + Sync,
+) -> Result<LoadReport, BoxError> {
+    Ok(match backend {
+        Backend::Socket => {
+            warpwire_client::loadgen::run_with(protocol, SocketTransport::new, cfg, progress)?
+        }
+        Backend::Uring(uc) => warpwire_client::loadgen::run_with(
+            protocol,
             || UringTransport::with_config(uc.clone()),
-            &cfg,
+            cfg,
             progress,
         )?,
         #[cfg(feature = "rdma")]
-        Backend::Rdma(rc) => warpwire_client::loadgen::run(
+        Backend::Rdma(rc) => warpwire_client::loadgen::run_with(
+            protocol,
             || warpwire_rdma::RdmaTransport::new(rc.clone()),
-            &cfg,
+            cfg,
             progress,
         )?,
         #[cfg(feature = "xdp")]
         Backend::Xdp { iface, stack, .. } => {
             // One AF_XDP socket per queue: the load generator uses queue 0 from one thread.
             cfg.threads = 1;
-            warpwire_client::loadgen::run(
+            warpwire_client::loadgen::run_with(
+                protocol,
                 || crate::backend::xdp_transport(iface, 0, stack),
-                &cfg,
+                cfg,
                 progress,
             )?
         }
@@ -419,21 +455,12 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
         } => {
             // EAL initialises once per process: one thread, queue 0.
             cfg.threads = 1;
-            warpwire_client::loadgen::run(
+            warpwire_client::loadgen::run_with(
+                protocol,
                 || crate::dpdk::client_transport(eal_args, *port, stack, Duration::from_secs(5)),
-                &cfg,
+                cfg,
                 progress,
             )?
         }
-    };
-    bar.finish_and_clear();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
-    }
-    if report.errors > 0 || report.lost > 0 {
-        return Err(format!("{} errors, {} requests lost", report.errors, report.lost).into());
-    }
-    Ok(())
+    })
 }

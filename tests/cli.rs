@@ -283,6 +283,59 @@ fn bench_reports_json() {
     drop(s);
 }
 
+/// `bench --protocol echo` against an RFC 862 echo server on kernel TCP
+/// (testkit's, not this binary's): every reply verified, a corrupting
+/// server's replies counted as errors (exit status 1), and a warpwire
+/// `--type` refused.
+#[test]
+fn bench_speaks_echo() {
+    use warpwire_testkit::kernel_echo::{Fault, KernelEcho};
+    let srv = KernelEcho::start().unwrap();
+    let a = srv.addr().to_string();
+    let bench = |addr: &str, extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            addr,
+            "--protocol",
+            "echo",
+            "--transport",
+            "socket",
+            "--connections",
+            "2",
+            "--depth",
+            "4",
+            "--size",
+            "50",
+            "--count",
+            "1000",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = bench(&a, &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["messages"].as_u64(), Some(1000), "{v}");
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["protocol"], "echo");
+    assert_eq!(srv.echoed(), 1000 * 50);
+
+    let refused = bench(&a, &["--type", "ping"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("--protocol echo sends raw bytes"), "{err}");
+
+    let bad = KernelEcho::with_fault(Fault::FlipEvery(500)).unwrap();
+    let out = bench(&bad.addr().to_string(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("100 errors, 0 requests lost"), "{err}");
+}
+
 #[test]
 fn probe_and_forced_unavailable_transport() {
     let out = ok(&["probe"]);

@@ -8,7 +8,10 @@
 //!   (blocking) or `.await`ed (any executor).
 //! - [`loadgen::run`]: the load generator behind `warpwire bench`. No I/O
 //!   thread and no channel: worker threads drive their transports directly
-//!   and keep `pipeline_depth` requests in flight per connection.
+//!   and keep `pipeline_depth` requests in flight per connection. It is
+//!   generic over the application protocol ([`loadgen::run_with`]): any
+//!   [`ClientProtocol`], warpwire's framing ([`Warpwire`]) or RFC 862 echo
+//!   ([`Echo`]).
 //!
 //! ```text
 //!   caller threads                         client I/O thread (one per Client)
@@ -23,6 +26,22 @@
 //!                                           │ re-AUTH after each reconnect             │
 //!   client.subscribe() ◄── bounded channel ─┤ server-initiated frames (BROADCAST, ...) │
 //!                                           └──────────────────────────────────────────┘
+//! ```
+//!
+//! The load generator's side of a protocol is sans-IO, like the frame
+//! crate: bytes in, replies and bytes out, no socket, no clock.
+//!
+//! ```text
+//!   loadgen worker (per thread: one Transport, its connections)
+//!   ───────────────────────────────────────────────────────────────────────────────
+//!   fill: id = next_id ──► P::encode(conn, id, &request, out) ──► Transport::send ──► wire
+//!         ring[id % depth] = send time
+//!   read: Transport::recv ──► P::read_buf / P::commit ◄───────────────────────────── wire
+//!         P::decode ──► Reply(Id(n))   : warpwire, the request_id on the wire
+//!                   ──► Reply(Oldest)  : echo, in order (FIFO)
+//!                   ──► ServerInitiated: ignored (a relayed BROADCAST)
+//!                   ──► Err            : the stream is lost, so is the connection
+//!         P::check(id, &request, &reply) ──► latency histogram, or an error counted
 //! ```
 //!
 //! The client is generic over [`warpwire_transport::Transport`]: kernel TCP
@@ -45,7 +64,10 @@
 //!   in the bounded submission channel; when both are full, submitting
 //!   blocks, at most until the request's deadline.
 //!
-//! What this crate does not do: retry requests (a request in flight when
+//! What this crate does not do yet: run [`Client`] over another protocol
+//! than warpwire (its I/O thread also authenticates, sends heartbeats and
+//! answers the server's PINGs, which [`ClientProtocol`] does not cover).
+//! And by design: retry requests (a request in flight when
 //! the connection drops may or may not have been processed, so only the
 //! caller can decide), load-balance over several servers, or parse
 //! application payloads.
@@ -72,6 +94,7 @@ mod io;
 pub mod loadgen;
 mod pending;
 mod pool;
+pub mod protocol;
 mod report;
 mod timers;
 
@@ -81,4 +104,5 @@ pub use error::ClientError;
 pub use loadgen::LoadConfig;
 pub use pending::{Pending, Request};
 pub use pool::Pool;
+pub use protocol::{ClientProtocol, Echo, Warpwire};
 pub use report::{LoadReport, Progress};

@@ -73,9 +73,13 @@ pub struct LoadReport {
     pub body_size: usize,
     /// Threads (transport instances) used.
     pub threads: usize,
-    /// The request type.
+    /// The request type (of the warpwire protocol; ECHO, the unused
+    /// default, for other protocols).
     #[serde(serialize_with = "type_name")]
     pub msg_type: MessageType,
+    /// The client protocol ([`crate::ClientProtocol::name`]): "warpwire",
+    /// "echo".
+    pub protocol: &'static str,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -123,12 +127,29 @@ impl fmt::Display for Si {
     }
 }
 
+/// What a run sent: the warpwire type, or the protocol's name.
+struct What<'a>(&'a LoadReport);
+
+impl fmt::Display for What<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.protocol == "warpwire" {
+            write!(f, "{}", self.0.msg_type)
+        } else {
+            write!(f, "{} requests", self.0.protocol)
+        }
+    }
+}
+
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "{} x {} B over {} connection(s) x depth {} ({} thread(s))",
-            self.msg_type, self.body_size, self.connections, self.depth, self.threads
+            What(self),
+            self.body_size,
+            self.connections,
+            self.depth,
+            self.threads
         )?;
         writeln!(
             f,
@@ -181,6 +202,7 @@ mod tests {
             body_size: 64,
             threads: 2,
             msg_type: MessageType::ECHO,
+            protocol: "warpwire",
         }
     }
 
@@ -192,6 +214,7 @@ mod tests {
         assert_eq!(v["p50_us"], 20.0);
         assert_eq!(v["max_us"], 3000.0);
         assert_eq!(v["msg_type"], "ECHO");
+        assert_eq!(v["protocol"], "warpwire");
         assert!(v.get("p50").is_none());
     }
 
@@ -208,5 +231,11 @@ mod tests {
         assert!(s.contains("p50 20.0 µs"), "{s}");
         assert!(s.contains("p99.9 1.20 ms"), "{s}");
         assert!(s.contains("mean 25.5 µs"), "{s}");
+        let echo = LoadReport {
+            protocol: "echo",
+            ..sample()
+        }
+        .to_string();
+        assert!(echo.starts_with("echo requests x 64 B over 4"), "{echo}");
     }
 }

@@ -7,12 +7,15 @@
 //!   floods, a measuring bystander), also as the `warpwire-hostile` binary
 //!   that tests run inside network namespaces;
 //! - [`conformance`]: the `Transport` contract checked the same way for
-//!   every backend, over any pair of endpoints.
+//!   every backend, over any pair of endpoints;
+//! - [`kernel_echo`]: an RFC 862 echo server on kernel TCP, faithful or
+//!   corrupting, the peer of the echo client protocol's tests.
 
 #![allow(clippy::expect_used)]
 
 pub mod conformance;
 pub mod hostile;
+pub mod kernel_echo;
 
 use std::net::Ipv4Addr;
 

@@ -2,7 +2,13 @@
 //!
 //! No I/O thread, no channel, no allocation per request: each worker thread
 //! owns one transport instance and a share of the connections, and drives
-//! them directly.
+//! them directly. Workers are generic over the protocol ([`run_with`], a
+//! [`LoadProtocol`]) and the transport, and monomorphised: no `dyn` on the
+//! request path. Every request of a run is the same
+//! ([`LoadProtocol::load_request`]) except for its id (1, 2, 3, ... per
+//! connection), which the protocol puts on the wire (warpwire) or in the
+//! content (echo); replies are correlated by that id or in order, and
+//! [`ClientProtocol::check`]ed before they count.
 //!
 //! ```text
 //!  run() ── spawns ──► worker 0: Transport ─┬─ conn 0: ring[id % depth] = send time
@@ -30,10 +36,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use warpwire_frame::MessageType;
+use warpwire_frame::{Flags, MessageType};
 use warpwire_transport::{Transport, TransportError};
 
-use crate::{ClientError, LoadReport, Progress};
+use crate::protocol::{ClientProtocol, Echo, EchoRequest, Warpwire};
+use crate::{ClientError, LoadReport, Progress, Request};
 
 /// How often the progress callback runs.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -60,10 +67,12 @@ pub struct LoadConfig {
     pub connections: usize,
     /// Requests kept in flight on each connection (default 16).
     pub pipeline_depth: usize,
-    /// Request body size (default 64). PING bodies are always 8 bytes.
+    /// Request body size (default 64). PING bodies are always 8 bytes. For
+    /// echo, the bytes of each request (and of its reply).
     pub body_size: usize,
-    /// Request type (default ECHO): ECHO, PING, DATA (sent with
-    /// ACK_REQUESTED) or an application type 0x80..=0xFE.
+    /// Request type of the warpwire protocol (default ECHO): ECHO, PING,
+    /// DATA (sent with ACK_REQUESTED) or an application type 0x80..=0xFE.
+    /// Other protocols refuse anything but the default.
     pub msg_type: MessageType,
     /// Length of the measured phase (default 10 s).
     pub duration: Option<Duration>,
@@ -108,8 +117,8 @@ impl LoadConfig {
         }
     }
 
-    /// Checks the settings; returns the reply type each request expects.
-    fn validate(&self) -> Result<MessageType, ClientError> {
+    /// Checks the settings every protocol shares.
+    fn validate(&self) -> Result<(), ClientError> {
         if self.connections == 0 {
             return Err(ClientError::InvalidConfig("connections must be at least 1"));
         }
@@ -131,15 +140,7 @@ impl LoadConfig {
         if u32::try_from(self.body_size).is_err() {
             return Err(ClientError::InvalidConfig("body_size exceeds u32::MAX"));
         }
-        match self.msg_type {
-            MessageType::ECHO => Ok(MessageType::ECHO_REPLY),
-            MessageType::PING => Ok(MessageType::PONG),
-            MessageType::DATA => Ok(MessageType::DATA_ACK),
-            t if t.is_application() => Ok(t),
-            _ => Err(ClientError::InvalidConfig(
-                "msg_type must be ECHO, PING, DATA or an application type",
-            )),
-        }
+        Ok(())
     }
 
     fn effective_body_size(&self) -> usize {
@@ -148,6 +149,58 @@ impl LoadConfig {
         } else {
             self.body_size
         }
+    }
+}
+
+/// A protocol the load generator can drive: how a run's settings become
+/// the request every connection repeats (each copy with its own id).
+pub trait LoadProtocol: ClientProtocol {
+    /// The request of a run with `cfg`, or why the settings do not fit
+    /// this protocol ([`ClientError::InvalidConfig`]).
+    fn load_request(&self, cfg: &LoadConfig) -> Result<Self::Request, ClientError>;
+}
+
+impl LoadProtocol for Warpwire {
+    /// `msg_type` with a patterned body of `body_size` bytes (8 for PING);
+    /// DATA asks for an ACK. The reply each calls for is
+    /// [`Warpwire`]'s `check`.
+    fn load_request(&self, cfg: &LoadConfig) -> Result<Request, ClientError> {
+        let flags = match cfg.msg_type {
+            MessageType::DATA => Flags::ACK_REQUESTED,
+            MessageType::ECHO | MessageType::PING => Flags::NONE,
+            t if t.is_application() => Flags::NONE,
+            _ => {
+                return Err(ClientError::InvalidConfig(
+                    "msg_type must be ECHO, PING, DATA or an application type",
+                ));
+            }
+        };
+        Ok(Request::new(cfg.msg_type, make_body(cfg.effective_body_size())).with_flags(flags))
+    }
+}
+
+impl LoadProtocol for Echo {
+    /// `body_size` bytes (1 up to [`Echo::max_request`]); `msg_type` must
+    /// be left at its default, ECHO: it is warpwire's.
+    fn load_request(&self, cfg: &LoadConfig) -> Result<EchoRequest, ClientError> {
+        if cfg.msg_type != MessageType::ECHO {
+            return Err(ClientError::InvalidConfig(
+                "msg_type applies to the warpwire protocol only (echo sends raw bytes)",
+            ));
+        }
+        if cfg.body_size == 0 {
+            return Err(ClientError::InvalidConfig(
+                "an echo request needs at least one byte",
+            ));
+        }
+        if cfg.body_size > self.max_request {
+            return Err(ClientError::InvalidConfig(
+                "body_size exceeds the echo protocol's max_request",
+            ));
+        }
+        Ok(EchoRequest {
+            size: cfg.body_size,
+        })
     }
 }
 
@@ -192,9 +245,9 @@ struct WorkerResult {
     finished: Instant,
 }
 
-/// Runs a load test: `factory` builds one transport per worker thread;
-/// `progress` is called about every 250 ms (and once at the end) from the
-/// calling thread.
+/// Runs a load test of the warpwire protocol: `factory` builds one
+/// transport per worker thread; `progress` is called about every 250 ms
+/// (and once at the end) from the calling thread.
 pub fn run<T, F>(
     factory: F,
     cfg: &LoadConfig,
@@ -204,7 +257,24 @@ where
     T: Transport,
     F: Fn() -> Result<T, TransportError> + Sync,
 {
-    let expected = cfg.validate()?;
+    run_with(&Warpwire::default(), factory, cfg, progress)
+}
+
+/// Runs a load test of any protocol; otherwise like [`run`]. The workers
+/// are monomorphised over `P` and `T`.
+pub fn run_with<P, T, F>(
+    protocol: &P,
+    factory: F,
+    cfg: &LoadConfig,
+    progress: impl Fn(&Progress) + Sync,
+) -> Result<LoadReport, ClientError>
+where
+    P: LoadProtocol,
+    T: Transport,
+    F: Fn() -> Result<T, TransportError> + Sync,
+{
+    cfg.validate()?;
+    let request = protocol.load_request(cfg)?;
     let threads = cfg.threads.clamp(1, cfg.connections);
     let shared = Shared {
         messages: AtomicU64::new(0),
@@ -214,19 +284,18 @@ where
         workers: threads,
         start: OnceLock::new(),
     };
-    let body = make_body(cfg.effective_body_size());
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(threads);
     let results: Vec<Result<WorkerResult, ClientError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let conns: Vec<usize> = (t..cfg.connections).step_by(threads).collect();
-                let (shared, factory, body, done) =
-                    (&shared, &factory, body.clone(), done_tx.clone());
+                let (shared, factory, request, done) =
+                    (&shared, &factory, &request, done_tx.clone());
                 std::thread::Builder::new()
                     .name(format!("warpwire-load-{t}"))
                     .spawn_scoped(s, move || {
                         let _done = DoneGuard(done);
-                        worker::run(factory, cfg, expected, &conns, body, shared)
+                        worker::run(protocol, factory, cfg, request, &conns, shared)
                     })
             })
             .collect();
@@ -260,7 +329,7 @@ where
         return Err(e);
     }
     let start = shared.start.get().copied().unwrap_or_else(Instant::now);
-    let report = merge(cfg, threads, start + cfg.warmup, ok)?;
+    let report = merge(cfg, protocol.name(), threads, start + cfg.warmup, ok)?;
     progress(&Progress {
         messages: report.messages,
         errors: report.errors,
@@ -344,6 +413,7 @@ fn new_histogram() -> Result<Histogram<u64>, ClientError> {
 
 fn merge(
     cfg: &LoadConfig,
+    protocol: &'static str,
     threads: usize,
     measure_start: Instant,
     results: Vec<WorkerResult>,
@@ -398,6 +468,7 @@ fn merge(
         body_size,
         threads,
         msg_type: cfg.msg_type,
+        protocol,
     })
 }
 
@@ -409,9 +480,13 @@ mod tests {
     #[test]
     fn validation() {
         let addr = "127.0.0.1:1".parse().unwrap();
+        let cfg = LoadConfig::new(addr);
+        cfg.validate().unwrap();
+        let req = Warpwire::default().load_request(&cfg).unwrap();
+        assert_eq!((req.msg_type, req.body.len()), (MessageType::ECHO, 64));
         assert_eq!(
-            LoadConfig::new(addr).validate().unwrap(),
-            MessageType::ECHO_REPLY
+            Echo::default().load_request(&cfg).unwrap(),
+            EchoRequest { size: 64 }
         );
         let bad = [
             LoadConfig {
@@ -441,8 +516,31 @@ mod tests {
             },
         ];
         for cfg in bad {
+            let r = cfg
+                .validate()
+                .and_then(|()| Warpwire::default().load_request(&cfg).map(drop));
+            assert!(matches!(r, Err(ClientError::InvalidConfig(_))), "{cfg:?}");
+        }
+        let echo_bad = [
+            LoadConfig {
+                msg_type: MessageType::PING,
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                body_size: 0,
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                body_size: Echo::DEFAULT_MAX_REQUEST + 1,
+                ..LoadConfig::new(addr)
+            },
+        ];
+        for cfg in echo_bad {
             assert!(
-                matches!(cfg.validate(), Err(ClientError::InvalidConfig(_))),
+                matches!(
+                    Echo::default().load_request(&cfg),
+                    Err(ClientError::InvalidConfig(_))
+                ),
                 "{cfg:?}"
             );
         }

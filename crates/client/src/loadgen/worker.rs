@@ -4,13 +4,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use warpwire_frame::{Decoder, Flags, Frame, FrameRef, MessageType};
 use warpwire_transport::{ConnId, Event, Events, Transport, TransportError};
 
-use super::{LoadConfig, MAX_SLEEP, READS_PER_POLL, Shared, WorkerResult, new_histogram};
+use super::{
+    LoadConfig, LoadProtocol, MAX_SLEEP, READS_PER_POLL, Shared, WorkerResult, new_histogram,
+};
 use crate::ClientError;
+use crate::protocol::{ClientProtocol, Incoming, ReplyTo};
 
 /// Longest gap between two looks at the connections that counts in full
 /// towards silence and the drain deadline (see [`Watch`]). A worker looks
@@ -64,13 +66,15 @@ struct Slot {
 }
 
 /// One connection of a worker.
-struct Conn {
+struct Conn<P: ClientProtocol> {
     id: ConnId,
     connected: bool,
     closed: bool,
-    decoder: Decoder,
+    /// The protocol's parser state.
+    proto: P::Conn,
     out: BytesMut,
-    /// In-flight requests by `request_id % depth`.
+    /// In-flight requests by `id % depth` (the id is the request_id on the
+    /// wire for warpwire, the sequence number in the content for echo).
     ring: Vec<Option<Slot>>,
     /// Next request_id to send (ids start at 1).
     next_id: u64,
@@ -85,7 +89,7 @@ struct Conn {
     next_send: Instant,
 }
 
-impl Conn {
+impl<P: ClientProtocol> Conn<P> {
     fn depth(&self) -> u64 {
         self.ring.len() as u64
     }
@@ -117,7 +121,7 @@ struct Tally {
 
 impl Tally {
     /// The connection is gone: what it had in flight is lost.
-    fn lose(&mut self, c: &mut Conn) {
+    fn lose<P: ClientProtocol>(&mut self, c: &mut Conn<P>) {
         c.closed = true;
         self.lost += c.outstanding;
         self.errors += c.outstanding;
@@ -125,40 +129,27 @@ impl Tally {
     }
 }
 
-/// Reply check of a run.
-struct Expect {
-    reply: MessageType,
-    body: Bytes,
+/// What every request of the run is, and how its replies are checked.
+struct Run<'a, P: ClientProtocol> {
+    protocol: &'a P,
+    request: &'a P::Request,
+    measure_start: Instant,
 }
 
-impl Expect {
-    fn ok(&self, f: &Frame) -> bool {
-        if !f.flags.is_response() || f.msg_type == MessageType::ERROR {
-            return false;
-        }
-        match f.msg_type {
-            MessageType::ECHO_REPLY => self.reply == MessageType::ECHO_REPLY && f.body == self.body,
-            MessageType::PONG => self.reply == MessageType::PONG && f.body.len() == 8,
-            MessageType::DATA_ACK => self.reply == MessageType::DATA_ACK && f.body.len() == 8,
-            // Application handlers may answer with any type.
-            _ => self.reply.is_application(),
-        }
-    }
-}
-
-pub(super) fn run<T, F>(
+pub(super) fn run<P, T, F>(
+    protocol: &P,
     factory: &F,
     cfg: &LoadConfig,
-    expected: MessageType,
+    request: &P::Request,
     indices: &[usize],
-    body: Bytes,
     shared: &Shared,
 ) -> Result<WorkerResult, ClientError>
 where
+    P: LoadProtocol,
     T: Transport,
     F: Fn() -> Result<T, TransportError>,
 {
-    let (mut transport, mut conns) = match setup(factory, cfg, indices) {
+    let (mut transport, mut conns) = match setup(protocol, factory, cfg, indices) {
         Ok(s) => s,
         Err(e) => {
             shared.abort.store(true, Ordering::SeqCst);
@@ -189,14 +180,10 @@ where
             n / n_conns + u64::from((global as u64) < n % n_conns)
         });
     }
-    let flags = if cfg.msg_type == MessageType::DATA {
-        Flags::ACK_REQUESTED
-    } else {
-        Flags::NONE
-    };
-    let check = Expect {
-        reply: expected,
-        body: body.clone(),
+    let run = Run {
+        protocol,
+        request,
+        measure_start,
     };
     let mut tally = Tally {
         hist: new_histogram()?,
@@ -235,7 +222,7 @@ where
                 continue;
             };
             match *ev {
-                Event::Readable(_) => read(&mut transport, c, &check, measure_start, &mut tally),
+                Event::Readable(_) => read(&mut transport, c, &run, &mut tally),
                 // The server's FIN: close ours; the Closed that follows
                 // counts the connection lost.
                 Event::PeerFinished(id) => transport.close(id),
@@ -252,7 +239,7 @@ where
         }
         if !stopping {
             for c in conns.iter_mut() {
-                fill(c, cfg.msg_type, flags, &body, interval, measure_start, now);
+                fill(c, &run, interval, now);
             }
         }
         for c in conns.iter_mut().filter(|c| !c.out.is_empty() && !c.closed) {
@@ -328,12 +315,14 @@ fn publish(shared: &Shared, tally: &Tally, published: &mut (u64, u64)) {
 }
 
 /// Builds the transport and connects every connection of this worker.
-fn setup<T, F>(
+fn setup<P, T, F>(
+    protocol: &P,
     factory: &F,
     cfg: &LoadConfig,
     indices: &[usize],
-) -> Result<(T, Vec<Conn>), ClientError>
+) -> Result<(T, Vec<Conn<P>>), ClientError>
 where
+    P: ClientProtocol,
     T: Transport,
     F: Fn() -> Result<T, TransportError>,
 {
@@ -347,7 +336,7 @@ where
             id,
             connected: false,
             closed: false,
-            decoder: Decoder::default(),
+            proto: protocol.open(),
             out: BytesMut::with_capacity(depth * (cfg.effective_body_size() + 24)),
             ring: vec![None; depth],
             next_id: 1,
@@ -389,13 +378,10 @@ where
 }
 
 /// Tops the connection's pipeline up to its depth (within quota and pace).
-fn fill(
-    c: &mut Conn,
-    msg_type: MessageType,
-    flags: Flags,
-    body: &Bytes,
+fn fill<P: ClientProtocol>(
+    c: &mut Conn<P>,
+    run: &Run<'_, P>,
     interval: Option<Duration>,
-    measure_start: Instant,
     now: Instant,
 ) {
     while c.can_send() {
@@ -410,7 +396,7 @@ fn fill(
             }
             None => now,
         };
-        let measured = sent >= measure_start;
+        let measured = sent >= run.measure_start;
         if measured {
             match c.quota {
                 Some(0) => return,
@@ -419,17 +405,15 @@ fn fill(
             }
         }
         let id = c.next_id;
-        let frame = FrameRef {
-            msg_type,
-            flags,
-            request_id: id,
-            meta: &[],
-            body,
-        };
-        // The body size was checked against u32 in validate(), and there
-        // is no metadata, so encoding cannot fail; skip the request if it
-        // somehow does rather than panic.
-        if frame.encode(&mut c.out).is_err() {
+        // The request was checked by `load_request` (warpwire: body within
+        // u32, no metadata; echo: size within the limit), so encoding
+        // cannot fail; skip the request if it somehow does rather than
+        // panic.
+        if run
+            .protocol
+            .encode(&mut c.proto, id, run.request, &mut c.out)
+            .is_err()
+        {
             return;
         }
         c.next_id += 1;
@@ -438,7 +422,7 @@ fn fill(
     }
 }
 
-fn flush<T: Transport>(t: &mut T, c: &mut Conn, tally: &mut Tally) {
+fn flush<P: ClientProtocol, T: Transport>(t: &mut T, c: &mut Conn<P>, tally: &mut Tally) {
     use bytes::Buf;
     while !c.out.is_empty() {
         match t.send(c.id, &c.out) {
@@ -452,15 +436,14 @@ fn flush<T: Transport>(t: &mut T, c: &mut Conn, tally: &mut Tally) {
     }
 }
 
-fn read<T: Transport>(
+fn read<P: ClientProtocol, T: Transport>(
     t: &mut T,
-    c: &mut Conn,
-    check: &Expect,
-    measure_start: Instant,
+    c: &mut Conn<P>,
+    run: &Run<'_, P>,
     tally: &mut Tally,
 ) {
     for _ in 0..READS_PER_POLL {
-        let buf = c.decoder.read_buf();
+        let buf = run.protocol.read_buf(&mut c.proto);
         if buf.is_empty() {
             return;
         }
@@ -472,12 +455,12 @@ fn read<T: Transport>(
                 return;
             }
         };
-        c.decoder.commit(n);
+        run.protocol.commit(&mut c.proto, n);
         let now = Instant::now();
         tally.last_activity = tally.watch.watched();
         loop {
-            match c.decoder.decode() {
-                Ok(Some(f)) => on_reply(c, &f, check, measure_start, now, tally),
+            match run.protocol.decode(&mut c.proto) {
+                Ok(Some(m)) => on_reply(c, m, run, now, tally),
                 Ok(None) => break,
                 Err(_) => {
                     // The stream cannot be resynchronised: give the
@@ -492,20 +475,22 @@ fn read<T: Transport>(
     }
 }
 
-fn on_reply(
-    c: &mut Conn,
-    f: &Frame,
-    check: &Expect,
-    measure_start: Instant,
+fn on_reply<P: ClientProtocol>(
+    c: &mut Conn<P>,
+    m: Incoming<P::Reply>,
+    run: &Run<'_, P>,
     now: Instant,
     tally: &mut Tally,
 ) {
-    if !f.flags.is_response() && f.request_id == 0 {
+    let (id, reply) = match m {
         // Server-initiated (a relayed BROADCAST, an IDLE_TIMEOUT notice):
         // not a reply to us.
-        return;
-    }
-    let id = f.request_id;
+        Incoming::ServerInitiated(_) => return,
+        Incoming::Reply(ReplyTo::Id(id), r) => (id, r),
+        // In order: replies free slots in order, so the oldest in flight
+        // is `low` (nothing in flight: `low == next_id`, refused below).
+        Incoming::Reply(ReplyTo::Oldest, r) => (c.low, r),
+    };
     if id < c.low || id >= c.next_id {
         tally.errors += 1;
         return;
@@ -519,11 +504,11 @@ fn on_reply(
     while c.low < c.next_id && c.slot(c.low).is_none() {
         c.low += 1;
     }
-    if !check.ok(f) {
+    if run.protocol.check(id, run.request, &reply).is_err() {
         tally.errors += 1;
         return;
     }
-    if slot.measured && slot.sent >= measure_start {
+    if slot.measured && slot.sent >= run.measure_start {
         tally.messages += 1;
         tally.last_reply = Some(now);
         let ns =
@@ -536,14 +521,18 @@ fn on_reply(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::Request;
     use crate::loadgen::make_body;
+    use crate::protocol::Warpwire;
+    use bytes::Bytes;
+    use warpwire_frame::{Decoder, Frame, MessageType};
 
-    fn conn(depth: usize) -> Conn {
+    fn conn(depth: usize) -> Conn<Warpwire> {
         Conn {
             id: ConnId::new(0, 0),
             connected: true,
             closed: false,
-            decoder: Decoder::default(),
+            proto: Decoder::default(),
             out: BytesMut::new(),
             ring: vec![None; depth],
             next_id: 1,
@@ -566,7 +555,42 @@ mod tests {
         }
     }
 
-    fn sent_frames(c: &mut Conn) -> Vec<Frame> {
+    /// `fill` with an ECHO of `body` as the run's request.
+    fn fill_at(
+        c: &mut Conn<Warpwire>,
+        body: &Bytes,
+        interval: Option<Duration>,
+        measure_start: Instant,
+        now: Instant,
+    ) {
+        let request = Request::new(MessageType::ECHO, body.clone());
+        let run = Run {
+            protocol: &Warpwire::default(),
+            request: &request,
+            measure_start,
+        };
+        fill(c, &run, interval, now);
+    }
+
+    /// `on_reply` with `f` as decoded, the run's request an ECHO of `body`.
+    fn reply(
+        c: &mut Conn<Warpwire>,
+        body: &Bytes,
+        f: Frame,
+        measure_start: Instant,
+        now: Instant,
+        tally: &mut Tally,
+    ) {
+        let request = Request::new(MessageType::ECHO, body.clone());
+        let run = Run {
+            protocol: &Warpwire::default(),
+            request: &request,
+            measure_start,
+        };
+        on_reply(c, Warpwire::classify(f), &run, now, tally);
+    }
+
+    fn sent_frames(c: &mut Conn<Warpwire>) -> Vec<Frame> {
         let mut d = Decoder::default();
         d.feed(&c.out);
         c.out.clear();
@@ -578,47 +602,35 @@ mod tests {
         let mut c = conn(4);
         let body = make_body(16);
         let t0 = Instant::now();
-        fill(&mut c, MessageType::ECHO, Flags::NONE, &body, None, t0, t0);
+        fill_at(&mut c, &body, None, t0, t0);
         let frames = sent_frames(&mut c);
         assert_eq!(
             frames.iter().map(|f| f.request_id).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
         assert!(!c.can_send());
-        let check = Expect {
-            reply: MessageType::ECHO_REPLY,
-            body: body.clone(),
-        };
         let mut t = tally();
         // Out of order: 2 first. Slot 1 is still outstanding, so nothing opens.
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 2, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 2, body.clone()),
             t0,
             Instant::now(),
             &mut t,
         );
         assert_eq!((c.low, c.outstanding), (1, 3));
         assert!(!c.can_send());
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 1, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 1, body.clone()),
             t0,
             Instant::now(),
             &mut t,
         );
         assert_eq!((c.low, c.outstanding), (3, 2));
-        fill(
-            &mut c,
-            MessageType::ECHO,
-            Flags::NONE,
-            &body,
-            None,
-            t0,
-            Instant::now(),
-        );
+        fill_at(&mut c, &body, None, t0, Instant::now());
         let ids: Vec<u64> = sent_frames(&mut c).iter().map(|f| f.request_id).collect();
         assert_eq!(ids, [5, 6]);
         assert_eq!((t.messages, t.errors), (2, 0));
@@ -629,70 +641,66 @@ mod tests {
         let mut c = conn(8);
         let body = make_body(16);
         let t0 = Instant::now();
-        fill(&mut c, MessageType::ECHO, Flags::NONE, &body, None, t0, t0);
-        let check = Expect {
-            reply: MessageType::ECHO_REPLY,
-            body: body.clone(),
-        };
+        fill_at(&mut c, &body, None, t0, t0);
         let mut t = tally();
         let now = Instant::now();
         // Wrong body length.
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 1, make_body(15)),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 1, make_body(15)),
             t0,
             now,
             &mut t,
         );
         // Wrong type.
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::PONG, 2, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::PONG, 2, body.clone()),
             t0,
             now,
             &mut t,
         );
         // No RESPONSE flag.
-        on_reply(
+        reply(
             &mut c,
-            &Frame::new(MessageType::ECHO_REPLY, 3, body.clone()),
-            &check,
+            &body,
+            Frame::new(MessageType::ECHO_REPLY, 3, body.clone()),
             t0,
             now,
             &mut t,
         );
         // Unknown id, then a duplicate.
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 99, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 99, body.clone()),
             t0,
             now,
             &mut t,
         );
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 4, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 4, body.clone()),
             t0,
             now,
             &mut t,
         );
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 4, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 4, body.clone()),
             t0,
             now,
             &mut t,
         );
         // Server-initiated frames are ignored.
-        on_reply(
+        reply(
             &mut c,
-            &Frame::new(MessageType::BROADCAST, 0, body.clone()),
-            &check,
+            &body,
+            Frame::new(MessageType::BROADCAST, 0, body.clone()),
             t0,
             now,
             &mut t,
@@ -708,7 +716,7 @@ mod tests {
         c.quota = Some(3);
         let body = make_body(4);
         let t0 = Instant::now();
-        fill(&mut c, MessageType::ECHO, Flags::NONE, &body, None, t0, t0);
+        fill_at(&mut c, &body, None, t0, t0);
         assert_eq!(sent_frames(&mut c).len(), 3);
         assert_eq!(c.quota, Some(0));
 
@@ -716,15 +724,7 @@ mod tests {
         c.next_send = t0;
         let iv = Duration::from_millis(10);
         // 25 ms after the schedule began: sends at 0, 10 and 20 ms are due.
-        fill(
-            &mut c,
-            MessageType::ECHO,
-            Flags::NONE,
-            &body,
-            Some(iv),
-            t0,
-            t0 + Duration::from_millis(25),
-        );
+        fill_at(&mut c, &body, Some(iv), t0, t0 + Duration::from_millis(25));
         assert_eq!(sent_frames(&mut c).len(), 3);
         assert_eq!(c.next_send, t0 + Duration::from_millis(30));
         assert_eq!(
@@ -916,26 +916,14 @@ mod tests {
         let body = make_body(4);
         let t0 = Instant::now();
         let measure = t0 + Duration::from_secs(1);
-        fill(
-            &mut c,
-            MessageType::ECHO,
-            Flags::NONE,
-            &body,
-            None,
-            measure,
-            t0,
-        );
+        fill_at(&mut c, &body, None, measure, t0);
         assert_eq!(sent_frames(&mut c).len(), 4, "warm-up ignores the quota");
         assert_eq!(c.quota, Some(1));
-        let check = Expect {
-            reply: MessageType::ECHO_REPLY,
-            body: body.clone(),
-        };
         let mut t = tally();
-        on_reply(
+        reply(
             &mut c,
-            &Frame::response(MessageType::ECHO_REPLY, 1, body.clone()),
-            &check,
+            &body,
+            Frame::response(MessageType::ECHO_REPLY, 1, body.clone()),
             measure,
             Instant::now(),
             &mut t,

@@ -1,0 +1,222 @@
+//! warpwire's binary framing (`warpwire-frame`) as a [`ClientProtocol`].
+
+use bytes::BytesMut;
+use warpwire_frame::{
+    DecodeError, Decoder, DecoderConfig, EncodeError, Frame, FrameRef, MessageType,
+};
+
+use super::{ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
+use crate::Request;
+
+/// The warpwire framing: requests are frames carrying the loop's id as
+/// their request_id; replies are correlated by it (any order).
+///
+/// A frame without the RESPONSE flag and with request_id 0 is
+/// server-initiated (a relayed BROADCAST, an unsolicited ERROR). Any other
+/// frame claims to answer the request with its id, and
+/// [`ClientProtocol::check`] refuses it if it lacks the RESPONSE flag: a
+/// server that answers without it is wrong, and counted so.
+///
+/// Memory per connection: the frame decoder's, at most
+/// [`DecoderConfig::buffer_limit`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Warpwire {
+    /// Settings of each connection's frame decoder (the largest reply).
+    pub decoder: DecoderConfig,
+}
+
+impl Warpwire {
+    /// What a decoded frame is to the client (see the type's docs).
+    pub(crate) fn classify(frame: Frame) -> Incoming<Frame> {
+        if !frame.flags.is_response() && frame.request_id == 0 {
+            Incoming::ServerInitiated(frame)
+        } else {
+            let id = frame.request_id;
+            Incoming::Reply(ReplyTo::Id(id), frame)
+        }
+    }
+}
+
+impl ClientProtocol for Warpwire {
+    type Conn = Decoder;
+    type Request = Request;
+    type Reply = Frame;
+    type EncodeError = EncodeError;
+    type DecodeError = DecodeError;
+
+    const CORRELATION: Correlation = Correlation::ById;
+
+    fn name(&self) -> &'static str {
+        "warpwire"
+    }
+
+    fn open(&self) -> Decoder {
+        Decoder::new(self.decoder)
+    }
+
+    fn encode(
+        &self,
+        _conn: &mut Decoder,
+        id: u64,
+        request: &Request,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        FrameRef {
+            msg_type: request.msg_type,
+            flags: request.flags,
+            request_id: id,
+            meta: &request.meta,
+            body: &request.body,
+        }
+        .encode(out)
+    }
+
+    fn read_buf<'c>(&self, conn: &'c mut Decoder) -> &'c mut [u8] {
+        conn.read_buf()
+    }
+
+    fn commit(&self, conn: &mut Decoder, n: usize) {
+        conn.commit(n);
+    }
+
+    fn decode(&self, conn: &mut Decoder) -> Result<Option<Incoming<Frame>>, DecodeError> {
+        Ok(conn.decode()?.map(Self::classify))
+    }
+
+    /// The reply must be flagged RESPONSE, not be an ERROR, and have the
+    /// type the request calls for: ECHO_REPLY with the ECHO's body, PONG and
+    /// DATA_ACK with their 8-byte bodies, BROADCAST_ACK, STATS_REPLY,
+    /// AUTH_REPLY. An application handler may answer with any type other
+    /// than those three fixed-body replies (ECHO_REPLY, PONG, DATA_ACK).
+    fn check(&self, _id: u64, request: &Request, reply: &Frame) -> Result<(), Mismatch> {
+        if !reply.flags.is_response() {
+            return Err(Mismatch::NotAReply);
+        }
+        let got = reply.msg_type;
+        if got == MessageType::ERROR {
+            return Err(Mismatch::ErrorReply);
+        }
+        let fixed_len = |ty: MessageType, len: usize| {
+            if got != ty {
+                Err(Mismatch::Type)
+            } else if reply.body.len() != len {
+                Err(Mismatch::Length)
+            } else {
+                Ok(())
+            }
+        };
+        let of_type = |ty: MessageType| {
+            if got == ty {
+                Ok(())
+            } else {
+                Err(Mismatch::Type)
+            }
+        };
+        match request.msg_type {
+            MessageType::ECHO => {
+                fixed_len(MessageType::ECHO_REPLY, request.body.len())?;
+                if reply.body == request.body {
+                    Ok(())
+                } else {
+                    Err(Mismatch::Content)
+                }
+            }
+            MessageType::PING => fixed_len(MessageType::PONG, 8),
+            MessageType::DATA => fixed_len(MessageType::DATA_ACK, 8),
+            MessageType::BROADCAST => of_type(MessageType::BROADCAST_ACK),
+            MessageType::STATS => of_type(MessageType::STATS_REPLY),
+            MessageType::AUTH => of_type(MessageType::AUTH_REPLY),
+            t if t.is_application() => match got {
+                MessageType::ECHO_REPLY | MessageType::PONG | MessageType::DATA_ACK => {
+                    Err(Mismatch::Type)
+                }
+                _ => Ok(()),
+            },
+            _ => Err(Mismatch::Type),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use warpwire_frame::Flags;
+
+    #[test]
+    fn frames_round_trip_with_the_loops_id() {
+        let p = Warpwire::default();
+        let mut conn = p.open();
+        let mut out = BytesMut::new();
+        let req = Request::new(MessageType::ECHO, &b"abc"[..]);
+        p.encode(&mut conn, 7, &req, &mut out).unwrap();
+        let mut d = Decoder::default();
+        d.feed(&out);
+        let f = d.decode().unwrap().unwrap();
+        assert_eq!(
+            (f.msg_type, f.request_id, &f.body[..]),
+            (MessageType::ECHO, 7, &b"abc"[..])
+        );
+
+        // The reply, split at every byte, decodes to one reply to id 7.
+        let reply = Frame::response(MessageType::ECHO_REPLY, 7, &b"abc"[..])
+            .to_bytes()
+            .unwrap();
+        let mut got = Vec::new();
+        for b in reply.iter() {
+            p.read_buf(&mut conn)[0] = *b;
+            p.commit(&mut conn, 1);
+            while let Some(m) = p.decode(&mut conn).unwrap() {
+                got.push(m);
+            }
+        }
+        let [Incoming::Reply(ReplyTo::Id(7), f)] = &got[..] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(p.check(7, &req, f), Ok(()));
+    }
+
+    #[test]
+    fn checks_and_server_initiated_frames() {
+        let p = Warpwire::default();
+        let echo = Request::new(MessageType::ECHO, &b"abc"[..]);
+        let bad = [
+            (
+                Frame::response(MessageType::ECHO_REPLY, 1, &b"abd"[..]),
+                Mismatch::Content,
+            ),
+            (
+                Frame::response(MessageType::ECHO_REPLY, 1, &b"ab"[..]),
+                Mismatch::Length,
+            ),
+            (
+                Frame::response(MessageType::PONG, 1, &b"abc"[..]),
+                Mismatch::Type,
+            ),
+            (
+                Frame::response(MessageType::ERROR, 1, &b""[..]),
+                Mismatch::ErrorReply,
+            ),
+            (
+                Frame::new(MessageType::ECHO_REPLY, 1, &b"abc"[..]),
+                Mismatch::NotAReply,
+            ),
+        ];
+        for (f, why) in bad {
+            assert_eq!(p.check(1, &echo, &f), Err(why), "{f:?}");
+        }
+        let app = Request::new(MessageType(0x80), &b"abc"[..]);
+        let any = Frame::response(MessageType(0x91), 1, &b"x"[..]);
+        assert_eq!(p.check(1, &app, &any), Ok(()));
+        let broadcast = Frame::new(MessageType::BROADCAST, 0, &b"hi"[..]);
+        assert!(matches!(
+            Warpwire::classify(broadcast),
+            Incoming::ServerInitiated(_)
+        ));
+        let ping = Frame::new(MessageType::PING, 3, &b"hi"[..]).with_flags(Flags::NONE);
+        assert!(matches!(
+            Warpwire::classify(ping),
+            Incoming::Reply(ReplyTo::Id(3), _)
+        ));
+    }
+}
