@@ -122,7 +122,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WARPWIRE_LISTEN")]
     pub listen: Option<HostPort>,
     /// Another listen address and the protocol it serves, PROTOCOL=IP:PORT
-    /// (protocols: warpwire, echo); repeatable, or comma-separated in the
+    /// (protocols: warpwire, echo, http); repeatable, or comma-separated in the
     /// environment. Replaces the config file's `[[server.listeners]]`.
     #[arg(
         long = "listener",
@@ -199,6 +199,15 @@ pub struct ServeArgs {
     /// Append each session's DATA to DIR/<session-id>.data [default: discard].
     #[arg(long, env = "WARPWIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// HTTP: longest request line before 414 [default: 8192].
+    #[arg(long, env = "WARPWIRE_HTTP_MAX_REQUEST_LINE")]
+    pub http_max_request_line: Option<usize>,
+    /// HTTP: largest request head before 431 [default: 16384].
+    #[arg(long, env = "WARPWIRE_HTTP_MAX_HEAD")]
+    pub http_max_head: Option<usize>,
+    /// HTTP: largest request body before 413 [default: 1048576].
+    #[arg(long, env = "WARPWIRE_HTTP_MAX_BODY")]
+    pub http_max_body: Option<usize>,
     /// Graceful-shutdown grace period [default: 5s].
     #[arg(long, env = "WARPWIRE_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use warpwire_engine::{Echo, Server, UserDb};
+use warpwire_engine::{Both, Echo, Server, UserDb};
+use warpwire_http::Http;
 use warpwire_socket::{SocketConfig, SocketTransport};
 use warpwire_uring::UringTransport;
 
@@ -106,14 +107,18 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
         server.data_handler(sink);
     }
+    // Beside warpwire on --listen, every other protocol a --listener may name.
+    let http_config = settings.http.clone();
+    let protocols =
+        move |m: &Arc<warpwire_engine::Metrics>| Both::new(Echo, Http::new(http_config, m.clone()));
     let handle = match &backend {
         Backend::Socket => server.start_with(
             |_| SocketTransport::with_config(SocketConfig::default()),
-            Echo,
+            protocols,
         )?,
         Backend::Uring(uc) => {
             let uc = uc.clone();
-            server.start_with(move |_| UringTransport::with_config(uc.clone()), Echo)?
+            server.start_with(move |_| UringTransport::with_config(uc.clone()), protocols)?
         }
         #[cfg(feature = "rdma")]
         Backend::Rdma(rc) => {
@@ -121,7 +126,7 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             let (rc, shared) = (rc.clone(), warpwire_rdma::RdmaShared::new());
             server.start_with(
                 move |_| warpwire_rdma::RdmaTransport::with_shared(rc.clone(), shared.clone()),
-                Echo,
+                protocols,
             )?
         }
         #[cfg(feature = "xdp")]
@@ -129,7 +134,7 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             let (iface, stack) = (iface.clone(), stack.clone());
             server.start_with(
                 move |i| crate::backend::xdp_transport(&iface, i, &stack),
-                Echo,
+                protocols,
             )?
         }
         // One EAL, port and mempool for the process, set up here (this
@@ -150,7 +155,7 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
                 Duration::ZERO,
                 stack.clone(),
             )?;
-            server.start_with(move |i| rt.worker_transport(i), Echo)?
+            server.start_with(move |i| rt.worker_transport(i), protocols)?
         }
     };
     println!(

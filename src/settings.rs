@@ -10,6 +10,8 @@
 //! iface = "eth1"
 //! [server]                        # every `serve` setting (--workers, --max-frame, ...)
 //! listen = "localhost:7077"
+//! [http]                          # the HTTP protocol's limits (--http-max-body, ...)
+//! max_body = 1048576
 //! ```
 //!
 //! Keys whose values the command line parses differently from the engine
@@ -21,6 +23,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use warpwire_engine::ServerConfig;
+use warpwire_http::HttpConfig;
 use warpwire_transport::{LatencyPolicy, TransportChoice};
 
 use crate::addr::HostPort;
@@ -35,6 +38,7 @@ struct RawFile {
     latency_policy: Option<String>,
     bypass: BypassArgs,
     server: toml::Table,
+    http: HttpConfig,
 }
 
 /// What the config file says (everything unset when there is none).
@@ -55,6 +59,8 @@ pub struct FileConfig {
     pub metrics: Option<HostPort>,
     /// `[server] busy_poll`.
     pub busy_poll: Option<bool>,
+    /// The `[http]` table.
+    pub http: HttpConfig,
 }
 
 impl FileConfig {
@@ -96,6 +102,7 @@ impl FileConfig {
             listen,
             metrics,
             busy_poll,
+            http: raw.http,
         })
     }
 
@@ -147,6 +154,8 @@ pub struct ServeSettings {
     pub policy: LatencyPolicy,
     /// Bypass options.
     pub bypass: BypassArgs,
+    /// The HTTP protocol's limits.
+    pub http: HttpConfig,
 }
 
 impl ServeSettings {
@@ -182,7 +191,18 @@ impl ServeSettings {
             c.listeners = a.listeners.clone();
         }
         let (choice, policy) = file.select(&a.select);
+        let mut http = file.http.clone();
+        if let Some(v) = a.http_max_request_line {
+            http.max_request_line = v;
+        }
+        if let Some(v) = a.http_max_head {
+            http.max_head = v;
+        }
+        if let Some(v) = a.http_max_body {
+            http.max_body = v;
+        }
         Self {
+            http,
             listen: a
                 .listen
                 .clone()
@@ -223,6 +243,7 @@ impl ServeSettings {
             top.insert("bypass".into(), bypass.into());
         }
         top.insert("server".into(), server.into());
+        top.insert("http".into(), toml::Table::try_from(&self.http)?.into());
         Ok(toml::to_string(&top)?)
     }
 }

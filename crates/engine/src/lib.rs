@@ -255,11 +255,17 @@ impl Server {
         })
     }
 
-    /// Like [`Server::start`], also serving `other` (and any protocols it
-    /// holds, see [`Both`]) on the `config.listeners` that name it, with
-    /// the same workers: `start_with(factory, Echo)` serves warpwire on
-    /// `config.listen` and echo wherever a listener says `echo`.
-    pub fn start_with<T, F, B>(self, factory: F, other: B) -> Result<ServerHandle, EngineError>
+    /// Like [`Server::start`], also serving the protocol `other` builds
+    /// (and any protocols it holds, see [`Both`]) on the
+    /// `config.listeners` that name it, with the same workers:
+    /// `start_with(factory, |_| Echo)` serves warpwire on `config.listen`
+    /// and echo wherever a listener says `echo`. `other` gets the
+    /// server's metrics (HTTP serves them).
+    pub fn start_with<T, F, B>(
+        self,
+        factory: F,
+        other: impl FnOnce(&Arc<Metrics>) -> B,
+    ) -> Result<ServerHandle, EngineError>
     where
         T: Transport + 'static,
         F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
@@ -271,7 +277,7 @@ impl Server {
         serve_with_hooks(config, hooks, factory, move |metrics| {
             Both::new(
                 Warpwire::new(proto_config, handlers, users, metrics.clone()),
-                other,
+                other(metrics),
             )
         })
     }
