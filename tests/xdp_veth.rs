@@ -324,7 +324,12 @@ fn auth_battery(p: &Pair, via: &[&str], token: &str) {
 #[ignore = "needs root, veth and AF_XDP: scripts/test.sh runs it as root"]
 fn xdp_server_with_kernel_and_xdp_clients() {
     let p = Pair::new("s");
-    let srv = p.serve(&["--listener", "echo=0.0.0.0:7007"]);
+    let srv = p.serve(&[
+        "--listener",
+        "echo=0.0.0.0:7007",
+        "--listener",
+        "http=0.0.0.0:8080",
+    ]);
     let addr = format!("{SERVER_IP}:7077");
 
     // (0) The second protocol on its own listener, same stack and worker:
@@ -351,6 +356,38 @@ fn xdp_server_with_kernel_and_xdp_clients() {
         "echo 262144 True",
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    // HTTP on a third listener: curl (kernel TCP) in namespace B, two
+    // requests on one connection, and a 256 KiB chunked upload echoed.
+    let curl = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &p.b, "curl", "--silent", "--show-error"])
+            .args(["--verbose", "--max-time", "30"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let ping = format!("http://{SERVER_IP}:8080/ping");
+    let (out, err) = curl(&[&ping, &ping]);
+    assert_eq!(out, b"pong\npong\n");
+    assert!(err.contains("Re-using existing connection"), "{err}");
+    let body = std::env::temp_dir().join(format!("ww-xdp-http-{}", std::process::id()));
+    let data: Vec<u8> = (0..262_144u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&body, &data).unwrap();
+    let (out, _) = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("http://{SERVER_IP}:8080/echo"),
+    ]);
+    let _ = std::fs::remove_file(&body);
+    assert!(
+        out == data,
+        "the chunked upload came back as {} other bytes",
+        out.len()
     );
 
     // (1) Kernel TCP peers: every feature, and a broadcast that reaches a
