@@ -452,8 +452,42 @@ impl Drop for TapServer {
 #[test]
 #[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
 fn dpdk_server_on_net_tap_with_kernel_clients() {
-    let t = TapServer::start("dtap", 3, "0", &[], false);
+    let t = TapServer::start("dtap", 3, "0", &["--listener", "http=0.0.0.0:8080"], false);
     let addr = t.addr.as_str();
+    // HTTP on a second listener, through the same stack: curl, two
+    // requests on one connection, and a chunked upload echoed.
+    let o = t.run_cmd(&[
+        "curl",
+        "--silent",
+        "--show-error",
+        "--verbose",
+        "--max-time",
+        "30",
+        "http://10.77.3.1:8080/ping",
+        "http://10.77.3.1:8080/ping",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(o.stdout, b"pong\npong\n");
+    assert!(err.contains("Re-using existing connection"), "{err}");
+    let o = t.run_cmd(&[
+        "curl",
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "30",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "chunked through dpdk",
+        "http://10.77.3.1:8080/echo",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "chunked through dpdk",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(
         t.ok(&["client", addr, "echo", "kernel to dpdk"]).trim(),
         "kernel to dpdk"
