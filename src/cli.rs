@@ -42,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to a server: ping, echo, broadcast, data, stats, auth, app, listen, shell.
     Client(ClientArgs),
     /// Load-test a server: throughput and latency percentiles.

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     // The config file is read once, for every command that uses it.
     let result =
         settings::FileConfig::load(args.config.as_deref()).and_then(|file| match args.command {
-            cli::Command::Serve(a) => serve::run(&file, a),
+            cli::Command::Serve(a) => serve::run(&file, *a),
             cli::Command::Client(a) => client_cmd::run(&file, a),
             cli::Command::Bench(a) => client_cmd::bench(&file, a),
             cli::Command::Probe(a) => probe::run(&file, a),

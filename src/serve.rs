@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use warpwire_engine::{Both, Echo, Server, UserDb};
+use warpwire_engine::{Both, Echo, Handlers, Server, UserDb};
 use warpwire_http::Http;
 use warpwire_socket::{SocketConfig, SocketTransport};
 use warpwire_uring::UringTransport;
@@ -109,8 +109,12 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     }
     // Beside warpwire on --listen, every other protocol a --listener may name.
     let http_config = settings.http.clone();
-    let protocols =
-        move |m: &Arc<warpwire_engine::Metrics>| Both::new(Echo, Http::new(http_config, m.clone()));
+    let protocols = move |m: &Arc<warpwire_engine::Metrics>, h: &Arc<Handlers>| {
+        Both::new(
+            Echo,
+            Http::new(http_config, m.clone()).with_handlers(h.clone()),
+        )
+    };
     let handle = match &backend {
         Backend::Socket => server.start_with(
             |_| SocketTransport::with_config(SocketConfig::default()),

@@ -112,6 +112,12 @@ fn checks(addr: SocketAddr, transport: &str) {
         &format!("{base}/x"),
     ]);
     assert_eq!(code, "404");
+    // The gateway into the binary protocol: the REVERSE example handler,
+    // and a broadcast (no warpwire subscriber here: 0 recipients).
+    let out = curl(&["--data-binary", "gateway", &format!("{base}/app/0x80")]);
+    assert_eq!(out, "yawetag");
+    let out = curl(&["--data-binary", "to all", &format!("{base}/broadcast")]);
+    assert_eq!(out, "{\"recipients\":0}\n");
     // The server's numbers, over HTTP.
     let stats: serde_json::Value =
         serde_json::from_str(&curl(&[&format!("{base}/stats")])).unwrap();

@@ -319,6 +319,13 @@ impl Handlers {
         self.data = Arc::new(handler);
     }
 
+    /// The handler registered for `msg_type`, and whether it may block
+    /// (then it must run on the application workers, `Ctx::offload`). For
+    /// gateways from other protocols (HTTP's `POST /app/{type}`).
+    pub fn app_handler(&self, msg_type: u8) -> Option<(Arc<dyn AppHandler>, bool)> {
+        self.app(msg_type).map(|e| (e.handler.clone(), e.blocking))
+    }
+
     pub(crate) fn app(&self, msg_type: u8) -> Option<&AppEntry> {
         let i = usize::from(msg_type.checked_sub(0x80)?);
         self.app.get(i)?.as_ref()

@@ -258,13 +258,14 @@ impl Server {
     /// Like [`Server::start`], also serving the protocol `other` builds
     /// (and any protocols it holds, see [`Both`]) on the
     /// `config.listeners` that name it, with the same workers:
-    /// `start_with(factory, |_| Echo)` serves warpwire on `config.listen`
-    /// and echo wherever a listener says `echo`. `other` gets the
-    /// server's metrics (HTTP serves them).
+    /// `start_with(factory, |_, _| Echo)` serves warpwire on
+    /// `config.listen` and echo wherever a listener says `echo`. `other`
+    /// gets the server's metrics and its application handlers (HTTP serves
+    /// the one and calls the other).
     pub fn start_with<T, F, B>(
         self,
         factory: F,
-        other: impl FnOnce(&Arc<Metrics>) -> B,
+        other: impl FnOnce(&Arc<Metrics>, &Arc<Handlers>) -> B,
     ) -> Result<ServerHandle, EngineError>
     where
         T: Transport + 'static,
@@ -272,12 +273,13 @@ impl Server {
         B: Protocol,
     {
         let (users, config, hooks) = self.prepare()?;
-        let handlers = self.handlers;
+        let handlers = Arc::new(self.handlers);
         let proto_config = config.clone();
         serve_with_hooks(config, hooks, factory, move |metrics| {
+            let second = other(metrics, &handlers);
             Both::new(
                 Warpwire::new(proto_config, handlers, users, metrics.clone()),
-                other(metrics),
+                second,
             )
         })
     }

@@ -33,7 +33,7 @@ use crate::{ServerConfig, UserDb};
 /// The warpwire protocol with its handlers, users and settings.
 pub struct Warpwire {
     config: ServerConfig,
-    handlers: Handlers,
+    handlers: Arc<Handlers>,
     users: Option<UserDb>,
     metrics: Arc<Metrics>,
 }
@@ -51,13 +51,13 @@ impl Warpwire {
     /// The protocol as configured; `metrics` answers STATS.
     pub fn new(
         config: ServerConfig,
-        handlers: Handlers,
+        handlers: impl Into<Arc<Handlers>>,
         users: Option<UserDb>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
-            handlers,
+            handlers: handlers.into(),
             users,
             metrics,
         }
@@ -101,6 +101,21 @@ enum PendingKind {
     App(MessageType),
     /// The DATA sink; the job returns `Result<u64, HandlerError>`.
     Data { ack: bool },
+}
+
+/// Relays `body` as a BROADCAST from session `from` to every eligible
+/// warpwire connection on every worker (the relay frame docs/protocol.md
+/// describes); how many it reached. Other protocols publish through it
+/// too (HTTP's `POST /broadcast`).
+pub fn broadcast(ctx: &mut Ctx<'_>, from: &[u8; 16], body: Bytes) -> u64 {
+    let mut meta = MetaBuilder::new();
+    // A 16-byte value under a 4-byte key always fits.
+    let _ = meta.push("from", from);
+    let relay = Frame::new(MessageType::BROADCAST, 0, body).with_meta(meta.finish());
+    match relay.to_bytes() {
+        Ok(bytes) => ctx.publish(bytes),
+        Err(_) => 0,
+    }
 }
 
 impl Protocol for Warpwire {
@@ -346,15 +361,7 @@ impl Warpwire {
             MessageType::PING => reply(ctx, MessageType::PONG, id, &f.body),
             MessageType::ECHO => reply(ctx, MessageType::ECHO_REPLY, id, &f.body),
             MessageType::BROADCAST => {
-                let mut meta = MetaBuilder::new();
-                // A 16-byte value under a 4-byte key always fits.
-                let _ = meta.push("from", &s.session_id);
-                let relay =
-                    Frame::new(MessageType::BROADCAST, 0, f.body.clone()).with_meta(meta.finish());
-                let recipients = match relay.to_bytes() {
-                    Ok(bytes) => ctx.publish(bytes),
-                    Err(_) => 0,
-                };
+                let recipients = broadcast(ctx, &s.session_id, f.body.clone());
                 let recipients = u32::try_from(recipients).unwrap_or(u32::MAX);
                 reply(
                     ctx,

@@ -29,9 +29,14 @@
 //!   (a request left unfinished for the server's idle timeout: slowloris),
 //!   413, 414, 431, 505; 503 when the server is full.
 //!
+//! The gateway to the binary protocol: `POST /broadcast` relays its body
+//! as a warpwire BROADCAST to every subscribed warpwire connection, and
+//! `POST /app/{type}` calls the application handler registered for that
+//! message type (on the application workers when it may block; the
+//! connection's later requests wait, so responses keep request order).
+//!
 //! What this crate does not do: TLS (below it, later), HTTP/2, content
-//! codings (`gzip, chunked` is a 501), routes that block (the engine's
-//! application workers are the place; not wired here yet), or serving files.
+//! codings (`gzip, chunked` is a 501), or serving files.
 
 #![forbid(unsafe_code)]
 
@@ -44,9 +49,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use warpwire_engine::metrics::WorkerCounters;
-use warpwire_engine::{ConnInfo, Ctx, InputHeld, Metrics, Protocol, Refusal, Step};
+use warpwire_engine::protocol::{Done, Outcome};
+use warpwire_engine::{
+    ConnInfo, Ctx, HandlerError, Handlers, InputHeld, Metrics, Protocol, Refusal, SessionInfo, Step,
+};
+use warpwire_frame::{Frame, MessageType};
 use warpwire_transport::CloseReason;
 
 pub use response::Status;
@@ -148,6 +158,8 @@ pub type Handler = dyn Fn(&Request<'_>) -> Response + Send + Sync;
 pub struct Http {
     config: HttpConfig,
     metrics: Arc<Metrics>,
+    /// The binary protocol's application handlers, for `POST /app/{type}`.
+    handlers: Option<Arc<Handlers>>,
     /// path → (method, handler); HEAD is served by a GET route.
     routes: HashMap<String, Vec<(String, Arc<Handler>)>>,
 }
@@ -193,6 +205,10 @@ pub struct HttpConn {
     /// An error or a close was answered: the rest of the input is ignored.
     done: bool,
     peer: SocketAddr,
+    /// The `from` of its broadcasts, and the session handlers see.
+    session_id: [u8; 16],
+    /// How to answer the application job that is out, when it is back.
+    pending: Option<Persist>,
 }
 
 impl Http {
@@ -202,8 +218,16 @@ impl Http {
         Self {
             config,
             metrics,
+            handlers: None,
             routes: HashMap::new(),
         }
+    }
+
+    /// Serves `POST /app/{type}` with these handlers (the warpwire
+    /// server's, so HTTP clients reach the same application).
+    pub fn with_handlers(mut self, handlers: Arc<Handlers>) -> Self {
+        self.handlers = Some(handlers);
+        self
     }
 
     /// Adds a route (an exact path; a built-in path cannot be replaced).
@@ -329,13 +353,28 @@ impl Http {
         };
         match info.framing {
             Framing::None => {
-                let keep = self.dispatch(local, ctx, &req, &[], info, c.peer, n);
+                let keep = self.dispatch(
+                    local,
+                    ctx,
+                    &req,
+                    &[],
+                    info,
+                    (c.peer, c.session_id, &mut c.pending),
+                    n,
+                );
                 Self::consume(c, n);
                 self.after(c, ctx, keep)
             }
             Framing::Length(len) if data.len() >= n + len => {
-                let keep =
-                    self.dispatch(local, ctx, &req, &data[n..n + len], info, c.peer, n + len);
+                let keep = self.dispatch(
+                    local,
+                    ctx,
+                    &req,
+                    &data[n..n + len],
+                    info,
+                    (c.peer, c.session_id, &mut c.pending),
+                    n + len,
+                );
                 Self::consume(c, n + len);
                 self.after(c, ctx, keep)
             }
@@ -417,7 +456,7 @@ impl Http {
             &req,
             &data[body_start..body_end],
             info,
-            c.peer,
+            (c.peer, c.session_id, &mut c.pending),
             used,
         );
         Self::consume(c, used);
@@ -442,7 +481,7 @@ impl Http {
         req: &httparse::Request<'_, '_>,
         body: &[u8],
         info: HeadInfo,
-        peer: SocketAddr,
+        (peer, session_id, pending): (SocketAddr, [u8; 16], &mut Option<Persist>),
         wire_len: usize,
     ) -> bool {
         let method = req.method.unwrap_or("");
@@ -465,16 +504,40 @@ impl Http {
             body,
             peer,
         };
-        let (resp, allow) = self.route_of(&request);
         let persist = match (info.keep_alive, info.http10) {
             (false, _) => Persist::Close,
             (true, true) => Persist::Keep10,
             (true, false) => Persist::Keep,
         };
+        let counters = ctx.counters();
+        WorkerCounters::add(&counters.messages_in, 1);
+        WorkerCounters::add(&counters.bytes_in, wire_len as u64);
+        let (resp, allow) = match self.gateway(&request, session_id, ctx) {
+            Gateway::Respond(resp) => (resp, None),
+            Gateway::Offloaded => {
+                *pending = Some(persist);
+                return true;
+            }
+            Gateway::NotMine => self.route_of(&request),
+        };
+        self.respond(local, ctx, &resp, allow.as_deref(), head_only, persist);
+        persist != Persist::Close
+    }
+
+    /// Writes a response and counts it.
+    fn respond(
+        &self,
+        local: &mut HttpLocal,
+        ctx: &mut Ctx<'_>,
+        resp: &Response,
+        allow: Option<&str>,
+        head_only: bool,
+        persist: Persist,
+    ) {
         let date = local.date.get(ctx.now);
         let before = ctx.out().len();
-        let extra: &[(&str, &str)] = match &allow {
-            Some(a) => &[("Allow", a.as_str())],
+        let extra: &[(&str, &str)] = match allow {
+            Some(a) => &[("Allow", a)],
             None => &[],
         };
         response::write(
@@ -489,14 +552,63 @@ impl Http {
         );
         let n = (ctx.out().len() - before) as u64;
         let counters = ctx.counters();
-        WorkerCounters::add(&counters.messages_in, 1);
-        WorkerCounters::add(&counters.bytes_in, wire_len as u64);
         WorkerCounters::add(&counters.messages_out, 1);
         WorkerCounters::add(&counters.bytes_out, n);
         if resp.status.0 >= 400 {
             WorkerCounters::add(&counters.errors, 1);
         }
-        persist != Persist::Close
+    }
+
+    /// `POST /broadcast` and `POST /app/{type}`: the way into the binary
+    /// protocol's world.
+    fn gateway(&self, r: &Request<'_>, session_id: [u8; 16], ctx: &mut Ctx<'_>) -> Gateway {
+        let post = r.method == "POST";
+        if r.path == "/broadcast" {
+            if !post {
+                return Gateway::NotMine;
+            }
+            let n = warpwire_engine::warpwire::broadcast(
+                ctx,
+                &session_id,
+                Bytes::copy_from_slice(r.body),
+            );
+            let body = format!("{{\"recipients\":{n}}}\n");
+            return Gateway::Respond(Response::new(Status::OK, "application/json", body));
+        }
+        let Some(t) = r.path.strip_prefix("/app/") else {
+            return Gateway::NotMine;
+        };
+        if !post {
+            return Gateway::NotMine;
+        }
+        let t = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(hex) => u8::from_str_radix(hex, 16).ok(),
+            None => t.parse::<u8>().ok(),
+        };
+        let found = t.and_then(|t| Some((t, self.handlers.as_ref()?.app_handler(t)?)));
+        let Some((t, (handler, blocking))) = found else {
+            return Gateway::Respond(Response::new(
+                Status::NOT_FOUND,
+                "text/plain",
+                "no handler for this type\n",
+            ));
+        };
+        let frame = Frame::new(MessageType(t), 0, Bytes::copy_from_slice(r.body));
+        let worker = ctx.worker;
+        let call = move || -> Result<Option<Bytes>, HandlerError> {
+            let session = SessionInfo {
+                session_id: &session_id,
+                user: None,
+                worker,
+            };
+            handler.handle(&session, &frame)
+        };
+        if blocking {
+            ctx.offload(move || -> Done { Box::new(call()) });
+            Gateway::Offloaded
+        } else {
+            Gateway::Respond(app_response(call()))
+        }
     }
 
     /// The response for a request, and the Allow header of a 405.
@@ -580,6 +692,29 @@ impl Http {
     }
 }
 
+/// What the gateway did with a request.
+enum Gateway {
+    /// Answer this.
+    Respond(Response),
+    /// A job is on the application workers; `complete` answers.
+    Offloaded,
+    /// Not a gateway path: the routes answer.
+    NotMine,
+}
+
+/// An application handler's result as a response.
+fn app_response(r: Result<Option<Bytes>, HandlerError>) -> Response {
+    match r {
+        Ok(Some(body)) => Response::new(Status::OK, "application/octet-stream", body),
+        Ok(None) => Response {
+            status: Status::NO_CONTENT,
+            content_type: None,
+            body: Bytes::new(),
+        },
+        Err(e) => Response::new(Status::INTERNAL, "text/plain", format!("{}\n", e.message)),
+    }
+}
+
 /// A built-in route.
 type Builtin = fn(&Http, &Request<'_>) -> Response;
 
@@ -617,6 +752,12 @@ impl Protocol for Http {
             continued: false,
             done: false,
             peer: info.peer,
+            session_id: {
+                let mut id = [0u8; 16];
+                rand::rng().fill_bytes(&mut id);
+                id
+            },
+            pending: None,
         }
     }
 
@@ -697,4 +838,29 @@ impl Protocol for Http {
     }
 
     fn closed(&self, _: &mut HttpLocal, _: HttpConn, _: &ConnInfo, _: Option<CloseReason>) {}
+
+    fn complete(
+        &self,
+        local: &mut HttpLocal,
+        c: &mut HttpConn,
+        outcome: Outcome,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(persist) = c.pending.take() else {
+            return;
+        };
+        let resp = match outcome {
+            Ok(done) => match done.downcast::<Result<Option<Bytes>, HandlerError>>() {
+                Ok(r) => app_response(*r),
+                Err(_) => Response::new(Status::INTERNAL, "text/plain", "handler failed\n"),
+            },
+            // A panic: its message stays in the log, not on the wire.
+            Err(_) => Response::new(Status::INTERNAL, "text/plain", "handler failed\n"),
+        };
+        self.respond(local, ctx, &resp, None, false, persist);
+        if persist == Persist::Close {
+            ctx.close();
+            c.done = true;
+        }
+    }
 }

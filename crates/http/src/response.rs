@@ -15,6 +15,8 @@ impl Status {
     pub const CONTINUE: Self = Self(100, "Continue");
     /// 200 OK.
     pub const OK: Self = Self(200, "OK");
+    /// 204 No Content.
+    pub const NO_CONTENT: Self = Self(204, "No Content");
     /// 400 Bad Request.
     pub const BAD_REQUEST: Self = Self(400, "Bad Request");
     /// 403 Forbidden.

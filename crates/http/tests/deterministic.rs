@@ -385,3 +385,114 @@ fn status_constants_are_the_rfc_ones() {
         Status(431, "Request Header Fields Too Large")
     );
 }
+
+/// The gateway: `POST /app/{type}` calls the binary protocol's handlers
+/// (blocking ones on the application workers, in order with the requests
+/// around them), `POST /broadcast` reaches warpwire subscribers.
+mod gateway {
+    use super::*;
+    use bytes::Bytes;
+    use warpwire_engine::{Both, HandlerError, Handlers, ListenerConfig, Warpwire};
+    use warpwire_frame::{Decoder, DecoderConfig, MessageType};
+
+    fn handlers() -> std::sync::Arc<Handlers> {
+        let mut h = Handlers::with_examples();
+        h.register_blocking(
+            0x90,
+            |_: &warpwire_engine::SessionInfo<'_>, f: &warpwire_frame::Frame| {
+                Ok::<_, HandlerError>(Some(Bytes::from(format!(
+                    "slow {}",
+                    String::from_utf8_lossy(&f.body)
+                ))))
+            },
+        )
+        .unwrap();
+        h.register(
+            0x91,
+            |_: &warpwire_engine::SessionInfo<'_>, _: &warpwire_frame::Frame| {
+                Err::<Option<Bytes>, _>(HandlerError::new("no such thing"))
+            },
+        )
+        .unwrap();
+        std::sync::Arc::new(h)
+    }
+
+    #[test]
+    fn app_types_are_called_in_request_order() {
+        let hs = handlers();
+        let mut h = Harness::new(ServerConfig::default(), move |m| {
+            Http::new(HttpConfig::default(), m.clone()).with_handlers(hs)
+        });
+        let p = h.connect();
+        let r = exchange(
+            &mut h,
+            p,
+            b"POST /app/0x80 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+              POST /app/144 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nwork\
+              GET /ping HTTP/1.1\r\nHost: a\r\n\r\n\
+              POST /app/0x91 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\
+              POST /app/0x99 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\
+              GET /app/0x80 HTTP/1.1\r\nHost: a\r\n\r\n",
+            &[],
+        );
+        let got: Vec<(u16, String)> = r
+            .iter()
+            .map(|r| (r.code, String::from_utf8_lossy(&r.body).into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (200, "cba".to_owned()),
+                (200, "slow work".to_owned()),
+                (200, "pong\n".to_owned()),
+                (500, "no such thing\n".to_owned()),
+                (404, "no handler for this type\n".to_owned()),
+                (404, "404 Not Found\n".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_post_to_broadcast_reaches_warpwire_subscribers() {
+        let cfg = ServerConfig {
+            listeners: vec![ListenerConfig {
+                protocol: "http".into(),
+                listen: "127.0.0.1:8080".parse().unwrap(),
+            }],
+            ..ServerConfig::default()
+        };
+        let wcfg = cfg.clone();
+        let mut h = Harness::new(cfg, move |m| {
+            let hs = std::sync::Arc::new(Handlers::with_examples());
+            Both::new(
+                Warpwire::new(wcfg, hs.clone(), None, m.clone()),
+                Http::new(HttpConfig::default(), m.clone()).with_handlers(hs),
+            )
+        });
+        let sub = h.connect();
+        let web = h.connect_to(1);
+        h.settle();
+        h.send(
+            web,
+            b"POST /broadcast HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        h.settle();
+        let mut hs = [httparse::EMPTY_HEADER; 16];
+        let out = h.received(web);
+        let mut resp = httparse::Response::new(&mut hs);
+        let n = match resp.parse(&out).unwrap() {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => panic!("partial"),
+        };
+        assert_eq!(resp.code, Some(200));
+        assert_eq!(&out[n..], b"{\"recipients\":1}\n");
+        let mut d = Decoder::new(DecoderConfig::default());
+        let got = h.received(sub);
+        assert_eq!(d.feed(&got), got.len());
+        let f = d.decode().unwrap().expect("a relay");
+        assert_eq!(
+            (f.msg_type, &f.body[..]),
+            (MessageType::BROADCAST, &b"hello"[..])
+        );
+    }
+}
