@@ -13,9 +13,10 @@
 
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use warpwire_transport::CloseReason;
 
-use crate::protocol::{ConnInfo, Ctx, InputHeld, Outcome, Protocol, Refusal, Step};
+use crate::protocol::{ConnInfo, Ctx, InputHeld, Outcome, Protocol, Refusal, Relay, Step};
 
 /// Serves `A`'s protocols and `B`'s; see the module docs. A connection
 /// whose listener names one of `B`'s protocols goes to `B`, every other to
@@ -160,5 +161,12 @@ impl<A: Protocol, B: Protocol> Protocol for Both<A, B> {
     fn housekeeping(&self, local: &mut Self::Local, now: Instant) {
         self.a.housekeeping(&mut local.0, now);
         self.b.housekeeping(&mut local.1, now);
+    }
+
+    fn relay(&self, conn: &mut Self::Conn, msg: &Bytes, out: &mut BytesMut) -> Relay {
+        match conn {
+            Either::First(c) => self.a.relay(c, msg, out),
+            Either::Second(c) => self.b.relay(c, msg, out),
+        }
     }
 }

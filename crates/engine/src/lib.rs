@@ -56,7 +56,7 @@ pub use handler::{
 };
 pub use limits::{Limit, TokenBucket};
 pub use metrics::Metrics;
-pub use protocol::{ConnInfo, Ctx, Hooks, InputHeld, NoHooks, Protocol, Refusal, Step};
+pub use protocol::{ConnInfo, Ctx, Hooks, InputHeld, NoHooks, Protocol, Refusal, Relay, Step};
 pub use warpwire::Warpwire;
 
 /// Relays a worker's inbox holds before further broadcasts to it are

@@ -92,6 +92,19 @@ pub enum Refusal {
     },
 }
 
+/// What a connection does with a message another connection published
+/// ([`Protocol::relay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Send the published bytes as they are (shared, not copied).
+    AsIs,
+    /// Send what `relay` wrote into its `out` instead (a per-recipient
+    /// encoding, e.g. RESP2 against RESP3 push messages).
+    Rewritten,
+    /// Not for this connection (e.g. another channel).
+    Skip,
+}
+
 /// How much input a connection's parser holds, for the server-wide budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InputHeld {
@@ -162,9 +175,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Relays `bytes` (one encoded message) to every other eligible
-    /// connection on every worker; returns how many it reached (other
-    /// workers' eligible counts as of now). The sender is slowed when the
-    /// readers fall behind.
+    /// connection on every worker, each through its protocol's
+    /// [`Protocol::relay`]; returns how many it reached: on this worker
+    /// after each recipient's `relay` decision, on the others their eligible
+    /// counts as of now (so a protocol whose `relay` skips recipients keeps
+    /// its own count where an exact one matters). The sender is slowed when
+    /// the readers fall behind.
     pub fn publish(&mut self, bytes: Bytes) -> u64 {
         self.host.publish(bytes)
     }
@@ -290,4 +306,12 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// Every 100 ms, and once more when the worker stops.
     fn housekeeping(&self, _local: &mut Self::Local, _now: Instant) {}
+
+    /// A message another connection published ([`Ctx::publish`]) reaches
+    /// this eligible connection: deliver it as is (the default, zero-copy),
+    /// rewrite it for this connection into `out`, or skip it. Called on the
+    /// connection's I/O worker; must be cheap (it runs once per recipient).
+    fn relay(&self, _conn: &mut Self::Conn, _msg: &Bytes, _out: &mut BytesMut) -> Relay {
+        Relay::AsIs
+    }
 }

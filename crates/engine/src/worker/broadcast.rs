@@ -29,6 +29,7 @@ use warpwire_transport::{ConnId, Transport};
 
 use super::{Core, Session};
 use crate::metrics::WorkerCounters;
+use crate::protocol::Relay;
 
 /// Relays taken from the inbox per loop iteration.
 const INBOX_BUDGET: usize = 1024;
@@ -202,15 +203,26 @@ impl<T: Transport, C> Core<T, C> {
         let mut delivered = 0;
         let mut slow = Vec::new();
         let mut max_backlog = 0;
+        let mut rewritten = bytes::BytesMut::new();
+        let mut sent_bytes = 0u64;
         for s in self.sessions.iter_mut().flatten() {
             if !s.eligible || s.closing.is_some() {
                 continue;
             }
-            if s.out.len() + bytes.len() > max_output {
+            let relay = match (self.relay)(&mut s.conn, bytes, &mut rewritten) {
+                Relay::AsIs => bytes.clone(),
+                Relay::Rewritten => rewritten.split().freeze(),
+                Relay::Skip => {
+                    rewritten.clear();
+                    continue;
+                }
+            };
+            if s.out.len() + relay.len() > max_output {
                 slow.push(s.id());
                 continue;
             }
-            s.out.push_relay(bytes.clone());
+            sent_bytes += relay.len() as u64;
+            s.out.push_relay(relay);
             max_backlog = max_backlog.max(s.out.len());
             delivered += 1;
             if !s.dirty {
@@ -221,7 +233,7 @@ impl<T: Transport, C> Core<T, C> {
         self.bcast.max_backlog = max_backlog;
         let c = &self.shared.metrics.workers[self.index];
         WorkerCounters::add(&c.messages_out, delivered);
-        WorkerCounters::add(&c.bytes_out, delivered * bytes.len() as u64);
+        WorkerCounters::add(&c.bytes_out, sent_bytes);
         for id in slow {
             WorkerCounters::add(&self.counters().slow_consumers, 1);
             self.log_slow_reader(id, now);

@@ -100,7 +100,15 @@ pub(crate) struct Core<T: Transport, C> {
     now: Instant,
     /// A protocol error the current protocol call reported, for the hooks.
     protocol_error: Option<String>,
+    /// The protocol's [`Protocol::relay`], for delivering published
+    /// messages from inside a protocol call (where the protocol value is
+    /// not at hand).
+    relay: RelayFn<C>,
 }
+
+/// [`Protocol::relay`] of the worker's protocol.
+type RelayFn<C> =
+    Arc<dyn Fn(&mut C, &Bytes, &mut bytes::BytesMut) -> crate::protocol::Relay + Send + Sync>;
 
 pub(crate) struct Worker<T: Transport, P: Protocol> {
     core: Core<T, P::Conn>,
@@ -276,6 +284,14 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 shared,
                 now,
                 protocol_error: None,
+                relay: {
+                    let p = proto.clone();
+                    Arc::new(
+                        move |c: &mut P::Conn, m: &Bytes, out: &mut bytes::BytesMut| {
+                            p.relay(c, m, out)
+                        },
+                    )
+                },
             },
             proto,
             events: Events::with_capacity(1024),
