@@ -39,6 +39,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the largest variant (serve's flags)
+// costs nothing worth a Box.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
@@ -112,6 +114,9 @@ pub enum BenchProtocol {
     Warpwire,
     /// RFC 862 echo.
     Echo,
+    /// HTTP/1.1 against warpwire's HTTP listener: `POST /echo` of `--size`
+    /// bytes, or `GET /ping` with `--size 0`.
+    Http,
 }
 
 /// `warpwire serve`.
@@ -372,12 +377,14 @@ pub struct BenchArgs {
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     /// echo, ping, data, or an application type (0xNN). Warpwire only:
-    /// with `--protocol echo` it must stay at its default.
+    /// with `--protocol echo` or `http` it must stay at its default.
     #[arg(long = "type", default_value = "echo")]
     pub msg_type: String,
-    /// The protocol the server speaks: warpwire (this binary's framing)
-    /// or echo (RFC 862: every byte sent comes back; requests are `--size`
-    /// bytes of sequence number and pattern, checked on return).
+    /// The protocol the server speaks: warpwire (this binary's framing),
+    /// echo (RFC 862: every byte sent comes back; requests are `--size`
+    /// bytes of sequence number and pattern, checked on return) or http
+    /// (HTTP/1.1 keep-alive and pipelined, to a `--listener http=`:
+    /// `POST /echo` with such a body, checked; `GET /ping` with `--size 0`).
     #[arg(long, value_enum, default_value_t = BenchProtocol::Warpwire)]
     pub protocol: BenchProtocol,
     /// Spin instead of sleeping between polls.

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use warpwire_client::loadgen::LoadProtocol;
-use warpwire_client::{Client, ClientConfig, Echo, LoadConfig, LoadReport, Progress, Warpwire};
+use warpwire_client::{
+    Client, ClientConfig, Echo, Http, LoadConfig, LoadReport, Progress, Warpwire,
+};
 use warpwire_frame::{Frame, MessageType};
 use warpwire_socket::SocketTransport;
 use warpwire_uring::UringTransport;
@@ -347,6 +349,12 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
             )
             .into());
         }
+        (BenchProtocol::Http, other) => {
+            return Err(format!(
+                "--type {other} is a warpwire message type; --protocol http sends POST /echo, or GET /ping with --size 0 (leave --type out)"
+            )
+            .into());
+        }
         (BenchProtocol::Warpwire, "ping") => MessageType::PING,
         (BenchProtocol::Warpwire, "data") => MessageType::DATA,
         (BenchProtocol::Warpwire, other) => MessageType(parse_type(other)?),
@@ -393,6 +401,7 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
     let report = match a.protocol {
         BenchProtocol::Warpwire => load(&Warpwire::default(), &backend, &mut cfg, progress)?,
         BenchProtocol::Echo => load(&Echo::default(), &backend, &mut cfg, progress)?,
+        BenchProtocol::Http => load(&Http::default(), &backend, &mut cfg, progress)?,
     };
     bar.finish_and_clear();
     if a.json {

@@ -336,6 +336,47 @@ fn bench_speaks_echo() {
     assert!(err.contains("100 errors, 0 requests lost"), "{err}");
 }
 
+/// `bench --protocol http` against this binary's HTTP listener: pipelined
+/// `POST /echo` (every body checked) and, with `--size 0`, `GET /ping`;
+/// exactly the count answered, no errors; a warpwire `--type` refused.
+#[test]
+fn bench_speaks_http() {
+    let s = Server::start(&["--transport", "socket", "--listener", "http=127.0.0.1:0"]);
+    let a = s.addr_of("http").to_string();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            &a,
+            "--protocol",
+            "http",
+            "--transport",
+            "socket",
+            "--count",
+            "2000",
+            "--connections",
+            "4",
+            "--depth",
+            "8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    for (size, extra) in [(64, &[][..]), (0, &["--size", "0"][..])] {
+        let out = bench(extra);
+        common::assert_bench_clean(&out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["messages"].as_u64(), Some(2000), "{out}");
+        assert_eq!(v["protocol"], "http");
+        assert_eq!(v["body_size"].as_u64(), Some(size), "{out}");
+    }
+    let refused = run(&["bench", &a, "--protocol", "http", "--type", "ping"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("--protocol http sends POST /echo"), "{err}");
+    assert!(s.terminate().success());
+}
+
 #[test]
 fn probe_and_forced_unavailable_transport() {
     let out = ok(&["probe"]);

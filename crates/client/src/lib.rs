@@ -10,8 +10,8 @@
 //!   thread and no channel: worker threads drive their transports directly
 //!   and keep `pipeline_depth` requests in flight per connection. It is
 //!   generic over the application protocol ([`loadgen::run_with`]): any
-//!   [`ClientProtocol`], warpwire's framing ([`Warpwire`]) or RFC 862 echo
-//!   ([`Echo`]).
+//!   [`ClientProtocol`], warpwire's framing ([`Warpwire`]), RFC 862 echo
+//!   ([`Echo`]) or HTTP/1.1 ([`Http`]).
 //!
 //! ```text
 //!   caller threads                         client I/O thread (one per Client)
@@ -38,7 +38,7 @@
 //!         ring[id % depth] = send time
 //!   read: Transport::recv ──► P::read_buf / P::commit ◄───────────────────────────── wire
 //!         P::decode ──► Reply(Id(n))   : warpwire, the request_id on the wire
-//!                   ──► Reply(Oldest)  : echo, in order (FIFO)
+//!                   ──► Reply(Oldest)  : echo and http, in order (FIFO)
 //!                   ──► ServerInitiated: ignored (a relayed BROADCAST)
 //!                   ──► Err            : the stream is lost, so is the connection
 //!         P::check(id, &request, &reply) ──► latency histogram, or an error counted
@@ -104,5 +104,5 @@ pub use error::ClientError;
 pub use loadgen::LoadConfig;
 pub use pending::{Pending, Request};
 pub use pool::Pool;
-pub use protocol::{ClientProtocol, Echo, Warpwire};
+pub use protocol::{ClientProtocol, Echo, Http, Warpwire};
 pub use report::{LoadReport, Progress};

@@ -78,7 +78,7 @@ pub struct LoadReport {
     #[serde(serialize_with = "type_name")]
     pub msg_type: MessageType,
     /// The client protocol ([`crate::ClientProtocol::name`]): "warpwire",
-    /// "echo".
+    /// "echo", "http".
     pub protocol: &'static str,
 }
 

@@ -39,7 +39,7 @@ use hdrhistogram::Histogram;
 use warpwire_frame::{Flags, MessageType};
 use warpwire_transport::{Transport, TransportError};
 
-use crate::protocol::{ClientProtocol, Echo, EchoRequest, Warpwire};
+use crate::protocol::{ClientProtocol, Echo, EchoRequest, Http, HttpRequest, HttpTarget, Warpwire};
 use crate::{ClientError, LoadReport, Progress, Request};
 
 /// How often the progress callback runs.
@@ -68,7 +68,8 @@ pub struct LoadConfig {
     /// Requests kept in flight on each connection (default 16).
     pub pipeline_depth: usize,
     /// Request body size (default 64). PING bodies are always 8 bytes. For
-    /// echo, the bytes of each request (and of its reply).
+    /// echo, the bytes of each request (and of its reply); for http, the
+    /// `POST /echo` body, 0 for `GET /ping`.
     pub body_size: usize,
     /// Request type of the warpwire protocol (default ECHO): ECHO, PING,
     /// DATA (sent with ACK_REQUESTED) or an application type 0x80..=0xFE.
@@ -201,6 +202,32 @@ impl LoadProtocol for Echo {
         Ok(EchoRequest {
             size: cfg.body_size,
         })
+    }
+}
+
+impl LoadProtocol for Http {
+    /// `GET /ping` when `body_size` is 0, else `POST /echo` with
+    /// `body_size` bytes (up to [`Http::max_body`]); `Host:` is `addr`.
+    /// `msg_type` must be left at its default, ECHO: it is warpwire's (a
+    /// zero size, not a type, asks for `/ping`: one way to say it).
+    fn load_request(&self, cfg: &LoadConfig) -> Result<HttpRequest, ClientError> {
+        if cfg.msg_type != MessageType::ECHO {
+            return Err(ClientError::InvalidConfig(
+                "msg_type applies to the warpwire protocol only (http: body_size 0 is GET /ping, any other POST /echo)",
+            ));
+        }
+        if cfg.body_size > self.max_body {
+            return Err(ClientError::InvalidConfig(
+                "body_size exceeds the http protocol's max_body",
+            ));
+        }
+        let target = match cfg.body_size {
+            0 => HttpTarget::Ping,
+            size => HttpTarget::Echo { size },
+        };
+        // A socket address is visible ASCII (IPv6 in brackets).
+        HttpRequest::new(&cfg.addr.to_string(), target)
+            .map_err(|_| ClientError::InvalidConfig("the address is not a valid Host"))
     }
 }
 
@@ -541,6 +568,31 @@ mod tests {
                     Echo::default().load_request(&cfg),
                     Err(ClientError::InvalidConfig(_))
                 ),
+                "{cfg:?}"
+            );
+        }
+        let http = Http::default();
+        assert_eq!(
+            http.load_request(&cfg).unwrap().target(),
+            HttpTarget::Echo { size: 64 }
+        );
+        let zero = LoadConfig {
+            body_size: 0,
+            ..LoadConfig::new(addr)
+        };
+        assert_eq!(http.load_request(&zero).unwrap().target(), HttpTarget::Ping);
+        for cfg in [
+            LoadConfig {
+                msg_type: MessageType::PING,
+                ..LoadConfig::new(addr)
+            },
+            LoadConfig {
+                body_size: Http::DEFAULT_MAX_BODY + 1,
+                ..LoadConfig::new(addr)
+            },
+        ] {
+            assert!(
+                matches!(http.load_request(&cfg), Err(ClientError::InvalidConfig(_))),
                 "{cfg:?}"
             );
         }

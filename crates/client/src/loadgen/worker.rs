@@ -234,7 +234,11 @@ where
         if drain_from.is_none() && end.is_some_and(|e| now >= e) {
             drain_from = Some(watched);
         }
-        if !stopping && (drain_from.is_some() || conns.iter().all(|c| c.quota == Some(0))) {
+        // A closed connection sends no more: its unsent quota must not keep
+        // the run going (in count mode nothing else would end it).
+        if !stopping
+            && (drain_from.is_some() || conns.iter().all(|c| c.closed || c.quota == Some(0)))
+        {
             stopping = true;
         }
         if !stopping {
@@ -397,24 +401,23 @@ fn fill<P: ClientProtocol>(
             None => now,
         };
         let measured = sent >= run.measure_start;
-        if measured {
-            match c.quota {
-                Some(0) => return,
-                Some(ref mut q) => *q -= 1,
-                None => {}
-            }
+        if measured && c.quota == Some(0) {
+            return;
         }
         let id = c.next_id;
         // The request was checked by `load_request` (warpwire: body within
-        // u32, no metadata; echo: size within the limit), so encoding
-        // cannot fail; skip the request if it somehow does rather than
-        // panic.
+        // u32, no metadata; echo and http: size within the limit), so
+        // encoding cannot fail; skip the request if it somehow does rather
+        // than panic (and keep the quota: nothing was sent).
         if run
             .protocol
             .encode(&mut c.proto, id, run.request, &mut c.out)
             .is_err()
         {
             return;
+        }
+        if measured && let Some(q) = c.quota.as_mut() {
+            *q -= 1;
         }
         c.next_id += 1;
         *c.slot(id) = Some(Slot { sent, measured });

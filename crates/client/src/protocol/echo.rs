@@ -20,11 +20,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use super::recv::{READ_CHUNK, RecvBuf};
 use super::{ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
-
-/// Receive region offered when no larger reply is arriving: as warpwire's
-/// frame decoder (16 KiB drains a loopback burst in few reads).
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Period of the content pattern: a prime, so the pattern does not line up
 /// with power-of-two sizes and offsets.
@@ -100,15 +97,12 @@ pub enum EchoError {
 /// the replies awaited.
 #[derive(Debug)]
 pub struct EchoConn {
-    /// `..filled` holds received bytes; the rest is offered scratch space.
-    buf: BytesMut,
-    filled: usize,
+    /// Received bytes; holds at most `max_request + READ_CHUNK`.
+    recv: RecvBuf,
     /// Lengths of the replies awaited, oldest first.
     inflight: VecDeque<usize>,
     /// Sum of `inflight`.
     awaited: usize,
-    /// `max_request + READ_CHUNK`: the most `buf` ever holds.
-    limit: usize,
     error: Option<EchoError>,
 }
 
@@ -121,7 +115,7 @@ impl EchoConn {
     /// Bytes of memory the receive buffer holds (at most
     /// [`Echo::max_request`] plus 16 KiB).
     pub fn allocated(&self) -> usize {
-        self.buf.capacity()
+        self.recv.allocated()
     }
 }
 
@@ -134,8 +128,8 @@ impl Echo {
     }
 }
 
-/// Appends the content of request `id`.
-fn write_content(id: u64, size: usize, out: &mut BytesMut) {
+/// Appends the content of request `id` (shared with HTTP's POST /echo).
+pub(super) fn write_content(id: u64, size: usize, out: &mut BytesMut) {
     let head = size.min(ID_LEN);
     out.extend_from_slice(&id.to_le_bytes()[..head]);
     let mut i = head;
@@ -184,11 +178,9 @@ impl ClientProtocol for Echo {
 
     fn open(&self) -> EchoConn {
         EchoConn {
-            buf: BytesMut::new(),
-            filled: 0,
+            recv: RecvBuf::new(self.max_request.saturating_add(READ_CHUNK)),
             inflight: VecDeque::new(),
             awaited: 0,
-            limit: self.max_request.saturating_add(READ_CHUNK),
             error: None,
         }
     }
@@ -221,46 +213,30 @@ impl ClientProtocol for Echo {
             return &mut [];
         }
         let front = conn.inflight.front().copied().unwrap_or(0);
-        let room = conn.limit.saturating_sub(conn.filled);
         // The rest of the reply at the front in one region, or a chunk.
-        let want = READ_CHUNK.max(front.saturating_sub(conn.filled)).min(room);
-        let scratch = conn.buf.len() - conn.filled;
-        // Scratch of at least half the target is offered as it is, rather
-        // than moved or reallocated for a few more bytes.
-        if scratch * 2 < want {
-            let need = conn.filled + want;
-            let len = conn.buf.len();
-            if conn.buf.capacity() < need && !conn.buf.try_reclaim(need - len) {
-                let mut buf = BytesMut::with_capacity(need);
-                buf.extend_from_slice(&conn.buf[..conn.filled]);
-                conn.buf = buf;
-            }
-            conn.buf.resize(need, 0);
-        }
-        &mut conn.buf[conn.filled..]
+        let rest = front.saturating_sub(conn.recv.len());
+        conn.recv.offer(rest)
     }
 
     fn commit(&self, conn: &mut EchoConn, n: usize) {
-        conn.filled = (conn.filled + n).min(conn.buf.len());
+        conn.recv.commit(n);
     }
 
     fn decode(&self, conn: &mut EchoConn) -> Result<Option<Incoming<Bytes>>, EchoError> {
         if let Some(e) = conn.error {
             return Err(e);
         }
-        if conn.filled > conn.awaited {
+        if conn.recv.len() > conn.awaited {
             let e = EchoError::Unsolicited {
-                bytes: conn.filled - conn.awaited,
+                bytes: conn.recv.len() - conn.awaited,
             };
             conn.error = Some(e);
-            conn.buf = BytesMut::new();
-            conn.filled = 0;
+            conn.recv.release();
             return Err(e);
         }
         match conn.inflight.front().copied() {
-            Some(len) if conn.filled >= len => {
-                let reply = conn.buf.split_to(len).freeze();
-                conn.filled -= len;
+            Some(len) if conn.recv.len() >= len => {
+                let reply = conn.recv.take(len);
                 conn.awaited -= len;
                 conn.inflight.pop_front();
                 Ok(Some(Incoming::Reply(ReplyTo::Oldest, reply)))
@@ -270,18 +246,24 @@ impl ClientProtocol for Echo {
     }
 
     fn check(&self, id: u64, request: &EchoRequest, reply: &Bytes) -> Result<(), Mismatch> {
-        if reply.len() != request.size {
-            return Err(Mismatch::Length);
-        }
-        let head = request.size.min(ID_LEN);
-        if reply[..head] != id.to_le_bytes()[..head] {
-            return Err(Mismatch::OtherRequest);
-        }
-        if pattern_matches(id, head, &reply[head..]) {
-            Ok(())
-        } else {
-            Err(Mismatch::Content)
-        }
+        check_content(id, request.size, reply)
+    }
+}
+
+/// Whether `reply` is the content of request `id`, `size` bytes (shared
+/// with HTTP's POST /echo).
+pub(super) fn check_content(id: u64, size: usize, reply: &[u8]) -> Result<(), Mismatch> {
+    if reply.len() != size {
+        return Err(Mismatch::Length);
+    }
+    let head = size.min(ID_LEN);
+    if reply[..head] != id.to_le_bytes()[..head] {
+        return Err(Mismatch::OtherRequest);
+    }
+    if pattern_matches(id, head, &reply[head..]) {
+        Ok(())
+    } else {
+        Err(Mismatch::Content)
     }
 }
 

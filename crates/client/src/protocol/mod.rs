@@ -26,13 +26,18 @@
 //! monomorphised: the loop is generic over the protocol, no `dyn` on the
 //! per-request path.
 //!
-//! Two implementations: [`Warpwire`] (the binary framing of
-//! `warpwire-frame`) and [`Echo`] (RFC 862: the server returns every byte).
+//! Three implementations: [`Warpwire`] (the binary framing of
+//! `warpwire-frame`, by id), [`Echo`] (RFC 862: the server returns every
+//! byte; in order) and [`Http`] (HTTP/1.1 keep-alive, pipelined, against
+//! warpwire's `/ping` and `/echo` routes; in order).
 
 mod echo;
+mod http;
+mod recv;
 mod warpwire;
 
 pub use echo::{Echo, EchoConn, EchoError, EchoRequest};
+pub use http::{Http, HttpConn, HttpError, HttpRequest, HttpResponse, HttpTarget};
 pub use warpwire::Warpwire;
 
 use bytes::BytesMut;
@@ -116,7 +121,7 @@ pub trait ClientProtocol: Send + Sync + 'static {
     /// How replies are matched to requests.
     const CORRELATION: Correlation;
 
-    /// Short name for reports and logs ("warpwire", "echo").
+    /// Short name for reports and logs ("warpwire", "echo", "http").
     fn name(&self) -> &'static str;
 
     /// Fresh state for a new connection (also after a reconnect).
