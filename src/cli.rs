@@ -39,8 +39,6 @@ pub struct Cli {
 }
 
 /// Subcommands.
-// Parsed once per process: the size of the largest variant (serve's flags)
-// costs nothing worth a Box.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
