@@ -1,4 +1,5 @@
-//! Records the git revision and the compiled-in backends so that
+//! Records the git revision and the compiled-in backends (from the
+//! transport crate's table of backend facts) so that
 //! `warpwire --version` and `warpwire probe` can report them.
 
 use std::process::Command;
@@ -22,13 +23,19 @@ fn main() {
     let rev = if dirty { format!("{rev}-dirty") } else { rev };
     println!("cargo:rustc-env=WARPWIRE_GIT_REV={rev}");
 
-    // The kernel-TCP backends are always in; the bypass ones by feature.
-    let mut backends = vec!["socket", "uring"];
-    for (feature, name) in [("XDP", "xdp"), ("DPDK", "dpdk"), ("RDMA", "rdma")] {
-        if std::env::var_os(format!("CARGO_FEATURE_{feature}")).is_some() {
-            backends.push(name);
-        }
-    }
+    // The backends this build has, from the one table of backend facts:
+    // those without a feature always, the others when theirs is on.
+    let backends: Vec<&str> = warpwire_transport::BackendKind::ALL
+        .iter()
+        .filter(|k| match k.feature() {
+            None => true,
+            Some(f) => {
+                let var = format!("CARGO_FEATURE_{}", f.to_ascii_uppercase().replace('-', "_"));
+                std::env::var_os(var).is_some()
+            }
+        })
+        .map(|k| k.name())
+        .collect();
     println!("cargo:rustc-env=WARPWIRE_BACKENDS={}", backends.join(","));
 
     println!("cargo:rerun-if-changed=.git/HEAD");

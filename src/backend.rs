@@ -1,9 +1,22 @@
 //! The one place the CLI turns a selected backend into transports: an enum
-//! over the backends compiled in, and generic code everywhere else.
+//! over the backends compiled in, one `match` that builds the transport
+//! factory ([`Backend::run`]), and generic code everywhere else.
+//!
+//! ```text
+//!   serve ─┐                                  ┌─► ServeWith::run<T>   (Server::start_with)
+//!   client ┼─► Backend::run(role, command) ───┼─► ConnectWith::run<T> (Client::connect)
+//!   bench ─┘   (the one match on the backend) └─► LoadWith::run<T>    (loadgen::run_with)
+//! ```
+//!
+//! What differs between backends beyond building a transport (workers per
+//! queue, the stack's own address, descriptors, client threads,
+//! reconnects, several listeners) is data: the row of
+//! [`warpwire_transport::Facts`] for the backend, which build.rs and
+//! `probe` read too.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use warpwire_transport::BackendKind;
+use warpwire_transport::{BackendKind, Facts, Transport, TransportError};
 
 use crate::cli::BypassArgs;
 use crate::serve::BoxError;
@@ -122,6 +135,29 @@ pub fn stack_setup(b: &BypassArgs) -> Result<StackSetup, BoxError> {
     })
 }
 
+/// Whether transports are built for a server's workers or for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve`: one transport per worker (`factory(i)` on worker i's thread).
+    Server,
+    /// `client` and `bench`: `factory(0)` per connection or load thread.
+    Client,
+}
+
+/// What a command does once it has a transport factory: the command's code
+/// generic over the transport, reached through the one match in
+/// [`Backend::run`].
+pub trait UseTransport {
+    /// What the command gets.
+    type Output;
+
+    /// Runs with `factory` (`factory(i)`: worker or thread `i`'s transport).
+    fn run<T, F>(self, factory: F) -> Result<Self::Output, BoxError>
+    where
+        T: Transport + 'static,
+        F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static;
+}
+
 impl Backend {
     /// Builds the backend for a selection.
     pub fn new(kind: BackendKind, b: &BypassArgs) -> Result<Self, BoxError> {
@@ -181,29 +217,130 @@ impl Backend {
         }
     }
 
-    /// Workers to run: one per queue on bypass backends.
-    pub fn workers(&self, configured: usize) -> usize {
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
         match self {
-            Self::Socket | Self::Uring(_) => configured,
+            Self::Socket => BackendKind::Socket,
+            Self::Uring(_) => BackendKind::Uring,
             #[cfg(feature = "rdma")]
-            Self::Rdma(_) => configured,
+            Self::Rdma(_) => BackendKind::Rdma,
             #[cfg(feature = "dpdk")]
-            Self::Dpdk { queues, .. } => usize::from(*queues),
+            Self::Dpdk { .. } => BackendKind::Dpdk,
             #[cfg(feature = "xdp")]
-            Self::Xdp { queues, .. } => *queues,
+            Self::Xdp { .. } => BackendKind::Xdp,
+        }
+    }
+
+    /// The backend's row of the facts table.
+    pub fn facts(&self) -> &'static Facts {
+        self.kind().facts()
+    }
+
+    /// NIC queues (`--queues`; 1 where there are none) and the userspace
+    /// stack's settings, where the backend has them.
+    fn queues_and_stack(&self) -> (usize, Option<&StackSetup>) {
+        match self {
+            #[cfg(feature = "dpdk")]
+            Self::Dpdk { queues, stack, .. } => (usize::from(*queues), Some(stack)),
+            #[cfg(feature = "xdp")]
+            Self::Xdp { queues, stack, .. } => (*queues, Some(stack)),
+            _ => (1, None),
+        }
+    }
+
+    /// Workers to run: one per queue where the facts say so.
+    pub fn workers(&self, configured: usize) -> usize {
+        if self.facts().workers_per_queue {
+            self.queues_and_stack().0
+        } else {
+            configured
         }
     }
 
     /// The listen address: a stack listens on its own address.
     pub fn listen_addr(&self, listen: SocketAddr) -> SocketAddr {
-        match self {
-            Self::Socket | Self::Uring(_) => listen,
+        match self.queues_and_stack().1 {
+            Some(stack) if self.facts().own_address => SocketAddr::from((stack.ip, listen.port())),
+            _ => listen,
+        }
+    }
+
+    /// Runs `command` with this backend's transport factory for `role`:
+    /// the one match on the backend in the CLI.
+    pub fn run<U: UseTransport>(&self, role: Role, command: U) -> Result<U::Output, BoxError> {
+        match (self, role) {
+            (Self::Socket, _) => command.run(|_| warpwire_socket::SocketTransport::new()),
+            (Self::Uring(uc), _) => {
+                let uc = uc.clone();
+                command.run(move |_| warpwire_uring::UringTransport::with_config(uc.clone()))
+            }
+            // rdma_cm has no SO_REUSEPORT: a server's workers share one
+            // listener; a client's transports stand alone.
             #[cfg(feature = "rdma")]
-            Self::Rdma(_) => listen,
-            #[cfg(feature = "dpdk")]
-            Self::Dpdk { stack, .. } => SocketAddr::from((stack.ip, listen.port())),
+            (Self::Rdma(rc), Role::Server) => {
+                let (rc, shared) = (rc.clone(), warpwire_rdma::RdmaShared::new());
+                command.run(move |_| {
+                    warpwire_rdma::RdmaTransport::with_shared(rc.clone(), shared.clone())
+                })
+            }
+            #[cfg(feature = "rdma")]
+            (Self::Rdma(rc), Role::Client) => {
+                let rc = rc.clone();
+                command.run(move |_| warpwire_rdma::RdmaTransport::new(rc.clone()))
+            }
             #[cfg(feature = "xdp")]
-            Self::Xdp { stack, .. } => SocketAddr::from((stack.ip, listen.port())),
+            (Self::Xdp { iface, stack, .. }, _) => {
+                let (iface, stack) = (iface.clone(), stack.clone());
+                command.run(move |i| xdp_transport(&iface, i, &stack))
+            }
+            // One EAL, port and mempool for the process, set up here (this
+            // thread becomes EAL's main lcore) and owned by the factory:
+            // worker i registers, pins itself and serves queue i. The
+            // runtime goes (EAL cleaned up) with the factory, after the
+            // last worker.
+            #[cfg(feature = "dpdk")]
+            (
+                Self::Dpdk {
+                    eal_args,
+                    port,
+                    queues,
+                    stack,
+                },
+                Role::Server,
+            ) => {
+                let rt = crate::dpdk::DpdkRuntime::open(
+                    eal_args,
+                    *port,
+                    *queues,
+                    std::time::Duration::ZERO,
+                    stack.clone(),
+                )?;
+                command.run(move |i| rt.worker_transport(i))
+            }
+            #[cfg(feature = "dpdk")]
+            (Self::Dpdk { queues, .. }, Role::Client) if *queues > 1 => {
+                Err(crate::dpdk::CLIENT_ONE_QUEUE.into())
+            }
+            #[cfg(feature = "dpdk")]
+            (
+                Self::Dpdk {
+                    eal_args,
+                    port,
+                    stack,
+                    ..
+                },
+                Role::Client,
+            ) => {
+                let (eal_args, port, stack) = (eal_args.clone(), *port, stack.clone());
+                command.run(move |_| {
+                    crate::dpdk::client_transport(
+                        &eal_args,
+                        port,
+                        &stack,
+                        std::time::Duration::from_secs(5),
+                    )
+                })
+            }
         }
     }
 }

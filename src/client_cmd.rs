@@ -11,10 +11,9 @@ use warpwire_client::{
     Client, ClientConfig, Echo, Http, LoadConfig, LoadReport, Progress, Warpwire,
 };
 use warpwire_frame::{Frame, MessageType};
-use warpwire_socket::SocketTransport;
-use warpwire_uring::UringTransport;
+use warpwire_transport::{Transport, TransportError};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Role, UseTransport};
 use crate::cli::{BenchArgs, BenchProtocol, ClientAction, ClientArgs};
 use crate::serve::BoxError;
 use crate::settings::FileConfig;
@@ -44,44 +43,35 @@ fn connect_to(file: &FileConfig, a: &ClientArgs, addr: SocketAddr) -> Result<Cli
         },
         ..ClientConfig::default()
     };
-    Ok(match backend {
-        Backend::Socket => Client::connect(SocketTransport::new, addr, cfg)?,
-        Backend::Uring(uc) => {
-            Client::connect(move || UringTransport::with_config(uc.clone()), addr, cfg)?
+    // Where a transport cannot be rebuilt (EAL once per process), a lost
+    // connection cannot be either: no reconnect.
+    let cfg = if backend.facts().client_reconnect {
+        cfg
+    } else {
+        ClientConfig {
+            reconnect: None,
+            ..cfg
         }
-        #[cfg(feature = "rdma")]
-        Backend::Rdma(rc) => Client::connect(
-            move || warpwire_rdma::RdmaTransport::new(rc.clone()),
-            addr,
-            cfg,
-        )?,
-        #[cfg(feature = "xdp")]
-        Backend::Xdp { iface, stack, .. } => Client::connect(
-            move || crate::backend::xdp_transport(&iface, 0, &stack),
-            addr,
-            cfg,
-        )?,
-        // EAL initialises once per process, so a lost connection cannot be
-        // rebuilt with a new transport: no reconnect.
-        #[cfg(feature = "dpdk")]
-        Backend::Dpdk { queues, .. } if queues > 1 => {
-            return Err(crate::dpdk::CLIENT_ONE_QUEUE.into());
-        }
-        #[cfg(feature = "dpdk")]
-        Backend::Dpdk {
-            eal_args,
-            port,
-            stack,
-            ..
-        } => Client::connect(
-            move || crate::dpdk::client_transport(&eal_args, port, &stack, Duration::from_secs(5)),
-            addr,
-            ClientConfig {
-                reconnect: None,
-                ..cfg
-            },
-        )?,
-    })
+    };
+    backend.run(Role::Client, ConnectWith { addr, cfg })
+}
+
+/// `client`'s code generic over the transport.
+struct ConnectWith {
+    addr: SocketAddr,
+    cfg: ClientConfig,
+}
+
+impl UseTransport for ConnectWith {
+    type Output = Client;
+
+    fn run<T, F>(self, factory: F) -> Result<Client, BoxError>
+    where
+        T: Transport + 'static,
+        F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+    {
+        Ok(Client::connect(move || factory(0), self.addr, self.cfg)?)
+    }
 }
 
 fn show(body: &[u8]) -> String {
@@ -423,53 +413,40 @@ fn load<P: LoadProtocol>(
     cfg: &mut LoadConfig,
     progress: impl Fn(&Progress) + Sync,
 ) -> Result<LoadReport, BoxError> {
-    Ok(match backend {
-        Backend::Socket => {
-            warpwire_client::loadgen::run_with(protocol, SocketTransport::new, cfg, progress)?
-        }
-        Backend::Uring(uc) => warpwire_client::loadgen::run_with(
+    // One transport per process or queue: the load runs on one thread.
+    if backend.facts().client_one_thread {
+        cfg.threads = 1;
+    }
+    backend.run(
+        Role::Client,
+        LoadWith {
             protocol,
-            || UringTransport::with_config(uc.clone()),
             cfg,
             progress,
-        )?,
-        #[cfg(feature = "rdma")]
-        Backend::Rdma(rc) => warpwire_client::loadgen::run_with(
-            protocol,
-            || warpwire_rdma::RdmaTransport::new(rc.clone()),
-            cfg,
-            progress,
-        )?,
-        #[cfg(feature = "xdp")]
-        Backend::Xdp { iface, stack, .. } => {
-            // One AF_XDP socket per queue: the load generator uses queue 0 from one thread.
-            cfg.threads = 1;
-            warpwire_client::loadgen::run_with(
-                protocol,
-                || crate::backend::xdp_transport(iface, 0, stack),
-                cfg,
-                progress,
-            )?
-        }
-        #[cfg(feature = "dpdk")]
-        Backend::Dpdk { queues, .. } if *queues > 1 => {
-            return Err(crate::dpdk::CLIENT_ONE_QUEUE.into());
-        }
-        #[cfg(feature = "dpdk")]
-        Backend::Dpdk {
-            eal_args,
-            port,
-            stack,
-            ..
-        } => {
-            // EAL initialises once per process: one thread, queue 0.
-            cfg.threads = 1;
-            warpwire_client::loadgen::run_with(
-                protocol,
-                || crate::dpdk::client_transport(eal_args, *port, stack, Duration::from_secs(5)),
-                cfg,
-                progress,
-            )?
-        }
-    })
+        },
+    )
+}
+
+/// `bench`'s code generic over the transport.
+struct LoadWith<'a, P, G> {
+    protocol: &'a P,
+    cfg: &'a LoadConfig,
+    progress: G,
+}
+
+impl<P: LoadProtocol, G: Fn(&Progress) + Sync> UseTransport for LoadWith<'_, P, G> {
+    type Output = LoadReport;
+
+    fn run<T, F>(self, factory: F) -> Result<LoadReport, BoxError>
+    where
+        T: Transport + 'static,
+        F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+    {
+        Ok(warpwire_client::loadgen::run_with(
+            self.protocol,
+            || factory(0),
+            self.cfg,
+            self.progress,
+        )?)
+    }
 }

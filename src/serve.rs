@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use warpwire_engine::{Both, Echo, Handlers, Server, UserDb};
-use warpwire_http::Http;
-use warpwire_socket::{SocketConfig, SocketTransport};
-use warpwire_uring::UringTransport;
+use warpwire_engine::{Both, Echo, Server, ServerHandle, UserDb};
+use warpwire_http::{Http, HttpConfig};
+use warpwire_transport::{Transport, TransportError};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Role, UseTransport};
 use crate::cli::{ServeArgs, UsersAction, UsersArgs};
 use crate::settings::{FileConfig, ServeSettings};
 
@@ -63,6 +62,28 @@ fn fit_fd_limit(cfg: &mut warpwire_engine::ServerConfig) {
     }
 }
 
+/// `serve`'s code generic over the transport: warpwire on `--listen`, and
+/// beside it every other protocol a `--listener` may name.
+struct ServeWith {
+    server: Server,
+    http: HttpConfig,
+}
+
+impl UseTransport for ServeWith {
+    type Output = ServerHandle;
+
+    fn run<T, F>(self, factory: F) -> Result<ServerHandle, BoxError>
+    where
+        T: Transport + 'static,
+        F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
+    {
+        let http = self.http;
+        Ok(self.server.start_with(factory, move |m, h| {
+            Both::new(Echo, Http::new(http, m.clone()).with_handlers(h.clone()))
+        })?)
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully; a
 /// second signal exits at once.
 pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
@@ -83,8 +104,15 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     let selection = crate::probe::choose(settings.choice, settings.policy, bypass, target)?;
     let backend = Backend::new(selection.kind, bypass)?;
     cfg.busy_poll = settings.busy_poll();
-    if matches!(backend, Backend::Socket | Backend::Uring(_)) {
+    if backend.facts().kernel_fds {
         fit_fd_limit(&mut cfg);
+    }
+    if !cfg.listeners.is_empty() && !backend.facts().several_listeners {
+        return Err(format!(
+            "--listener: the {} transport serves one listen address (its workers share one listener)",
+            selection.kind
+        )
+        .into());
     }
     cfg.workers = backend.workers(cfg.workers);
     cfg.listen = backend.listen_addr(cfg.listen);
@@ -107,61 +135,13 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
         server.data_handler(sink);
     }
-    // Beside warpwire on --listen, every other protocol a --listener may name.
-    let http_config = settings.http.clone();
-    let protocols = move |m: &Arc<warpwire_engine::Metrics>, h: &Arc<Handlers>| {
-        Both::new(
-            Echo,
-            Http::new(http_config, m.clone()).with_handlers(h.clone()),
-        )
-    };
-    let handle = match &backend {
-        Backend::Socket => server.start_with(
-            |_| SocketTransport::with_config(SocketConfig::default()),
-            protocols,
-        )?,
-        Backend::Uring(uc) => {
-            let uc = uc.clone();
-            server.start_with(move |_| UringTransport::with_config(uc.clone()), protocols)?
-        }
-        #[cfg(feature = "rdma")]
-        Backend::Rdma(rc) => {
-            // rdma_cm has no SO_REUSEPORT: the workers share one listener.
-            let (rc, shared) = (rc.clone(), warpwire_rdma::RdmaShared::new());
-            server.start_with(
-                move |_| warpwire_rdma::RdmaTransport::with_shared(rc.clone(), shared.clone()),
-                protocols,
-            )?
-        }
-        #[cfg(feature = "xdp")]
-        Backend::Xdp { iface, stack, .. } => {
-            let (iface, stack) = (iface.clone(), stack.clone());
-            server.start_with(
-                move |i| crate::backend::xdp_transport(&iface, i, &stack),
-                protocols,
-            )?
-        }
-        // One EAL, port and mempool for the process, set up here (this
-        // thread becomes EAL's main lcore) and owned by the worker factory:
-        // worker i registers, pins itself and serves queue i. The runtime
-        // goes (EAL cleaned up) with the factory, after the last worker.
-        #[cfg(feature = "dpdk")]
-        Backend::Dpdk {
-            eal_args,
-            port,
-            queues,
-            stack,
-        } => {
-            let rt = crate::dpdk::DpdkRuntime::open(
-                eal_args,
-                *port,
-                *queues,
-                Duration::ZERO,
-                stack.clone(),
-            )?;
-            server.start_with(move |i| rt.worker_transport(i), protocols)?
-        }
-    };
+    let handle = backend.run(
+        Role::Server,
+        ServeWith {
+            server,
+            http: settings.http.clone(),
+        },
+    )?;
     println!(
         "warpwire listening on {} ({})",
         handle.local_addr(),

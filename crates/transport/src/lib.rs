@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 pub use device::{DeviceCapabilities, DeviceError, PacketDevice, RxToken, TxToken};
 pub use select::{
-    BackendKind, LatencyClass, LatencyPolicy, Probe, ProbeReport, Selection, SelectionError,
+    BackendKind, Facts, LatencyClass, LatencyPolicy, Probe, ProbeReport, Selection, SelectionError,
     TransportChoice,
 };
 

@@ -23,38 +23,127 @@ pub enum BackendKind {
     Rdma,
 }
 
+/// What the commands need to know of a backend, as data: one row per
+/// backend in [`BackendKind::facts`], read by `build.rs` (which backends a
+/// build has), `probe` (the feature to build with, the expected latency)
+/// and `serve`, `client` and `bench` (workers, addresses, descriptors,
+/// threads, reconnects). Adding a backend is adding a row here and an arm
+/// where transports are built (`src/backend.rs`), not a match per command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// Name on the command line.
+    pub name: &'static str,
+    /// The cargo feature that compiles it in (`None`: always in).
+    pub feature: Option<&'static str>,
+    /// The latency class a working backend of this kind reaches.
+    pub latency: LatencyClass,
+    /// A small request's expected round trip (see
+    /// [`BackendKind::expected_latency`]).
+    pub expected_latency: &'static str,
+    /// Each connection holds a file descriptor: `serve` fits the open-file
+    /// limit to `max_connections`.
+    pub kernel_fds: bool,
+    /// One worker per NIC queue (`--queues`), not `--workers`.
+    pub workers_per_queue: bool,
+    /// Listens on the userspace stack's own address (`--ip`) at the port
+    /// `--listen` names, not on the host's addresses.
+    pub own_address: bool,
+    /// A client or bench process drives one transport from one thread (one
+    /// queue, or one EAL per process).
+    pub client_one_thread: bool,
+    /// A client may build a new transport after losing its connection (no
+    /// per-process state like EAL's in the way).
+    pub client_reconnect: bool,
+    /// A server can listen on more than one address (`--listener`).
+    pub several_listeners: bool,
+}
+
+const FACTS: [Facts; 5] = [
+    Facts {
+        name: "socket",
+        feature: None,
+        latency: LatencyClass::Kernel,
+        expected_latency: "~10-70 us (kernel TCP, loopback)",
+        kernel_fds: true,
+        workers_per_queue: false,
+        own_address: false,
+        client_one_thread: false,
+        client_reconnect: true,
+        several_listeners: true,
+    },
+    Facts {
+        name: "uring",
+        feature: None,
+        latency: LatencyClass::Kernel,
+        expected_latency: "~10-70 us (kernel TCP via io_uring, loopback)",
+        kernel_fds: true,
+        workers_per_queue: false,
+        own_address: false,
+        client_one_thread: false,
+        client_reconnect: true,
+        several_listeners: true,
+    },
+    Facts {
+        name: "xdp",
+        feature: Some("xdp"),
+        latency: LatencyClass::Bypass,
+        expected_latency: "~5-10 us (busy-polled; zero-copy or copy)",
+        kernel_fds: false,
+        workers_per_queue: true,
+        own_address: true,
+        client_one_thread: true,
+        client_reconnect: true,
+        several_listeners: true,
+    },
+    Facts {
+        name: "dpdk",
+        feature: Some("dpdk"),
+        latency: LatencyClass::PollMode,
+        expected_latency: "~3-10 us (poll-mode NIC or memif)",
+        kernel_fds: false,
+        workers_per_queue: true,
+        own_address: true,
+        client_one_thread: true,
+        client_reconnect: false,
+        several_listeners: true,
+    },
+    Facts {
+        name: "rdma",
+        feature: Some("rdma"),
+        latency: LatencyClass::PollMode,
+        expected_latency: "~2-10 us RDMA NIC (soft-RoCE: ~100 us+)",
+        kernel_fds: false,
+        workers_per_queue: false,
+        own_address: false,
+        client_one_thread: false,
+        client_reconnect: true,
+        // The workers share one rdma_cm listener.
+        several_listeners: false,
+    },
+];
+
 impl BackendKind {
     /// All backends, in the order `probe` prints them.
     pub const ALL: [Self; 5] = [Self::Socket, Self::Uring, Self::Xdp, Self::Dpdk, Self::Rdma];
 
+    /// This backend's row of the facts table.
+    pub const fn facts(self) -> &'static Facts {
+        &FACTS[self as usize]
+    }
+
     /// Name on the command line.
     pub const fn name(self) -> &'static str {
-        match self {
-            Self::Socket => "socket",
-            Self::Uring => "uring",
-            Self::Xdp => "xdp",
-            Self::Dpdk => "dpdk",
-            Self::Rdma => "rdma",
-        }
+        self.facts().name
     }
 
     /// The cargo feature that compiles the backend in (`None`: always in).
     pub const fn feature(self) -> Option<&'static str> {
-        match self {
-            Self::Socket | Self::Uring => None,
-            Self::Xdp => Some("xdp"),
-            Self::Dpdk => Some("dpdk"),
-            Self::Rdma => Some("rdma"),
-        }
+        self.facts().feature
     }
 
     /// The latency class a working backend of this kind is expected to reach.
     pub const fn latency_class(self) -> LatencyClass {
-        match self {
-            Self::Socket | Self::Uring => LatencyClass::Kernel,
-            Self::Xdp => LatencyClass::Bypass,
-            Self::Dpdk | Self::Rdma => LatencyClass::PollMode,
-        }
+        self.facts().latency
     }
 
     /// What `probe` prints as this backend's expected latency: the round
@@ -66,13 +155,7 @@ impl BackendKind {
     /// time per message); the RDMA NIC figure is an estimate, the
     /// soft-RoCE one was measured in a QEMU guest.
     pub const fn expected_latency(self) -> &'static str {
-        match self {
-            Self::Socket => "~10-70 us (kernel TCP, loopback)",
-            Self::Uring => "~10-70 us (kernel TCP via io_uring, loopback)",
-            Self::Xdp => "~5-10 us (busy-polled; zero-copy or copy)",
-            Self::Dpdk => "~3-10 us (poll-mode NIC or memif)",
-            Self::Rdma => "~2-10 us RDMA NIC (soft-RoCE: ~100 us+)",
-        }
+        self.facts().expected_latency
     }
 }
 
@@ -359,6 +442,22 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_facts_table_has_one_row_per_backend_in_order() {
+        let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["socket", "uring", "xdp", "dpdk", "rdma"]);
+        for k in BackendKind::ALL {
+            assert_eq!(k.name().parse::<BackendKind>(), Ok(k));
+            // A backend with its own descriptors is the kernel's; a stack
+            // has its own address and one queue per worker.
+            assert_eq!(
+                k.facts().kernel_fds,
+                k.latency_class() == LatencyClass::Kernel
+            );
+            assert_eq!(k.facts().own_address, k.facts().workers_per_queue);
+        }
+    }
 
     fn reports(avail: &[BackendKind]) -> Vec<ProbeReport> {
         BackendKind::ALL
