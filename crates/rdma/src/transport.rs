@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdma_sys as sys;
-use slab::Slab;
 use warpwire_transport::{
-    Capabilities, CloseReason, ConnId, Event, Events, LatencyClass, Transport, TransportError, Wake,
+    Capabilities, CloseReason, ConnId, ConnTable, Event, Events, LatencyClass, Transport,
+    TransportError, Wake,
 };
 
 use crate::RdmaConfig;
@@ -134,7 +134,6 @@ enum State {
 }
 
 struct Conn {
-    id: ConnId,
     cm: *mut sys::rdma_cm_id,
     qp: bool,
     state: State,
@@ -201,9 +200,9 @@ impl Drop for EventFd {
 pub struct RdmaTransport {
     config: RdmaConfig,
     // Connections drop before the devices (their QPs use the CQ and PD)
-    // and the channel (their ids live on it).
-    conns: Slab<Conn>,
-    generations: Vec<u32>,
+    // and the channel (their ids live on it). At most `max_conns` (16M at
+    // most), so a slot index fits the 24 bits of a work-request id.
+    conns: ConnTable<Conn>,
     devices: Vec<Device>,
     channel: EventChannel,
     shared: Arc<RdmaShared>,
@@ -250,8 +249,7 @@ impl RdmaTransport {
         }
         let batch = usize::from(config.recv_depth.max(config.send_slots)) + 4;
         Ok(Self {
-            conns: Slab::new(),
-            generations: Vec::new(),
+            conns: ConnTable::with_limit(config.max_conns),
             devices: Vec::new(),
             channel,
             shared,
@@ -292,19 +290,15 @@ impl RdmaTransport {
         }
     }
 
-    fn insert(&mut self, cm: *mut sys::rdma_cm_id, state: State, peer: SocketAddr) -> ConnId {
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        if self.generations.len() <= index {
-            self.generations.resize(index + 1, 0);
-        }
-        let id = ConnId::new(index as u32, self.generations[index]);
-        if !cm.is_null() {
-            // SAFETY: `context` is the user's field of a live id.
-            unsafe { (*cm).context = context_of(id) };
-        }
-        entry.insert(Conn {
-            id,
+    /// Takes a cm id in as a connection. `None` if the table is full
+    /// (`max_conns`, which callers check first): the id is destroyed.
+    fn insert(
+        &mut self,
+        cm: *mut sys::rdma_cm_id,
+        state: State,
+        peer: SocketAddr,
+    ) -> Option<ConnId> {
+        let conn = Conn {
             cm,
             qp: false,
             state,
@@ -324,17 +318,22 @@ impl RdmaTransport {
             linger: Some(Instant::now() + self.config.resolve_timeout * 4),
             cq_share: 0,
             region: None,
-        });
-        id
+        };
+        // On a full table `conn` drops here, destroying the cm id.
+        let entry = self.conns.vacant_entry()?;
+        if !cm.is_null() {
+            // SAFETY: `context` is the user's field of a live id.
+            unsafe { (*cm).context = context_of(entry.id()) };
+        }
+        Some(entry.insert(conn))
     }
 
     /// Drops a connection (destroying its QP and id) and, if `report`,
     /// queues its Closed event.
     fn remove(&mut self, index: usize, reason: CloseReason, report: bool) {
-        if !self.conns.contains(index) {
+        let Some((id, c)) = self.conns.remove_at(index) else {
             return;
-        }
-        let c = self.conns.remove(index);
+        };
         if c.qp && c.disconnected.is_none() && matches!(c.state, State::Open | State::Closing) {
             // Tell the peer now (DREQ) rather than by its retries timing out.
             // SAFETY: the id is live until `c` drops below.
@@ -343,22 +342,18 @@ impl RdmaTransport {
         if c.dev != usize::MAX {
             self.devices[c.dev].cq_used -= c.cq_share;
         }
-        self.generations[index] = self.generations[index].wrapping_add(1);
         if report {
-            self.pending.push(Event::Closed(c.id, reason));
+            self.pending.push(Event::Closed(id, reason));
         }
         drop(c);
     }
 
     fn conn_index(&self, conn: ConnId) -> Option<usize> {
-        self.conns
-            .get(conn.index())
-            .filter(|c| c.id == conn)
-            .map(|_| conn.index())
+        self.conns.contains(conn).then_some(conn.index())
     }
 
     fn mark_dirty(&mut self, index: usize) {
-        if let Some(c) = self.conns.get_mut(index)
+        if let Some((_, c)) = self.conns.at_mut(index)
             && !c.dirty
         {
             c.dirty = true;
@@ -367,7 +362,7 @@ impl RdmaTransport {
     }
 
     fn fail(&mut self, index: usize, reason: CloseReason) {
-        if let Some(c) = self.conns.get_mut(index) {
+        if let Some((_, c)) = self.conns.at_mut(index) {
             c.failed.get_or_insert(reason);
         }
     }
@@ -432,7 +427,9 @@ impl RdmaTransport {
 
     /// Posts receives and sends for one connection, each kind in one call.
     fn post(&mut self, index: usize, posts: &[Post]) -> io::Result<()> {
-        let c = &self.conns[index];
+        let Some((id, c)) = self.conns.at(index) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        };
         let Some(region) = &c.region else {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         };
@@ -468,7 +465,7 @@ impl RdmaTransport {
             let sge = unsafe { sges.add(i) };
             match *p {
                 Post::Recv { slot } => self.recv_wrs.push(sys::ibv_recv_wr {
-                    wr_id: wr_id(c.id, true, Some(slot)),
+                    wr_id: wr_id(id, true, Some(slot)),
                     next: ptr::null_mut(),
                     sg_list: sge,
                     num_sge: 1,
@@ -476,7 +473,7 @@ impl RdmaTransport {
                 Post::Send { slot, len, imm } => {
                     // SAFETY: plain data; zero is valid before filling in.
                     let mut wr: sys::ibv_send_wr = unsafe { std::mem::zeroed() };
-                    wr.wr_id = wr_id(c.id, false, slot);
+                    wr.wr_id = wr_id(id, false, slot);
                     wr.sg_list = sge;
                     wr.num_sge = i32::from(len > 0);
                     wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND_WITH_IMM;
@@ -509,7 +506,7 @@ impl RdmaTransport {
         while i < self.dirty.len() {
             let index = self.dirty[i];
             i += 1;
-            let Some(c) = self.conns.get_mut(index) else {
+            let Some((_, c)) = self.conns.at_mut(index) else {
                 continue;
             };
             c.dirty = false;
@@ -572,10 +569,10 @@ impl RdmaTransport {
         // SAFETY: the union's imm_data arm is what a receive with
         // IBV_WC_WITH_IMM carries; it is read as plain bits either way.
         let imm = u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data });
-        let Some(c) = self.conns.get_mut(index) else {
+        let Some((id, c)) = self.conns.at_mut(index) else {
             return;
         };
-        if c.id.generation() & 0x7f_ffff != generation {
+        if id.generation() & 0x7f_ffff != generation {
             return; // a connection that is gone
         }
         if status != sys::ibv_wc_status::IBV_WC_SUCCESS {
@@ -584,7 +581,7 @@ impl RdmaTransport {
                 c.disconnected.get_or_insert(self.drains);
             } else {
                 tracing::warn!(
-                    conn = %c.id,
+                    conn = %id,
                     status = %crate::sys::wc_status_name(status),
                     "rdma: work request failed"
                 );
@@ -592,7 +589,6 @@ impl RdmaTransport {
             }
             return;
         }
-        let id = c.id;
         let result = if recv {
             let with_imm = flags & sys::ibv_wc_flags::IBV_WC_WITH_IMM.0 != 0;
             let Some(slot) = slot.filter(|_| opcode == sys::ibv_wc_opcode::IBV_WC_RECV && with_imm)
@@ -646,10 +642,11 @@ impl RdmaTransport {
         // SAFETY: ids on our channel are live until we destroy them (and
         // destroying drops their undelivered events).
         let ctx = unsafe { (*ev.id).context };
-        let Some(index) = self.index_of(ctx) else {
+        let Some(id) = self.id_of(ctx) else {
             tracing::debug!(event = %event_name(ev.kind), "rdma: event for an unknown id");
             return;
         };
+        let index = id.index();
         let (state, outbound) = (self.conns[index].state, self.conns[index].outbound);
         match ev.kind {
             T::RDMA_CM_EVENT_ADDR_RESOLVED if state == State::Resolving => {
@@ -690,7 +687,6 @@ impl RdmaTransport {
                         }
                         c.chan = Some(chan);
                         c.state = State::Open;
-                        let id = c.id;
                         let blocked = std::mem::take(&mut c.blocked);
                         self.pending.push(Event::Connected(id));
                         if blocked {
@@ -707,7 +703,7 @@ impl RdmaTransport {
             T::RDMA_CM_EVENT_ESTABLISHED if state == State::Accepting => {
                 let c = &mut self.conns[index];
                 c.state = State::Open;
-                let (id, peer) = (c.id, c.peer);
+                let peer = c.peer;
                 let listener = self.listen_addr.unwrap_or(peer);
                 self.pending.push(Event::Accepted {
                     conn: id,
@@ -757,7 +753,8 @@ impl RdmaTransport {
         self.remove(index, CloseReason::ConnectFailed(errno), true);
     }
 
-    fn index_of(&self, ctx: *mut libc::c_void) -> Option<usize> {
+    /// The live connection a cm id's context names ([`context_of`]).
+    fn id_of(&self, ctx: *mut libc::c_void) -> Option<ConnId> {
         let key = ctx as u64;
         if key == 0 {
             return None;
@@ -765,9 +762,8 @@ impl RdmaTransport {
         let index = ((key >> 32) - 1) as usize;
         let generation = key as u32;
         self.conns
-            .get(index)
-            .filter(|c| c.id.generation() == generation)
-            .map(|_| index)
+            .id_at(index)
+            .filter(|id| id.generation() == generation)
     }
 
     /// Takes connect requests off the shared listener, if this instance
@@ -817,7 +813,7 @@ impl RdmaTransport {
             Ok(p) => p,
             Err(why) => return reject(why),
         };
-        if self.conns.len() >= self.config.max_conns {
+        if self.conns.is_full() {
             return reject("connection table full");
         }
         // SAFETY: the id is live; its events on the listener channel are
@@ -829,7 +825,10 @@ impl RdmaTransport {
         let peer = unsafe { crate::sys::id_addrs(id) }
             .1
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let conn = self.insert(id, State::Accepting, peer);
+        // Not full (checked above): the insert cannot fail.
+        let Some(conn) = self.insert(id, State::Accepting, peer) else {
+            return;
+        };
         let index = conn.index();
         if let Err(e) = self.setup_qp(index) {
             tracing::warn!(error = %e, %peer, "rdma: cannot set up a queue pair");
@@ -855,8 +854,7 @@ impl RdmaTransport {
 
     /// Whether this instance can take no more connections.
     fn full(&self) -> bool {
-        self.conns.len() >= self.config.max_conns
-            || self.devices.iter().any(|d| !d.has_room(self.cq_share()))
+        self.conns.is_full() || self.devices.iter().any(|d| !d.has_room(self.cq_share()))
     }
 
     /// Whether anything is ready for the consumer right now.
@@ -966,11 +964,12 @@ impl Transport for RdmaTransport {
 
     fn connect(&mut self, addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
         let err = |source: io::Error| TransportError::Connect { addr, source };
-        if self.conns.len() >= self.config.max_conns {
-            return Err(TransportError::TooManyConnections(self.config.max_conns));
+        let full = TransportError::TooManyConnections(self.config.max_conns);
+        if self.conns.is_full() {
+            return Err(full);
         }
         let id = self.channel.create_id().map_err(err)?;
-        let conn = self.insert(id, State::Resolving, addr);
+        let conn = self.insert(id, State::Resolving, addr).ok_or(full)?;
         let mut raw = RawAddr::new(addr);
         let ms = self
             .config
@@ -1007,7 +1006,8 @@ impl Transport for RdmaTransport {
             events.push(ev);
         }
         let mut close: Vec<(usize, CloseReason)> = Vec::new();
-        for (index, c) in self.conns.iter_mut() {
+        for (id, c) in self.conns.iter_mut() {
+            let index = id.index();
             if let Some(reason) = c.failed {
                 close.push((index, reason));
                 continue;
@@ -1027,20 +1027,20 @@ impl Transport for RdmaTransport {
             match c.state {
                 State::Open => {
                     if chan.take_writable() {
-                        events.push(Event::Writable(c.id));
+                        events.push(Event::Writable(id));
                     }
                     if c.paused {
                         continue;
                     }
                     if chan.readable() > 0 {
-                        events.push(Event::Readable(c.id));
+                        events.push(Event::Readable(id));
                     } else if chan.at_eof() {
                         // The peer's FIN after its last byte: reported once;
                         // the connection stays for our replies until the
                         // consumer closes it (or the peer disconnects).
                         if !c.finished {
                             c.finished = true;
-                            events.push(Event::PeerFinished(c.id));
+                            events.push(Event::PeerFinished(id));
                         }
                         if c.disconnected.is_some_and(|d| d < self.drains) {
                             close.push((index, CloseReason::PeerClosed));
@@ -1059,10 +1059,9 @@ impl Transport for RdmaTransport {
             }
         }
         for (index, reason) in close {
-            let report = self
-                .conns
-                .get(index)
-                .is_some_and(|c| c.outbound || matches!(c.state, State::Open | State::Closing));
+            let report = self.conns.at(index).is_some_and(|(_, c)| {
+                c.outbound || matches!(c.state, State::Open | State::Closing)
+            });
             self.remove(index, reason, report);
         }
         for ev in self.pending.drain(..) {
@@ -1169,10 +1168,7 @@ impl Transport for RdmaTransport {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns
-            .get(conn.index())
-            .filter(|c| c.id == conn)
-            .map(|c| c.peer)
+        self.conns.get(conn).map(|c| c.peer)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
@@ -1248,7 +1244,7 @@ impl Drop for RdmaTransport {
     fn drop(&mut self) {
         // Tell peers (DREQ) and destroy QPs and ids before the devices and
         // the channel they depend on.
-        let indices: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        let indices: Vec<usize> = self.conns.iter().map(|(id, _)| id.index()).collect();
         for i in indices {
             self.remove(i, CloseReason::Local, false);
         }

@@ -31,15 +31,15 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token};
-use slab::Slab;
 use warpwire_transport::{
-    BackendKind, Capabilities, CloseReason, ConnId, Event, Events, LatencyClass, ProbeReport,
-    Transport, TransportError, Wake,
+    BackendKind, Capabilities, CloseReason, ConnId, ConnTable, Event, Events, LatencyClass,
+    ProbeReport, Transport, TransportError, Wake,
 };
 
 /// Token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
-/// Listener tokens start here; connection tokens are slab indices below it.
+/// Listener tokens start here; connection tokens are table slot indices
+/// below it (they stay below 2^32, the indices a `ConnId` carries).
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// At most this many iovecs go to one writev; a frame needs four.
 const MAX_IOV: usize = 16;
@@ -136,7 +136,6 @@ impl Default for SocketConfig {
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
-    id: ConnId,
     peer: SocketAddr,
     /// Bytes may be waiting (level emulation over edge-triggered epoll).
     readable: bool,
@@ -164,9 +163,8 @@ pub struct SocketTransport {
     listeners: Vec<(TcpListener, SocketAddr)>,
     /// Listeners with connections possibly left in their backlog.
     listener_ready: Vec<bool>,
-    conns: Slab<Conn>,
-    /// Generation per slab slot, bumped when a slot is freed.
-    generations: Vec<u32>,
+    /// Connections; a slot index is the connection's mio token.
+    conns: ConnTable<Conn>,
     /// Events produced outside `poll` (failures found by recv/send).
     pending: Vec<Event>,
     /// Connections currently in the closing linger.
@@ -220,8 +218,7 @@ impl SocketTransport {
             mio_events: mio::Events::with_capacity(config.events_capacity),
             listeners: Vec::new(),
             listener_ready: Vec::new(),
-            conns: Slab::new(),
-            generations: Vec::new(),
+            conns: ConnTable::new(),
             pending: Vec::new(),
             closing: 0,
             accept_backoff: None,
@@ -238,10 +235,10 @@ impl SocketTransport {
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Result<&mut Conn, TransportError> {
-        match self.conns.get_mut(id.index()) {
-            Some(c) if c.id == id && c.closing.is_none() => Ok(c),
-            _ => Err(TransportError::UnknownConn(id)),
-        }
+        self.conns
+            .get_mut(id)
+            .filter(|c| c.closing.is_none())
+            .ok_or(TransportError::UnknownConn(id))
     }
 
     fn insert(
@@ -250,21 +247,21 @@ impl SocketTransport {
         peer: SocketAddr,
         connecting: bool,
     ) -> io::Result<ConnId> {
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        if self.generations.len() <= index {
-            self.generations.resize(index + 1, 0);
-        }
-        let id = ConnId::new(index as u32, self.generations[index]);
+        let count = self.conns.len();
+        // Only at 2^32 connections (descriptors run out long before).
+        let Some(entry) = self.conns.vacant_entry() else {
+            return Err(io::Error::other(TransportError::TooManyConnections(count)));
+        };
+        // Registered under the slot it is about to take; if registration
+        // fails nothing is inserted.
         let mut stream = stream;
         self.poll.registry().register(
             &mut stream,
-            Token(index),
+            Token(entry.index()),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        entry.insert(Conn {
+        Ok(entry.insert(Conn {
             stream,
-            id,
             peer,
             readable: false,
             write_blocked: false,
@@ -273,8 +270,7 @@ impl SocketTransport {
             closing: None,
             hup: false,
             finished: false,
-        });
-        Ok(id)
+        }))
     }
 
     fn tune(&self, stream: &TcpStream) {
@@ -294,17 +290,15 @@ impl SocketTransport {
 
     /// Drops a connection now and queues its Closed event.
     fn remove(&mut self, index: usize, reason: CloseReason) {
-        if !self.conns.contains(index) {
+        let Some((id, mut c)) = self.conns.remove_at(index) else {
             return;
-        }
-        let mut c = self.conns.remove(index);
+        };
         if c.closing.is_some() {
             self.closing -= 1;
         }
         // Deregistering a socket that is about to be closed cannot matter.
         let _ = self.poll.registry().deregister(&mut c.stream);
-        self.generations[index] = self.generations[index].wrapping_add(1);
-        self.pending.push(Event::Closed(c.id, reason));
+        self.pending.push(Event::Closed(id, reason));
     }
 
     fn accept_from(&mut self, li: usize, now: Instant, events: &mut Vec<Event>) {
@@ -388,7 +382,7 @@ impl SocketTransport {
                 }
                 continue;
             }
-            let Some(c) = self.conns.get_mut(t.0) else {
+            let Some((id, c)) = self.conns.at_mut(t.0) else {
                 continue;
             };
             if c.closing.is_some() {
@@ -402,7 +396,7 @@ impl SocketTransport {
                     match c.stream.take_error() {
                         Ok(None) if c.stream.peer_addr().is_ok() => {
                             c.connecting = false;
-                            self.pending.push(Event::Connected(c.id));
+                            self.pending.push(Event::Connected(id));
                         }
                         Ok(None) => {}
                         Ok(Some(e)) | Err(e) => {
@@ -421,7 +415,7 @@ impl SocketTransport {
             }
             if ev.is_writable() && c.write_blocked {
                 c.write_blocked = false;
-                self.pending.push(Event::Writable(c.id));
+                self.pending.push(Event::Writable(id));
             }
         }
         for i in finished {
@@ -441,7 +435,7 @@ impl SocketTransport {
             .conns
             .iter()
             .filter(|(_, c)| c.closing.is_some_and(|t| now >= t))
-            .map(|(i, _)| i)
+            .map(|(id, _)| id.index())
             .collect();
         for i in expired {
             self.remove(i, CloseReason::Local);
@@ -510,9 +504,9 @@ impl Transport for SocketTransport {
         for ev in accepted {
             events.push(ev);
         }
-        for (_, c) in self.conns.iter() {
+        for (id, c) in self.conns.iter() {
             if c.readable && !c.paused && c.closing.is_none() {
-                events.push(Event::Readable(c.id));
+                events.push(Event::Readable(id));
             }
         }
         Ok(())
@@ -636,10 +630,7 @@ impl Transport for SocketTransport {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns
-            .get(conn.index())
-            .filter(|c| c.id == conn)
-            .map(|c| c.peer)
+        self.conns.get(conn).map(|c| c.peer)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {

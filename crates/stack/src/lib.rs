@@ -46,13 +46,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use warpwire_transport::{
-    Capabilities, CloseReason, ConnId, Event, Events, LatencyClass, PacketDevice, Transport,
-    TransportError, Wake,
+    Capabilities, CloseReason, ConnId, ConnTable, Event, Events, LatencyClass, PacketDevice,
+    Transport, TransportError, Wake,
 };
 
 use adapter::{Adapter, Taps};
@@ -152,7 +151,6 @@ enum State {
 
 #[derive(Debug)]
 struct Conn {
-    id: ConnId,
     handle: SocketHandle,
     state: State,
     peer: SocketAddr,
@@ -174,8 +172,7 @@ pub struct StackTransport<D: PacketDevice> {
     dev: D,
     iface: Interface,
     sockets: SocketSet<'static>,
-    conns: Slab<Conn>,
-    generations: Vec<u32>,
+    conns: ConnTable<Conn>,
     listeners: Vec<Listener>,
     pending: Vec<Event>,
     taps: RefCell<Taps>,
@@ -355,8 +352,7 @@ impl<D: PacketDevice> StackTransport<D> {
             dev,
             iface,
             sockets: SocketSet::new(Vec::new()),
-            conns: Slab::new(),
-            generations: Vec::new(),
+            conns: ConnTable::new(),
             listeners: Vec::new(),
             pending: Vec::new(),
             taps,
@@ -408,41 +404,36 @@ impl<D: PacketDevice> StackTransport<D> {
         self.sockets.iter().count()
     }
 
-    fn insert(&mut self, handle: SocketHandle, state: State, peer: SocketAddr) -> ConnId {
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        if self.generations.len() <= index {
-            self.generations.resize(index + 1, 0);
-        }
-        let id = ConnId::new(index as u32, self.generations[index]);
-        entry.insert(Conn {
-            id,
-            handle,
-            state,
-            peer,
-            write_blocked: false,
-            finished: false,
-            paused: false,
-        });
-        id
+    /// Takes a socket in as a connection. `None` only when the table is
+    /// full (2^32 connections, far beyond `max_sockets`); the caller then
+    /// drops the socket.
+    fn insert(&mut self, handle: SocketHandle, state: State, peer: SocketAddr) -> Option<ConnId> {
+        self.conns
+            .insert(Conn {
+                handle,
+                state,
+                peer,
+                write_blocked: false,
+                finished: false,
+                paused: false,
+            })
+            .ok()
     }
 
     /// Drops a connection and its socket, and queues its Closed event.
     fn remove(&mut self, index: usize, reason: CloseReason) {
-        if !self.conns.contains(index) {
+        let Some((id, c)) = self.conns.remove_at(index) else {
             return;
-        }
-        let c = self.conns.remove(index);
+        };
         self.sockets.remove(c.handle);
-        self.generations[index] = self.generations[index].wrapping_add(1);
-        self.pending.push(Event::Closed(c.id, reason));
+        self.pending.push(Event::Closed(id, reason));
     }
 
     fn conn(&self, id: ConnId) -> Result<&Conn, TransportError> {
-        match self.conns.get(id.index()) {
-            Some(c) if c.id == id && !matches!(c.state, State::Closing(_)) => Ok(c),
-            _ => Err(TransportError::UnknownConn(id)),
-        }
+        self.conns
+            .get(id)
+            .filter(|c| !matches!(c.state, State::Closing(_)))
+            .ok_or(TransportError::UnknownConn(id))
     }
 
     /// Runs smoltcp: with `ingress`, timers and a bounded number of received
@@ -519,7 +510,10 @@ impl<D: PacketDevice> StackTransport<D> {
                         // Ordered removal keeps the listening socket last (rearm's fast path).
                         self.listeners[li].armed.remove(k);
                         let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                        let conn = self.insert(h, State::Open, peer);
+                        let Some(conn) = self.insert(h, State::Open, peer) else {
+                            self.sockets.remove(h);
+                            continue;
+                        };
                         let listener = SocketAddr::V4(SocketAddrV4::new(
                             self.config.ip,
                             self.listeners[li].port,
@@ -544,20 +538,21 @@ impl<D: PacketDevice> StackTransport<D> {
 
     fn scan_conns(&mut self, now: Instant, events: &mut Events) {
         let mut gone = Vec::new();
-        for (i, c) in self.conns.iter_mut() {
+        for (id, c) in self.conns.iter_mut() {
+            let i = id.index();
             let s = self.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
             match c.state {
                 State::Connecting => match s.state() {
                     tcp::State::Established => {
                         c.state = State::Open;
-                        events.push(Event::Connected(c.id));
+                        events.push(Event::Connected(id));
                     }
                     tcp::State::Closed => gone.push((i, CloseReason::ConnectFailed(None))),
                     _ => {}
                 },
                 State::Open => {
                     if s.can_recv() && !c.paused {
-                        events.push(Event::Readable(c.id));
+                        events.push(Event::Readable(id));
                     } else if !s.may_recv() && s.recv_queue() == 0 {
                         // Peer's FIN and every byte read: like EOF. The
                         // connection stays writable (CLOSE-WAIT) for the
@@ -568,12 +563,12 @@ impl<D: PacketDevice> StackTransport<D> {
                         }
                         if !c.finished {
                             c.finished = true;
-                            events.push(Event::PeerFinished(c.id));
+                            events.push(Event::PeerFinished(id));
                         }
                     }
                     if c.write_blocked && s.can_send() {
                         c.write_blocked = false;
-                        events.push(Event::Writable(c.id));
+                        events.push(Event::Writable(id));
                     }
                 }
                 State::Closing(deadline) => {
@@ -679,7 +674,13 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
                 source: std::io::Error::other(format!("{e}")),
             })?;
         let h = self.sockets.add(s);
-        Ok(self.insert(h, State::Connecting, addr))
+        match self.insert(h, State::Connecting, addr) {
+            Some(conn) => Ok(conn),
+            None => {
+                self.sockets.remove(h);
+                Err(TransportError::TooManyConnections(self.conns.len()))
+            }
+        }
     }
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
@@ -722,7 +723,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
             Err(_) => 0,
         };
         if n < data.len()
-            && let Some(c) = self.conns.get_mut(conn.index())
+            && let Some(c) = self.conns.get_mut(conn)
         {
             c.write_blocked = true;
         }
@@ -735,14 +736,14 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn pause_recv(&mut self, conn: ConnId, paused: bool) {
-        if let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.paused = paused;
         }
     }
 
     fn close(&mut self, conn: ConnId) {
         let linger = self.config.close_linger;
-        let Some(c) = self.conns.get_mut(conn.index()).filter(|c| c.id == conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if matches!(c.state, State::Closing(_)) {
@@ -753,10 +754,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns
-            .get(conn.index())
-            .filter(|c| c.id == conn)
-            .map(|c| c.peer)
+        self.conns.get(conn).map(|c| c.peer)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {

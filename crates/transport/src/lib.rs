@@ -33,13 +33,18 @@
 //!   poll fd, a CQ channel) for policies that do not busy-poll.
 //! - No `dyn` on the per-packet path: consumers are generic over the trait.
 //!
+//! - Connection ids come from one place: every backend keeps its
+//!   connections in a [`ConnTable`], which hands out [`ConnId`]s and
+//!   refuses stale ones (see [`table`]).
+//!
 //! What this crate does not do: any I/O. It holds the contracts, the
-//! [`probe`] types and the [`select`] policy only.
+//! [`Probe`] types, the [`select`] policy and the connection table only.
 
 #![forbid(unsafe_code)]
 
 mod device;
 pub mod select;
+pub mod table;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -50,10 +55,11 @@ pub use select::{
     BackendKind, Facts, LatencyClass, LatencyPolicy, Probe, ProbeReport, Selection, SelectionError,
     TransportChoice,
 };
+pub use table::{ConnTable, VacantEntry};
 
 /// Identifies a connection within one [`Transport`] instance. A slot index
 /// plus a generation, so a stale id of a closed connection never reaches the
-/// connection that reuses its slot.
+/// connection that reuses its slot. Backends get them from a [`ConnTable`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     index: u32,

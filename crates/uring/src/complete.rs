@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use io_uring::cqueue;
-use warpwire_transport::{CloseReason, Event};
+use warpwire_transport::{CloseReason, ConnId, Event};
 
 use crate::UringTransport;
 use crate::conn::{RxBuf, Shutdown, State};
@@ -78,7 +78,7 @@ impl UringTransport {
             Op::Wake => self.on_wake(res),
             Op::Accept => self.on_accept(index, res, more, now),
             _ => {
-                let Some(c) = self.conns.get_mut(index) else {
+                let Some((id, c)) = self.conns.at_mut(index) else {
                     if let Some(bid) = buf {
                         self.bufs.recycle(bid);
                     }
@@ -88,9 +88,9 @@ impl UringTransport {
                     c.ops = c.ops.saturating_sub(1);
                 }
                 match op {
-                    Op::Recv => self.on_recv(index, tag, res, more, buf),
-                    Op::Send => self.on_send(index, res),
-                    Op::Connect => self.on_connect(index, res),
+                    Op::Recv => self.on_recv(id, tag, res, more, buf),
+                    Op::Send => self.on_send(id, res),
+                    Op::Connect => self.on_connect(id, res),
                     Op::Shutdown => self.on_shutdown(index, res),
                     _ => {}
                 }
@@ -159,7 +159,8 @@ impl UringTransport {
         }
     }
 
-    fn on_recv(&mut self, index: usize, tag: u32, res: i32, more: bool, buf: Option<u16>) {
+    fn on_recv(&mut self, id: ConnId, tag: u32, res: i32, more: bool, buf: Option<u16>) {
+        let index = id.index();
         let max = self.config.max_queued_buffers;
         let c = &mut self.conns[index];
         let current = tag == c.recv_serial;
@@ -208,7 +209,7 @@ impl UringTransport {
                 // The consumer already read everything (a recv returned 0):
                 // no Readable is needed to find the FIN.
                 c.finished = true;
-                self.pending.push(Event::PeerFinished(c.id));
+                self.pending.push(Event::PeerFinished(id));
             }
             if matches!(
                 c.state,
@@ -241,7 +242,8 @@ impl UringTransport {
         }
     }
 
-    fn on_send(&mut self, index: usize, res: i32) {
+    fn on_send(&mut self, id: ConnId, res: i32) {
+        let index = id.index();
         let half = self.config.send_buffer / 2;
         let c = &mut self.conns[index];
         c.sending = false;
@@ -281,7 +283,7 @@ impl UringTransport {
         if c.write_blocked && c.state == State::Open && self.config.send_buffer - c.unsent() >= half
         {
             c.write_blocked = false;
-            self.pending.push(Event::Writable(c.id));
+            self.pending.push(Event::Writable(id));
         }
         if c.output_drained()
             && matches!(
@@ -296,7 +298,8 @@ impl UringTransport {
         }
     }
 
-    fn on_connect(&mut self, index: usize, res: i32) {
+    fn on_connect(&mut self, id: ConnId, res: i32) {
+        let index = id.index();
         let c = &mut self.conns[index];
         c.connect_addr = None;
         if c.state != State::Connecting {
@@ -307,7 +310,7 @@ impl UringTransport {
             return;
         }
         c.state = State::Open;
-        self.pending.push(Event::Connected(c.id));
+        self.pending.push(Event::Connected(id));
         let has_output = !c.out.is_empty();
         self.maybe_arm_recv(index);
         if has_output && !self.conns[index].sending {
@@ -347,10 +350,10 @@ impl UringTransport {
         };
         self.tune(&sock);
         // Table full: the socket drops and the peer sees a reset.
-        let Ok(index) = self.insert(sock, peer, State::Open) else {
+        let Ok(conn) = self.insert(sock, peer, State::Open) else {
             return;
         };
-        let conn = self.conns[index].id;
+        let index = conn.index();
         self.pending.push(Event::Accepted {
             conn,
             peer,
@@ -364,7 +367,7 @@ impl UringTransport {
     /// ring empty it waits in the starved list instead.
     pub(crate) fn maybe_arm_recv(&mut self, index: usize) {
         let low = self.config.max_queued_buffers / 2;
-        let Some(c) = self.conns.get_mut(index) else {
+        let Some((_, c)) = self.conns.at_mut(index) else {
             return;
         };
         let wanted = !c.recv_armed
@@ -391,7 +394,7 @@ impl UringTransport {
     /// buffers it held go back to the ring, and its operations are
     /// cancelled; the slot (and the socket) go when the last completes.
     pub(crate) fn finish(&mut self, index: usize, reason: CloseReason) {
-        let Some(c) = self.conns.get_mut(index) else {
+        let Some((id, c)) = self.conns.at_mut(index) else {
             return;
         };
         if c.state == State::Dead {
@@ -401,7 +404,7 @@ impl UringTransport {
             self.closing -= 1;
         }
         c.state = State::Dead;
-        self.pending.push(Event::Closed(c.id, reason));
+        self.pending.push(Event::Closed(id, reason));
         for b in c.rx.drain(..) {
             self.bufs.recycle(b.bid);
         }
@@ -417,12 +420,12 @@ impl UringTransport {
     pub(crate) fn free_if_done(&mut self, index: usize) {
         if self
             .conns
-            .get(index)
-            .is_some_and(|c| c.state == State::Dead && c.ops == 0)
+            .at(index)
+            .is_some_and(|(_, c)| c.state == State::Dead && c.ops == 0)
         {
-            // Dropping the Conn closes the socket.
-            self.conns.remove(index);
-            self.generations[index] = self.generations[index].wrapping_add(1);
+            // Dropping the Conn closes the socket; the table moves the
+            // slot's generation on, so the id stays dead.
+            self.conns.remove_at(index);
         }
     }
 }

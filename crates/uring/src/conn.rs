@@ -15,8 +15,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use warpwire_transport::ConnId;
-
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -62,7 +60,6 @@ pub(crate) struct RxBuf {
 pub(crate) struct Conn {
     /// Closed when the slot is freed, after its last operation completed.
     pub sock: socket2::Socket,
-    pub id: ConnId,
     pub peer: SocketAddr,
     pub state: State,
     /// Operations in flight that name this slot (their last completion
@@ -107,10 +104,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(sock: socket2::Socket, id: ConnId, peer: SocketAddr, state: State) -> Self {
+    pub(crate) fn new(sock: socket2::Socket, peer: SocketAddr, state: State) -> Self {
         Self {
             sock,
-            id,
             peer,
             state,
             ops: 0,

@@ -96,9 +96,9 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue};
-use slab::Slab;
 use warpwire_transport::{
-    Capabilities, CloseReason, ConnId, Event, Events, LatencyClass, Transport, TransportError, Wake,
+    Capabilities, CloseReason, ConnId, ConnTable, Event, Events, LatencyClass, Transport,
+    TransportError, Wake,
 };
 
 use crate::bufring::BufRing;
@@ -140,9 +140,9 @@ pub struct UringTransport {
     enabled: bool,
     bufs: BufRing,
     listeners: Vec<Listener>,
-    conns: Slab<Conn>,
-    /// Generation per slab slot, bumped when a slot is freed.
-    generations: Vec<u32>,
+    /// Connections; slot indices stay at most [`ops::MAX_INDEX`], so they
+    /// fit a `user_data`.
+    conns: ConnTable<Conn>,
     /// Events found outside the report (completions, recv, close).
     pending: Vec<Event>,
     /// Connections with output to hand to the kernel.
@@ -180,11 +180,11 @@ impl std::fmt::Debug for UringTransport {
 }
 
 /// The connection `id` names, if the consumer may still use it.
-fn usable(conns: &mut Slab<Conn>, id: ConnId) -> Result<&mut Conn, TransportError> {
-    match conns.get_mut(id.index()) {
-        Some(c) if c.id == id && c.usable() => Ok(c),
-        _ => Err(TransportError::UnknownConn(id)),
-    }
+fn usable(conns: &mut ConnTable<Conn>, id: ConnId) -> Result<&mut Conn, TransportError> {
+    conns
+        .get_mut(id)
+        .filter(|c| c.usable())
+        .ok_or(TransportError::UnknownConn(id))
 }
 
 /// Errors of an enter that are not failures: a timeout, a signal, a full
@@ -246,8 +246,7 @@ impl UringTransport {
             enabled,
             bufs,
             listeners: Vec::new(),
-            conns: Slab::new(),
-            generations: Vec::new(),
+            conns: ConnTable::with_limit(ops::MAX_INDEX + 1),
             pending: Vec::new(),
             dirty: Vec::new(),
             starved: VecDeque::new(),
@@ -358,19 +357,13 @@ impl UringTransport {
         sock: socket2::Socket,
         peer: SocketAddr,
         state: State,
-    ) -> Result<usize, TransportError> {
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        if index > ops::MAX_INDEX {
-            return Err(TransportError::TooManyConnections(self.conns.len()));
-        }
-        if self.generations.len() <= index {
-            self.generations.resize(index + 1, 0);
-        }
-        // Slot indices stay below MAX_INDEX (2^24), so they fit a u32.
-        let id = ConnId::new(index as u32, self.generations[index]);
-        entry.insert(Conn::new(sock, id, peer, state));
-        Ok(index)
+    ) -> Result<ConnId, TransportError> {
+        let count = self.conns.len();
+        // Full: beyond MAX_INDEX a slot would not fit a `user_data`. The
+        // socket drops with the refused value.
+        self.conns
+            .insert(Conn::new(sock, peer, state))
+            .map_err(|_| TransportError::TooManyConnections(count))
     }
 
     /// Re-arms listeners whose multishot accept ended, unless backing off.
@@ -392,7 +385,7 @@ impl UringTransport {
             let Some(index) = self.starved.pop_front() else {
                 break;
             };
-            if let Some(c) = self.conns.get_mut(index) {
+            if let Some((_, c)) = self.conns.at_mut(index) {
                 c.starved = false;
             }
             self.maybe_arm_recv(index);
@@ -405,7 +398,7 @@ impl UringTransport {
     fn push_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &index in &dirty {
-            let Some(c) = self.conns.get_mut(index) else {
+            let Some((_, c)) = self.conns.at_mut(index) else {
                 continue;
             };
             c.dirty = false;
@@ -428,11 +421,11 @@ impl UringTransport {
     fn expire_closing(&mut self, now: Instant) {
         let linger = self.config.close_linger;
         let mut expired = Vec::new();
-        for (index, c) in self.conns.iter_mut() {
+        for (id, c) in self.conns.iter_mut() {
             if let State::Closing { deadline, .. } = &mut c.state {
                 match deadline {
                     None => *deadline = Some(now + linger),
-                    Some(d) if now >= *d => expired.push(index),
+                    Some(d) if now >= *d => expired.push(id.index()),
                     Some(_) => {}
                 }
             }
@@ -531,10 +524,10 @@ impl Transport for UringTransport {
         .map_err(err)?;
         sock.set_nonblocking(true).map_err(err)?;
         self.tune(&sock);
-        let index = self.insert(sock, addr, State::Connecting)?;
-        self.conns[index].connect_addr = Some(Box::new(addr.into()));
-        self.push_connect(index);
-        Ok(self.conns[index].id)
+        let conn = self.insert(sock, addr, State::Connecting)?;
+        self.conns[conn.index()].connect_addr = Some(Box::new(addr.into()));
+        self.push_connect(conn.index());
+        Ok(conn)
     }
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
@@ -553,9 +546,9 @@ impl Transport for UringTransport {
         for ev in self.pending.drain(..) {
             events.push(ev);
         }
-        for (_, c) in self.conns.iter() {
+        for (id, c) in self.conns.iter() {
             if c.readable() {
-                events.push(Event::Readable(c.id));
+                events.push(Event::Readable(id));
             }
         }
         Ok(())
@@ -672,8 +665,8 @@ impl Transport for UringTransport {
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         self.conns
-            .get(conn.index())
-            .filter(|c| c.id == conn && c.state != State::Dead)
+            .get(conn)
+            .filter(|c| c.state != State::Dead)
             .map(|c| c.peer)
     }
 

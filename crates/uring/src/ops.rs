@@ -7,7 +7,7 @@
 //!  └─────────┴──────────────┴────────────────────┘
 //! ```
 //!
-//! The slot is a connection's slab index (or a listener's index for
+//! The slot is a connection's table slot index (or a listener's index for
 //! [`Op::Accept`]). No generation is needed: a slot is not reused until
 //! every operation it submitted has completed. The tag tells one arming of
 //! a connection's multishot receive from the next, so a cancel aimed at an

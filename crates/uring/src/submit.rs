@@ -71,7 +71,7 @@ impl UringTransport {
     /// Arms a multishot receive on connection `index` into the buffer ring.
     pub(crate) fn arm_recv(&mut self, index: usize) {
         let bgid = self.bufs.bgid();
-        let Some(c) = self.conns.get_mut(index) else {
+        let Some((_, c)) = self.conns.at_mut(index) else {
             return;
         };
         c.recv_serial = c.recv_serial.wrapping_add(1);
@@ -175,7 +175,7 @@ impl UringTransport {
         // `sending` is set nothing writes, grows or frees it (`send` appends
         // to `out`, never to `flight`), and the slot itself is freed only
         // after this operation's completion (`ops`); moving the `Conn` when
-        // the slab grows does not move the heap buffer.
+        // the table grows does not move the heap buffer.
         if unsafe { self.push(&entry) } {
             let c = &mut self.conns[index];
             c.ops += 1;
