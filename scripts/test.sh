@@ -29,10 +29,13 @@ SECONDS=0
 # metrics endpoint),
 # ethtool (offloads), tshark (reads our pcap captures), python3 (golden
 # vectors); QEMU, the ibverbs tools, cpio, binutils (strip, objcopy) and
-# the decompressors for the soft-RoCE guest of scripts/rdma-vm.sh.
+# the decompressors for the soft-RoCE guest of scripts/rdma-vm.sh;
+# redis-server and redis-tools (redis-cli, redis-benchmark) as the RESP
+# server's peers and the reference of its differential test.
 PACKAGES=(iproute2 iputils-ping procps curl python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev
     libibverbs-dev librdmacm-dev ethtool tshark
-    qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio binutils xz-utils zstd gzip)
+    qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio binutils xz-utils zstd gzip
+    redis-server redis-tools)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,9 +44,20 @@ if ((${#missing[@]})); then
     log "installing system packages: ${missing[*]}"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # Packages with a daemon (redis-server) must not start it: the tests
+    # start their own, and a system one would hold its port. policy-rc.d
+    # exiting 101 forbids service starts during the install; it is removed
+    # after unless it was there before.
+    policy_added=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
     $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
         --no-install-recommends "${missing[@]}"
+    if [ "$policy_added" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 else
     log "system packages present: ${PACKAGES[*]}"
 fi
@@ -57,7 +71,8 @@ log "checking build and test prerequisites"
 absent=()
 for tool in cargo rustc cargo-fmt cargo-clippy cc c++ clang pkg-config m4 git python3 ip ping ethtool \
     tshark qemu-system-x86_64 cpio strip objcopy ldd timeout sha256sum xz zstd gzip rdma \
-    ibv_devices ibv_devinfo ibv_rc_pingpong apt-get dpkg-deb kill id sh curl; do
+    ibv_devices ibv_devinfo ibv_rc_pingpong apt-get dpkg-deb kill id sh curl \
+    redis-server redis-cli redis-benchmark; do
     type -P "$tool" >/dev/null 2>&1 || absent+=("program $tool")
 done
 for module in libdpdk libelf zlib libibverbs librdmacm; do
