@@ -158,7 +158,9 @@ pub(super) fn hello(r: &Resp, c: &mut Client, a: &[&[u8]], ctx: &mut Ctx<'_>) {
 pub(super) fn select(_: &Resp, c: &mut Client, a: &[&[u8]], ctx: &mut Ctx<'_>) {
     let mut o = out(ctx, c);
     match parse_i64(a[1]) {
-        Some(id) if i32::try_from(id).is_err() => o.err("value is not an integer or out of range"),
+        Some(id) if i32::try_from(id).is_err() => {
+            o.err("value is out of range, value must between -2147483648 and 2147483647");
+        }
         None => o.err("value is not an integer or out of range"),
         Some(0) => o.ok(),
         Some(_) => o.err("DB index is out of range"),

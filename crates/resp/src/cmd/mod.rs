@@ -163,9 +163,11 @@ pub(crate) fn dispatch(r: &Resp, c: &mut Client, args: &[&[u8]], ctx: &mut Ctx<'
         c.done = true;
         return;
     }
-    // Redis closes a connection that looks like HTTP (a browser pointed at
-    // the port, or a cross-protocol attack) without a reply.
+    // Redis drops a connection that looks like HTTP (a browser pointed at
+    // the port, or a cross-protocol attack) at once: replies not yet sent,
+    // to commands before it, are discarded too.
     if name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:") {
+        ctx.out().clear();
         ctx.protocol_error("HTTP request on the Redis port");
         ctx.close();
         c.done = true;
