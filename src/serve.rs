@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use warpwire_engine::{Both, Echo, Handlers, Server, UserDb};
 use warpwire_http::Http;
+use warpwire_resp::Resp;
 use warpwire_socket::{SocketConfig, SocketTransport};
 use warpwire_uring::UringTransport;
 
@@ -109,10 +110,23 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     }
     // Beside warpwire on --listen, every other protocol a --listener may name.
     let http_config = settings.http.clone();
+    // Redis AUTH checks the same users file warpwire's AUTH does.
+    let resp_users = match &settings.server.users_file {
+        Some(p) => Some(Arc::new(UserDb::load(p)?)),
+        None => None,
+    };
+    let resp = Resp::new(
+        settings.resp.clone(),
+        resp_users,
+        settings.server.require_auth,
+    );
     let protocols = move |m: &Arc<warpwire_engine::Metrics>, h: &Arc<Handlers>| {
         Both::new(
             Echo,
-            Http::new(http_config, m.clone()).with_handlers(h.clone()),
+            Both::new(
+                Http::new(http_config, m.clone()).with_handlers(h.clone()),
+                resp,
+            ),
         )
     };
     let handle = match &backend {
