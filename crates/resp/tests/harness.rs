@@ -720,3 +720,120 @@ proptest! {
         prop_assert!(out.is_empty() || out.ends_with(b"\r\n"));
     }
 }
+
+/// Command names to draw from: every command, a few subcommands, junk.
+const NAMES: &[&str] = &[
+    "get",
+    "set",
+    "ping",
+    "echo",
+    "hello",
+    "auth",
+    "select",
+    "reset",
+    "client",
+    "command",
+    "config",
+    "info",
+    "dbsize",
+    "flushdb",
+    "flushall",
+    "getdel",
+    "mget",
+    "mset",
+    "append",
+    "strlen",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "del",
+    "exists",
+    "expire",
+    "pexpire",
+    "ttl",
+    "pttl",
+    "persist",
+    "type",
+    "lpush",
+    "rpush",
+    "lpop",
+    "rpop",
+    "llen",
+    "lrange",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "nope",
+];
+
+/// Arguments to draw from: keys, options, numbers at the edges, globs.
+const ARGS: &[&str] = &[
+    "k",
+    "l",
+    "n",
+    "0",
+    "1",
+    "-1",
+    "3",
+    "100",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "9223372036854775808",
+    "x",
+    "",
+    "NX",
+    "XX",
+    "GT",
+    "LT",
+    "GET",
+    "EX",
+    "PX",
+    "KEEPTTL",
+    "AUTH",
+    "SETNAME",
+    "GETNAME",
+    "ID",
+    "COUNT",
+    "DOCS",
+    "*",
+    "[a-",
+    "\\",
+    "?*[^x]",
+    "2",
+    "all",
+    "ASYNC",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random commands with random arguments, in RESP2 or RESP3: no panic,
+    /// and every command gets a reply (or the connection closes).
+    #[test]
+    fn random_commands(
+        resp3 in any::<bool>(),
+        cmds in proptest::collection::vec(
+            (0..NAMES.len(), proptest::collection::vec(0..ARGS.len(), 0..6)),
+            1..40,
+        ),
+    ) {
+        let mut h = harness_with(RespConfig { maxmemory: 2048, ..RespConfig::default() }, None, false);
+        let p = conn(&mut h);
+        if resp3 {
+            talk(&mut h, p, &cmd(&["HELLO", "3"]));
+        }
+        for (name, args) in cmds {
+            let mut c = vec![NAMES[name]];
+            c.extend(args.iter().map(|&a| ARGS[a]));
+            let out = talk(&mut h, p, &cmd(&c));
+            prop_assert!(
+                h.closed(p).is_some() || (!out.is_empty() && out.ends_with("\r\n")),
+                "{c:?} -> {out:?}"
+            );
+            if h.closed(p).is_some() {
+                break;
+            }
+        }
+    }
+}
