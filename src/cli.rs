@@ -125,7 +125,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WARPWIRE_LISTEN")]
     pub listen: Option<HostPort>,
     /// Another listen address and the protocol it serves, PROTOCOL=IP:PORT
-    /// (protocols: warpwire, echo, http); repeatable, or comma-separated in the
+    /// (protocols: warpwire, echo, http, resp); repeatable, or comma-separated in the
     /// environment. Replaces the config file's `[[server.listeners]]`.
     #[arg(
         long = "listener",
@@ -211,6 +211,10 @@ pub struct ServeArgs {
     /// HTTP: largest request body before 413 [default: 1048576].
     #[arg(long, env = "WARPWIRE_HTTP_MAX_BODY")]
     pub http_max_body: Option<usize>,
+    /// Redis: bytes the keyspace may hold before writes answer -OOM; 0 is
+    /// unlimited [default: 0].
+    #[arg(long, env = "WARPWIRE_RESP_MAXMEMORY")]
+    pub resp_maxmemory: Option<u64>,
     /// Graceful-shutdown grace period [default: 5s].
     #[arg(long, env = "WARPWIRE_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use warpwire_engine::{Both, Echo, Server, ServerHandle, UserDb};
 use warpwire_http::{Http, HttpConfig};
+use warpwire_resp::Resp;
 use warpwire_transport::{Transport, TransportError};
 
 use crate::backend::{Backend, Role, UseTransport};
@@ -67,6 +68,7 @@ fn fit_fd_limit(cfg: &mut warpwire_engine::ServerConfig) {
 struct ServeWith {
     server: Server,
     http: HttpConfig,
+    resp: Resp,
 }
 
 impl UseTransport for ServeWith {
@@ -77,9 +79,12 @@ impl UseTransport for ServeWith {
         T: Transport + 'static,
         F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
     {
-        let http = self.http;
+        let (http, resp) = (self.http, self.resp);
         Ok(self.server.start_with(factory, move |m, h| {
-            Both::new(Echo, Http::new(http, m.clone()).with_handlers(h.clone()))
+            Both::new(
+                Echo,
+                Both::new(Http::new(http, m.clone()).with_handlers(h.clone()), resp),
+            )
         })?)
     }
 }
@@ -135,11 +140,22 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
         server.data_handler(sink);
     }
+    // Redis AUTH checks the same users file warpwire's AUTH does.
+    let resp_users = match &settings.server.users_file {
+        Some(p) => Some(Arc::new(UserDb::load(p)?)),
+        None => None,
+    };
+    let resp = Resp::new(
+        settings.resp.clone(),
+        resp_users,
+        settings.server.require_auth,
+    );
     let handle = backend.run(
         Role::Server,
         ServeWith {
             server,
             http: settings.http.clone(),
+            resp,
         },
     )?;
     println!(

@@ -12,6 +12,8 @@
 //! listen = "localhost:7077"
 //! [http]                          # the HTTP protocol's limits (--http-max-body, ...)
 //! max_body = 1048576
+//! [resp]                          # the Redis protocol's limits (--resp-maxmemory, ...)
+//! maxmemory = 0
 //! ```
 //!
 //! Keys whose values the command line parses differently from the engine
@@ -24,6 +26,7 @@ use std::path::Path;
 use serde::Deserialize;
 use warpwire_engine::ServerConfig;
 use warpwire_http::HttpConfig;
+use warpwire_resp::RespConfig;
 use warpwire_transport::{LatencyPolicy, TransportChoice};
 
 use crate::addr::HostPort;
@@ -39,6 +42,7 @@ struct RawFile {
     bypass: BypassArgs,
     server: toml::Table,
     http: HttpConfig,
+    resp: RespConfig,
 }
 
 /// What the config file says (everything unset when there is none).
@@ -61,6 +65,8 @@ pub struct FileConfig {
     pub busy_poll: Option<bool>,
     /// The `[http]` table.
     pub http: HttpConfig,
+    /// The `[resp]` table.
+    pub resp: RespConfig,
 }
 
 impl FileConfig {
@@ -103,6 +109,7 @@ impl FileConfig {
             metrics,
             busy_poll,
             http: raw.http,
+            resp: raw.resp,
         })
     }
 
@@ -156,6 +163,8 @@ pub struct ServeSettings {
     pub bypass: BypassArgs,
     /// The HTTP protocol's limits.
     pub http: HttpConfig,
+    /// The Redis protocol's limits.
+    pub resp: RespConfig,
 }
 
 impl ServeSettings {
@@ -201,8 +210,13 @@ impl ServeSettings {
         if let Some(v) = a.http_max_body {
             http.max_body = v;
         }
+        let mut resp = file.resp.clone();
+        if let Some(v) = a.resp_maxmemory {
+            resp.maxmemory = v;
+        }
         Self {
             http,
+            resp,
             listen: a
                 .listen
                 .clone()
@@ -244,6 +258,7 @@ impl ServeSettings {
         }
         top.insert("server".into(), server.into());
         top.insert("http".into(), toml::Table::try_from(&self.http)?.into());
+        top.insert("resp".into(), toml::Table::try_from(&self.resp)?.into());
         Ok(toml::to_string(&top)?)
     }
 }
@@ -263,6 +278,16 @@ mod tests {
             unreachable!("parsed `serve`")
         };
         ServeSettings::merge(&file, &a)
+    }
+
+    #[test]
+    fn resp_table_and_flag() {
+        let file = "[resp]\nmaxmemory = 5\nmax_bulk_len = 1024\n";
+        let s = serve(file, &[]);
+        assert_eq!((s.resp.maxmemory, s.resp.max_bulk_len), (5, 1024));
+        let s = serve(file, &["--resp-maxmemory", "7"]);
+        assert_eq!((s.resp.maxmemory, s.resp.max_bulk_len), (7, 1024));
+        assert!(FileConfig::parse("[resp]\nnope = 1\n").is_err());
     }
 
     // The environment layer is clap's (`env = ...` on every flag) and is
