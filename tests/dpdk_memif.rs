@@ -452,7 +452,18 @@ impl Drop for TapServer {
 #[test]
 #[ignore = "needs root, DPDK (net_tap) and network namespaces: scripts/test.sh runs it as root"]
 fn dpdk_server_on_net_tap_with_kernel_clients() {
-    let t = TapServer::start("dtap", 3, "0", &["--listener", "http=0.0.0.0:8080"], false);
+    let t = TapServer::start(
+        "dtap",
+        3,
+        "0",
+        &[
+            "--listener",
+            "http=0.0.0.0:8080",
+            "--listener",
+            "resp=0.0.0.0:6379",
+        ],
+        false,
+    );
     let addr = t.addr.as_str();
     // HTTP on a second listener, through the same stack: curl, two
     // requests on one connection, and a chunked upload echoed.
@@ -488,6 +499,25 @@ fn dpdk_server_on_net_tap_with_kernel_clients() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // RESP through the same stack: redis-cli and a short redis-benchmark.
+    let redis = |cmd: &str, args: &[&str]| {
+        let mut a = vec![cmd, "-h", "10.77.3.1", "-p", "6379"];
+        a.extend_from_slice(args);
+        let o = t.run_cmd(&a);
+        assert!(
+            o.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(redis("redis-cli", &["SET", "k", "over dpdk"]).trim(), "OK");
+    assert_eq!(redis("redis-cli", &["GET", "k"]).trim(), "over dpdk");
+    let bench = redis(
+        "redis-benchmark",
+        &["-t", "set,get", "-n", "5000", "-c", "10", "-P", "4", "-q"],
+    );
+    assert!(bench.contains("SET:") && bench.contains("GET:"), "{bench}");
     assert_eq!(
         t.ok(&["client", addr, "echo", "kernel to dpdk"]).trim(),
         "kernel to dpdk"

@@ -329,6 +329,8 @@ fn xdp_server_with_kernel_and_xdp_clients() {
         "echo=0.0.0.0:7007",
         "--listener",
         "http=0.0.0.0:8080",
+        "--listener",
+        "resp=0.0.0.0:6379",
     ]);
     let addr = format!("{SERVER_IP}:7077");
 
@@ -389,6 +391,30 @@ fn xdp_server_with_kernel_and_xdp_clients() {
         "the chunked upload came back as {} other bytes",
         out.len()
     );
+    // RESP on a fourth listener: redis-cli and redis-benchmark (kernel TCP)
+    // from namespace B.
+    let redis = |cmd: &str, args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &p.b, "timeout", "60", cmd])
+            .args(["-h", SERVER_IP, "-p", "6379"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(redis("redis-cli", &["SET", "k", "over xdp"]).trim(), "OK");
+    assert_eq!(redis("redis-cli", &["GET", "k"]).trim(), "over xdp");
+    assert_eq!(redis("redis-cli", &["INCR", "n"]).trim(), "1");
+    let bench = redis(
+        "redis-benchmark",
+        &["-t", "set,get", "-n", "5000", "-c", "10", "-P", "4", "-q"],
+    );
+    assert!(bench.contains("SET:") && bench.contains("GET:"), "{bench}");
 
     // (1) Kernel TCP peers: every feature, and a broadcast that reaches a
     // listener (two kernel clients: the AF_XDP client below owns the veth
