@@ -98,11 +98,11 @@ pub mod protocol;
 mod report;
 mod timers;
 
-pub use client::Client;
+pub use client::{Client, GenericClient};
 pub use config::{Backoff, ClientConfig};
 pub use error::ClientError;
 pub use loadgen::LoadConfig;
 pub use pending::{Pending, Request};
 pub use pool::Pool;
-pub use protocol::{ClientProtocol, Echo, Http, Warpwire};
+pub use protocol::{ClientHooks, ClientProtocol, Echo, Http, Warpwire};
 pub use report::{LoadReport, Progress};

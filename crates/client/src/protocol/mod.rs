@@ -32,11 +32,13 @@
 //! warpwire's `/ping` and `/echo` routes; in order).
 
 mod echo;
+mod hooks;
 mod http;
 mod recv;
 mod warpwire;
 
 pub use echo::{Echo, EchoConn, EchoError, EchoRequest};
+pub use hooks::ClientHooks;
 pub use http::{Http, HttpConn, HttpError, HttpRequest, HttpResponse, HttpTarget};
 pub use warpwire::Warpwire;
 
