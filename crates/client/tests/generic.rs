@@ -118,7 +118,7 @@ fn http_client(addr: SocketAddr, cfg: ClientConfig) -> GenericClient<Http> {
 fn id_of(reply: &[u8], size: usize) -> u64 {
     assert_eq!(reply.len(), size, "a reply of another request");
     let id = u64::from_le_bytes(reply[..8].try_into().unwrap());
-    assert_eq!(&reply[..], &Echo::content(id, size)[..], "corrupted reply");
+    assert_eq!(reply, &Echo::content(id, size)[..], "corrupted reply");
     id
 }
 
