@@ -453,3 +453,26 @@ fn http_reconnects_after_the_server_restarts() {
         assert_eq!(c.reconnects(), 1);
     });
 }
+
+#[test]
+fn a_pool_of_echo_clients() {
+    bounded(LIMIT, || {
+        let srv = Server::any_port(Kind::Echo);
+        let pool = warpwire_client::Pool::connect_with(
+            Echo::default(),
+            SocketTransport::new,
+            srv.addr(),
+            cfg(),
+            2,
+        )
+        .unwrap();
+        let pending: Vec<_> = (0..20)
+            .map(|i| (100 + i, pool.get().request(EchoRequest { size: 100 + i })))
+            .collect();
+        for (size, p) in pending {
+            id_of(&p.wait().unwrap(), size);
+        }
+        assert_eq!(pool.len(), 2);
+        pool.close();
+    });
+}

@@ -339,4 +339,45 @@ mod tests {
             Incoming::Reply(ReplyTo::Id(3), _)
         ));
     }
+
+    #[test]
+    fn the_client_and_the_load_generator_see_unflagged_frames_differently() {
+        let p = Warpwire::default();
+        // A server's PING with an id: a wrong reply to the load generator,
+        // server-initiated (and answered) to the client.
+        let ping = Frame::new(MessageType::PING, 3, &[1u8; 8][..]);
+        let m = Warpwire::classify(ping.clone());
+        assert!(matches!(m, Incoming::Reply(ReplyTo::Id(3), _)));
+        let Incoming::ServerInitiated(f) = p.classify_for_client(m) else {
+            panic!("server-initiated for the client")
+        };
+        let mut out = BytesMut::new();
+        assert!(p.answer_server(&f, &mut out));
+        let mut d = Decoder::default();
+        d.feed(&out);
+        let pong = d.decode().unwrap().unwrap();
+        assert_eq!((pong.msg_type, pong.request_id), (MessageType::PONG, 3));
+        assert!(pong.flags.is_response());
+        assert_eq!(pong.body, ping.body);
+        // Replies stay replies; an ERROR reply is the caller's error.
+        let reply = Frame::response(MessageType::ECHO_REPLY, 4, &b"x"[..]);
+        assert!(matches!(
+            p.classify_for_client(Warpwire::classify(reply)),
+            Incoming::Reply(ReplyTo::Id(4), _)
+        ));
+        let mut body = BytesMut::new();
+        ErrorBody {
+            code: 6,
+            message: "no",
+        }
+        .encode(&mut body);
+        let err = Frame::response(MessageType::ERROR, 5, body.freeze());
+        assert!(p.deliver_unmatched(&err));
+        assert!(matches!(
+            p.reply_result(err),
+            Err(ClientError::Server { code: 6, .. })
+        ));
+        let broadcast = Frame::new(MessageType::BROADCAST, 0, &b"hi"[..]);
+        assert!(!p.answer_server(&broadcast, &mut out));
+    }
 }
