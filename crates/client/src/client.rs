@@ -1,4 +1,5 @@
-//! The [`Client`] handle: submits requests to its I/O thread.
+//! The [`GenericClient`] handle: submits requests to its I/O thread. The
+//! warpwire calls ([`Client`]) are at the end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,11 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{SendTimeoutError, Sender};
 use warpwire_frame::{
-    Auth, AuthReply, BroadcastAck, DataAck, Flags, Frame, FrameRef, MessageType, Ping, Stats,
+    Auth, AuthReply, BroadcastAck, DataAck, Flags, Frame, MessageType, Ping, Stats,
 };
 use warpwire_transport::{Transport, TransportError, Wake};
 
 use crate::io::{self, Done, Shared, Submit};
+use crate::protocol::{ClientHooks, Warpwire};
 use crate::{ClientConfig, ClientError, Pending, Request};
 
 /// Slack on top of `connect_timeout` for [`Client::connect`] to hear from
@@ -21,23 +23,43 @@ use crate::{ClientConfig, ClientError, Pending, Request};
 /// against a factory that hangs.
 const START_SLACK: Duration = Duration::from_secs(2);
 
-/// A connection to one warpwire server, driven by its own I/O thread.
+/// A connection to one warpwire server, driven by its own I/O thread: the
+/// general-purpose client over warpwire's framing. Its warpwire calls
+/// ([`Client::ping`], [`Client::echo`], ...) are below the generic ones.
+pub type Client = GenericClient<Warpwire>;
+
+/// A connection to one server speaking protocol `P`, driven by its own I/O
+/// thread: connection, reconnect with backoff, pipelining, correlation,
+/// timeouts, and whatever the protocol's [`ClientHooks`] add (warpwire:
+/// AUTH, heartbeats, answering PINGs, ERROR replies as errors).
 ///
-/// `Client` is `Send + Sync`: share it (`&Client`, `Arc<Client>`) between
-/// threads and every call pipelines onto the one connection. See the crate
+/// `GenericClient` is `Send + Sync`: share it (`&`, `Arc`) between threads
+/// and every call pipelines onto the one connection. See the crate
 /// documentation for the threading model.
-pub struct Client {
-    tx: Option<Sender<Submit>>,
+///
+/// Correlation is the protocol's
+/// ([`ClientProtocol::CORRELATION`](crate::ClientProtocol::CORRELATION)). With
+/// an in-order protocol ([`Echo`](crate::Echo), [`Http`](crate::Http)) a
+/// request that times out while in flight cannot be skipped (its reply
+/// will still come, and would be taken for the next one's): the I/O thread
+/// resets the connection, the requests in flight behind it fail with
+/// [`ClientError::PipelineReset`], and the client reconnects (per
+/// [`ClientConfig::reconnect`]). Requests not yet sent wait for the new
+/// connection.
+pub struct GenericClient<P: ClientHooks> {
+    tx: Option<Sender<Submit<P>>>,
     waker: Arc<dyn Wake>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<P::Reply>>,
     thread: Option<JoinHandle<()>>,
+    protocol: Arc<P>,
     cfg: ClientConfig,
     addr: SocketAddr,
 }
 
-impl std::fmt::Debug for Client {
+impl<P: ClientHooks> std::fmt::Debug for GenericClient<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
+        f.debug_struct("GenericClient")
+            .field("protocol", &self.protocol.name())
             .field("addr", &self.addr)
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
@@ -59,16 +81,42 @@ impl Client {
         T: Transport,
         F: Fn() -> Result<T, TransportError> + Send + 'static,
     {
+        Self::connect_with(Warpwire::for_client(&cfg), factory, addr, cfg)
+    }
+}
+
+impl<P: ClientHooks> GenericClient<P> {
+    /// Starts the I/O thread, which builds its transport with `factory`,
+    /// connects to `addr` and runs the protocol's handshake, if it has one.
+    /// Returns once the connection is ready, or with the reason it could
+    /// not be made: the first attempt is not retried
+    /// ([`ClientConfig::reconnect`] applies to connections lost later).
+    ///
+    /// [`ClientConfig::heartbeat_interval`] applies if the protocol has a
+    /// heartbeat, [`ClientConfig::auth`] and [`ClientConfig::max_payload`]
+    /// are warpwire's (other protocols have their limits in `protocol`).
+    pub fn connect_with<T, F>(
+        protocol: P,
+        factory: F,
+        addr: SocketAddr,
+        cfg: ClientConfig,
+    ) -> Result<Self, ClientError>
+    where
+        T: Transport,
+        F: Fn() -> Result<T, TransportError> + Send + 'static,
+    {
         cfg.validate()?;
+        let protocol = Arc::new(protocol);
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let shared = Arc::new(Shared::new());
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread = {
             let shared = Arc::clone(&shared);
             let cfg = cfg.clone();
+            let protocol = Arc::clone(&protocol);
             thread::Builder::new()
                 .name("warpwire-client-io".into())
-                .spawn(move || io::run(factory, addr, cfg, rx, shared, ready_tx))
+                .spawn(move || io::run(factory, protocol, addr, cfg, rx, shared, ready_tx))
                 .map_err(ClientError::Spawn)?
         };
         let waker = match ready_rx.recv_timeout(cfg.connect_timeout + START_SLACK) {
@@ -93,9 +141,15 @@ impl Client {
             waker,
             shared,
             thread: Some(thread),
+            protocol,
             cfg,
             addr,
         })
+    }
+
+    /// The protocol the client speaks.
+    pub fn protocol(&self) -> &P {
+        &self.protocol
     }
 
     /// The server address.
@@ -108,7 +162,8 @@ impl Client {
         &self.cfg
     }
 
-    /// Whether the connection is currently up (and authenticated).
+    /// Whether the connection is currently up (and its handshake, if any,
+    /// accepted).
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::SeqCst)
     }
@@ -118,7 +173,7 @@ impl Client {
         self.shared.reconnects.load(Ordering::Relaxed)
     }
 
-    /// Server-initiated frames dropped because a subscriber's channel was
+    /// Server-initiated messages dropped because a subscriber's channel was
     /// full.
     pub fn dropped_broadcasts(&self) -> u64 {
         self.shared.dropped_broadcasts.load(Ordering::Relaxed)
@@ -130,34 +185,38 @@ impl Client {
         self.shared.late_replies.load(Ordering::Relaxed)
     }
 
-    /// Sends a request and returns its pending reply. A reply with the
-    /// ERROR type completes it with [`ClientError::Server`].
+    /// Sends a request and returns its pending reply, as the protocol's
+    /// [`ClientHooks::reply_result`] makes it (warpwire: a reply with the
+    /// ERROR type completes it with [`ClientError::Server`]). Its deadline
+    /// is the request's own timeout ([`ClientHooks::request_timeout`],
+    /// warpwire's [`Request::timeout`]) or
+    /// [`ClientConfig::request_timeout`].
     ///
     /// Does not block, except when the submission queue is full
     /// ([`ClientConfig::queue_capacity`]); then it waits at most until the
     /// request's deadline.
-    pub fn request(&self, req: impl Into<Request>) -> Pending<Frame> {
+    pub fn request(&self, req: impl Into<P::Request>) -> Pending<P::Reply> {
         let req = req.into();
-        let deadline = self.deadline(req.timeout);
-        if let Err(e) = check_encodable(&req) {
+        let timeout = self.protocol.request_timeout(&req);
+        self.submit_reply(req, timeout)
+    }
+
+    /// [`GenericClient::request`] with the deadline `timeout` from now.
+    pub fn request_within(
+        &self,
+        req: impl Into<P::Request>,
+        timeout: Duration,
+    ) -> Pending<P::Reply> {
+        self.submit_reply(req.into(), Some(timeout))
+    }
+
+    fn submit_reply(&self, req: P::Request, timeout: Option<Duration>) -> Pending<P::Reply> {
+        let deadline = self.deadline(timeout);
+        if let Err(e) = self.protocol.check_request(&req) {
             return Pending::ready(Err(e));
         }
         let (tx, pending) = Pending::channel(deadline);
         self.submit(req, deadline, Done::Reply(tx));
-        pending
-    }
-
-    /// Sends a frame that gets no reply (DATA without ACK_REQUESTED).
-    /// Completes with the request_id once the frame is queued on the
-    /// connection; delivery is not confirmed.
-    pub fn send(&self, req: impl Into<Request>) -> Pending<u64> {
-        let req = req.into();
-        let deadline = self.deadline(req.timeout);
-        if let Err(e) = check_encodable(&req) {
-            return Pending::ready(Err(e));
-        }
-        let (tx, pending) = Pending::channel(deadline);
-        self.submit(req, deadline, Done::Written(tx));
         pending
     }
 
@@ -169,16 +228,13 @@ impl Client {
             .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600))
     }
 
-    fn submit(&self, req: Request, deadline: Instant, done: Done) {
+    fn submit(&self, request: P::Request, deadline: Instant, done: Done<P::Reply>) {
         let Some(tx) = &self.tx else {
             done.fail_closed();
             return;
         };
         let s = Submit {
-            msg_type: req.msg_type,
-            flags: req.flags,
-            meta: req.meta,
-            body: req.body,
+            request,
             deadline,
             done,
         };
@@ -193,19 +249,20 @@ impl Client {
         }
     }
 
-    /// Subscribes to server-initiated frames: BROADCASTs relayed from other
-    /// clients (request_id 0), other frames without the RESPONSE flag, and
-    /// unsolicited ERRORs (IDLE_TIMEOUT before the server closes, the
-    /// error of a fire-and-forget request).
+    /// Subscribes to server-initiated messages. Warpwire's: BROADCASTs
+    /// relayed from other clients (request_id 0), other frames without the
+    /// RESPONSE flag, and unsolicited ERRORs (IDLE_TIMEOUT before the
+    /// server closes, the error of a fire-and-forget request). Echo and
+    /// HTTP have none.
     ///
-    /// The channel holds [`ClientConfig::subscription_capacity`] frames; the
-    /// I/O thread never blocks on it and drops the newest frame when it is
-    /// full ([`Client::dropped_broadcasts`]). Every subscriber gets every
-    /// frame; dropping the receiver unsubscribes. The channel disconnects
-    /// when the client closes. The first subscriber also gets what arrived
-    /// before it subscribed (up to the same capacity), so a broadcast sent
-    /// right after `connect` returned is not lost.
-    pub fn subscribe(&self) -> crossbeam_channel::Receiver<Frame> {
+    /// The channel holds [`ClientConfig::subscription_capacity`] messages;
+    /// the I/O thread never blocks on it and drops the newest message when
+    /// it is full ([`GenericClient::dropped_broadcasts`]). Every subscriber
+    /// gets every message; dropping the receiver unsubscribes. The channel
+    /// disconnects when the client closes. The first subscriber also gets
+    /// what arrived before it subscribed (up to the same capacity), so a
+    /// broadcast sent right after `connect` returned is not lost.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<P::Reply> {
         let (tx, rx) = crossbeam_channel::bounded(self.cfg.subscription_capacity);
         if let Ok(mut subs) = self.shared.subscribers.lock() {
             for f in subs.early.take().into_iter().flatten() {
@@ -215,6 +272,48 @@ impl Client {
             subs.senders.push(tx);
         }
         rx
+    }
+
+    /// Stops the I/O thread: requests still outstanding fail with
+    /// [`ClientError::Closed`], subscriptions end, and the connection is
+    /// closed gracefully (FIN after what was sent). Dropping the client does
+    /// the same.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            // A panicked I/O thread has already failed everything it held.
+            let _ = t.join();
+        }
+        self.tx = None;
+    }
+}
+
+impl<P: ClientHooks> Drop for GenericClient<P> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The warpwire calls.
+impl Client {
+    /// Sends a frame that gets no reply (DATA without ACK_REQUESTED).
+    /// Completes with the request_id once the frame is queued on the
+    /// connection; delivery is not confirmed. Warpwire only: a request
+    /// without a reply has no place in an in-order protocol's stream.
+    pub fn send(&self, req: impl Into<Request>) -> Pending<u64> {
+        let req = req.into();
+        let deadline = self.deadline(req.timeout);
+        if let Err(e) = self.protocol.check_request(&req) {
+            return Pending::ready(Err(e));
+        }
+        let (tx, pending) = Pending::channel(deadline);
+        self.submit(req, deadline, Done::Written(tx));
+        pending
     }
 
     /// Round-trip time of a PING. The body carries the client's monotonic
@@ -301,33 +400,9 @@ impl Client {
         }
         Ok(self.request(Request::new(ty, body)).wait()?.body)
     }
-
-    /// Stops the I/O thread: requests still outstanding fail with
-    /// [`ClientError::Closed`], subscriptions end, and the connection is
-    /// closed gracefully (FIN after what was sent). Dropping the client does
-    /// the same.
-    pub fn close(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            // A panicked I/O thread has already failed everything it held.
-            let _ = t.join();
-        }
-        self.tx = None;
-    }
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Done {
+impl<R> Done<R> {
     fn fail_closed(self) {
         self.fail_with(ClientError::Closed);
     }
@@ -335,21 +410,6 @@ impl Done {
     fn fail_timeout(self) {
         self.fail_with(ClientError::Timeout);
     }
-}
-
-/// Refuses a request whose lengths do not fit the header, before it is
-/// queued.
-fn check_encodable(req: &Request) -> Result<(), ClientError> {
-    FrameRef {
-        msg_type: req.msg_type,
-        flags: req.flags,
-        request_id: 0,
-        meta: &req.meta,
-        body: &req.body,
-    }
-    .header()
-    .map(|_| ())
-    .map_err(ClientError::Encode)
 }
 
 /// Checks a reply's type.

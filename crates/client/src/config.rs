@@ -4,16 +4,17 @@ use std::time::Duration;
 
 use crate::ClientError;
 
-/// Settings of a [`crate::Client`]. `Default` gives the values documented
-/// on each field.
+/// Settings of a [`crate::Client`] (and of a [`crate::GenericClient`] of
+/// any protocol: the fields marked warpwire are ignored by the others).
+/// `Default` gives the values documented on each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Deadline of a request that does not set its own (default 5 s). It
     /// counts from submission, so it includes time spent queued while the
     /// connection is down or the output buffer is full.
     pub request_timeout: Duration,
-    /// How long one connection attempt (TCP handshake plus authentication)
-    /// may take before it counts as failed (default 5 s).
+    /// How long one connection attempt (TCP handshake plus the protocol's
+    /// handshake, warpwire's authentication) may take before it counts as failed (default 5 s).
     pub connect_timeout: Duration,
     /// Requests sent and not yet answered, at most (default 1024). Further
     /// requests wait in the submission queue.
@@ -30,12 +31,13 @@ pub struct ClientConfig {
     /// Reconnect after a lost connection, with this backoff; `None` turns
     /// reconnecting off (default: on, 50 ms base, 5 s cap).
     pub reconnect: Option<Backoff>,
-    /// Send a PING when no frame was sent for this long; `None` disables
-    /// heartbeats (default 30 s, as docs/protocol.md recommends). A heartbeat
-    /// unanswered within `request_timeout` drops the connection.
+    /// Send a heartbeat (warpwire: a PING) when nothing was sent for this
+    /// long; `None` disables heartbeats (default 30 s, as docs/protocol.md
+    /// recommends). A heartbeat unanswered within `request_timeout` drops
+    /// the connection. Protocols without a heartbeat (echo, HTTP) ignore it.
     pub heartbeat_interval: Option<Duration>,
-    /// Credentials sent as an AUTH request after every (re)connect, before
-    /// any queued request (default none).
+    /// Warpwire: credentials sent as an AUTH request after every
+    /// (re)connect, before any queued request (default none).
     pub auth: Option<(String, Vec<u8>)>,
     /// Capacity of each [`crate::Client::subscribe`] channel (default
     /// 1024). A subscriber that falls this far behind loses the newest
@@ -44,8 +46,10 @@ pub struct ClientConfig {
     /// Spin on `Transport::poll` instead of sleeping in `Transport::wait`
     /// (default false). Lowest latency, one core fully busy.
     pub busy_poll: bool,
-    /// Largest metadata plus body the client accepts in a reply (default
-    /// 1 MiB, the server's default frame limit).
+    /// Warpwire: largest metadata plus body the client accepts in a reply
+    /// (default 1 MiB, the server's default frame limit). Other protocols
+    /// carry their limits themselves ([`crate::Echo::max_request`],
+    /// [`crate::Http::max_body`]).
     pub max_payload: u32,
 }
 

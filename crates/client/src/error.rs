@@ -9,7 +9,8 @@ use warpwire_transport::{CloseReason, TransportError};
 /// generator.
 ///
 /// Which errors mean "try again" is the caller's decision; as a guide,
-/// [`ClientError::Timeout`], [`ClientError::Disconnected`] and a
+/// [`ClientError::Timeout`], [`ClientError::Disconnected`],
+/// [`ClientError::PipelineReset`] and a
 /// [`ClientError::Server`] with a code that keeps the connection
 /// (RATE_LIMITED, INTERNAL) are transient, the rest are not.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,24 @@ pub enum ClientError {
     /// 4 GiB).
     #[error("request cannot be encoded")]
     Encode(#[source] EncodeError),
+    /// A request could not be encoded by a protocol other than warpwire
+    /// (an empty or oversized echo request, an HTTP body over the limit);
+    /// nothing was sent.
+    #[error("request cannot be encoded")]
+    ProtocolEncode(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The reply stream of a protocol other than warpwire failed (the
+    /// source says how: malformed, over a limit, unsolicited data); the
+    /// connection was dropped and every request in flight on it fails with
+    /// this error.
+    #[error("the server's reply stream failed")]
+    Protocol(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The protocol answers in order (echo, HTTP) and a request sent before
+    /// this one timed out on the same connection: its late reply would be
+    /// taken for the next request's, so the connection was reset, and this
+    /// request, in flight behind it, was given up. It may or may not have
+    /// been processed.
+    #[error("connection reset: an earlier request on this in-order connection timed out")]
+    PipelineReset,
     /// A reply's body does not parse as its message type requires.
     #[error("malformed reply body")]
     Body(#[source] FrameError),

@@ -5,7 +5,10 @@
 //! - [`Client`]: a general-purpose client. One connection, owned by one I/O
 //!   thread; any number of caller threads submit requests that pipeline onto
 //!   it. Each request comes back as a [`Pending`] that can be waited on
-//!   (blocking) or `.await`ed (any executor).
+//!   (blocking) or `.await`ed (any executor). `Client` speaks warpwire; it
+//!   is [`GenericClient`]`<`[`Warpwire`]`>`, and the same I/O loop speaks
+//!   any [`ClientHooks`] protocol: `GenericClient<Echo>`,
+//!   `GenericClient<Http>`.
 //! - [`loadgen::run`]: the load generator behind `warpwire bench`. No I/O
 //!   thread and no channel: worker threads drive their transports directly
 //!   and keep `pipeline_depth` requests in flight per connection. It is
@@ -14,22 +17,28 @@
 //!   ([`Echo`]) or HTTP/1.1 ([`Http`]).
 //!
 //! ```text
-//!   caller threads                         client I/O thread (one per Client)
-//!   ───────────────                        ───────────────────────────────────────────────
-//!   client.echo(b)                          ┌──────────────────────────────────────────┐
-//!   client.request(r) ─► Submit ─► channel ─┤ assign request_id (1, 2, 3, ...)         │
-//!        │  (bounded)      + waker.wake()   │ encode ─► output buffer ─► Transport::send│─► wire
-//!        │                 if it sleeps     │ in flight: id ─► oneshot, deadline heap  │
-//!        ▼                                  │ Decoder ◄─ Transport::recv               │◄─ wire
-//!   Pending ◄──────── oneshot ◄──── reply ──┤ correlate by request_id; ERROR ─► Err    │
-//!   .wait() / .await                        │ timeouts, heartbeats, reconnect + backoff│
-//!                                           │ re-AUTH after each reconnect             │
-//!   client.subscribe() ◄── bounded channel ─┤ server-initiated frames (BROADCAST, ...) │
-//!                                           └──────────────────────────────────────────┘
+//!   caller threads                         client I/O thread (one per GenericClient<P>)
+//!   ───────────────                        ──────────────────────────────────────────────
+//!   client.echo(b)                          ┌────────────────────────────────────────────┐
+//!   client.request(r) ─► Submit ─► channel ─┤ assign id (1, 2, 3, ...)                   │
+//!        │  (bounded)      + waker.wake()   │ P::encode ─► output ─► Transport::send     │─► wire
+//!        │                 if it sleeps     │ in flight: id ─► oneshot, deadline heap    │
+//!        ▼                                  │ P::decode ◄─ Transport::recv               │◄─ wire
+//!   Pending ◄──────── oneshot ◄──── reply ──┤ correlate: by id (warpwire) or FIFO        │
+//!   .wait() / .await                        │   (echo, http); P::reply_result            │
+//!                                           │   (warpwire: ERROR ─► Err)                 │
+//!                                           │ timeouts (FIFO: one in flight resets the   │
+//!                                           │   connection), reconnect + backoff         │
+//!                                           │ hooks: handshake after each (re)connect    │
+//!                                           │   (AUTH), heartbeat (PING), answer_server  │
+//!   client.subscribe() ◄── bounded channel ─┤ server-initiated messages (BROADCAST, ...) │
+//!                                           └────────────────────────────────────────────┘
 //! ```
 //!
-//! The load generator's side of a protocol is sans-IO, like the frame
-//! crate: bytes in, replies and bytes out, no socket, no clock.
+//! A protocol's side is sans-IO, like the frame crate: bytes in, replies
+//! and bytes out, no socket, no clock ([`ClientProtocol`], shared by the
+//! load generator and the client; [`ClientHooks`] adds the client's
+//! optional behaviours, all defaulted).
 //!
 //! ```text
 //!   loadgen worker (per thread: one Transport, its connections)
@@ -55,7 +64,9 @@
 //! - Every [`Pending`] completes: with the reply, a server ERROR
 //!   ([`ClientError::Server`]), [`ClientError::Timeout`] at its deadline,
 //!   [`ClientError::Disconnected`] if the connection drops while it is in
-//!   flight, or [`ClientError::Closed`] when the client closes.
+//!   flight, [`ClientError::PipelineReset`] if an in-order protocol's
+//!   connection is reset because a request ahead of it timed out, or
+//!   [`ClientError::Closed`] when the client closes.
 //! - The I/O thread never blocks on a caller: replies go through oneshot
 //!   channels, subscriptions drop frames (and count them) when full.
 //! - Backpressure: when the connection is down, the output buffer is full
@@ -64,10 +75,7 @@
 //!   in the bounded submission channel; when both are full, submitting
 //!   blocks, at most until the request's deadline.
 //!
-//! What this crate does not do yet: run [`Client`] over another protocol
-//! than warpwire (its I/O thread also authenticates, sends heartbeats and
-//! answers the server's PINGs, which [`ClientProtocol`] does not cover).
-//! And by design: retry requests (a request in flight when
+//! What this crate does not do by design: retry requests (a request in flight when
 //! the connection drops may or may not have been processed, so only the
 //! caller can decide), load-balance over several servers, or parse
 //! application payloads.
@@ -84,6 +92,24 @@
 //! println!("rtt {rtt:?}");
 //! # Ok::<(), warpwire_client::ClientError>(())
 //! ```
+//!
+//! The same client over HTTP/1.1, pipelined and in order:
+//!
+//! ```no_run
+//! use warpwire_client::protocol::{HttpRequest, HttpTarget};
+//! use warpwire_client::{ClientConfig, GenericClient, Http};
+//! use warpwire_socket::SocketTransport;
+//!
+//! let addr = "127.0.0.1:8080".parse().unwrap();
+//! let cfg = ClientConfig::default();
+//! let client = GenericClient::connect_with(Http::default(), SocketTransport::new, addr, cfg)?;
+//! let ping = HttpRequest::new("127.0.0.1:8080", HttpTarget::Ping).expect("a valid host");
+//! let replies: Vec<_> = (0..10).map(|_| client.request(ping.clone())).collect();
+//! for r in replies {
+//!     assert_eq!(r.wait()?.status, 200);
+//! }
+//! # Ok::<(), warpwire_client::ClientError>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -98,11 +124,11 @@ pub mod protocol;
 mod report;
 mod timers;
 
-pub use client::Client;
+pub use client::{Client, GenericClient};
 pub use config::{Backoff, ClientConfig};
 pub use error::ClientError;
 pub use loadgen::LoadConfig;
 pub use pending::{Pending, Request};
 pub use pool::Pool;
-pub use protocol::{ClientProtocol, Echo, Http, Warpwire};
+pub use protocol::{ClientHooks, ClientProtocol, Echo, Http, Warpwire};
 pub use report::{LoadReport, Progress};

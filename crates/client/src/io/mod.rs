@@ -1,17 +1,33 @@
 //! The client's I/O thread: owns the transport and the one connection.
 //!
+//! Generic over the transport `T` and the protocol `P`
+//! ([`ClientHooks`]); no `dyn` on the request path.
+//!
 //! ```text
 //!        callers                         I/O thread (this module)
-//!  request() ──► Submit ──► [bounded channel] ──► pump: assign id, encode ──► out buffer ──► Transport::send
-//!     │  (wake if sleeping)                          │ entries[id] = completer                 │ short write:
-//!     ▼                                              │ deadlines.push(deadline, id)            ▼ wait Writable
-//!  Pending ◄──── oneshot ◄──── dispatch(reply) ◄──── Decoder ◄── Transport::recv ◄── Readable
-//!                               │ no RESPONSE flag
-//!                               └──► subscribers (bounded, drop newest when full)
+//!  request() ──► Submit ──► [bounded channel] ──► pump: assign id, P::encode ──► out buffer ──► Transport::send
+//!     │  (wake if sleeping)                          │ entries[id] = completer                    │ short write:
+//!     ▼                                              │ deadlines.push(deadline, id)               ▼ wait Writable
+//!     │                                              │ InOrder: order.push_back(id)
+//!  Pending ◄── oneshot ◄── dispatch(Reply(to, r)) ◄── P::decode ◄── Transport::recv ◄── Readable
+//!              P::reply_result  │ to = Id(id) | Oldest (order.pop_front())
+//!                               └─ ServerInitiated(r) ─► P::answer_server, else subscribers
+//!                                                        (bounded, drop newest when full)
 //! ```
 //!
-//! Connection life cycle: `Connecting → (Authenticating →) Ready`, and on
+//! Connection life cycle: `Connecting → (Handshaking →) Ready`, and on
 //! loss `Backoff → Connecting ...` (or `Down` when reconnecting is off).
+//! The handshake is the protocol's ([`ClientHooks::handshake`]; warpwire's
+//! AUTH).
+//!
+//! Timeouts: with [`Correlation::ById`] a request that times out is
+//! forgotten and its reply, if it comes, is counted late. With
+//! [`Correlation::InOrder`] that reply would be taken for the next
+//! request's, so a request timing out in flight resets the connection:
+//! every other request in flight fails with [`ClientError::PipelineReset`]
+//! (those past their own deadline by then with [`ClientError::Timeout`]),
+//! and the client reconnects like after any loss. Requests not yet sent
+//! wait for the new connection.
 //! A request goes onto the wire when the connection is `Ready`, the output
 //! buffer has room and fewer than `max_in_flight` requests are outstanding.
 //! Until then it waits in a bounded local queue, where its deadline is
@@ -25,12 +41,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
-use warpwire_frame::{Auth, DecodeError, Decoder, DecoderConfig, Flags, Frame, MessageType, Ping};
 use warpwire_transport::{CloseReason, ConnId, Event, Events, Transport, TransportError, Wake};
 
 use crate::pending::Completer;
+use crate::protocol::{ClientHooks, ClientProtocol, Correlation};
 use crate::timers::{Deadlines, IdMap};
 use crate::{ClientConfig, ClientError};
 
@@ -45,9 +61,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// How long `close` waits for the transport to confirm the graceful close.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
-/// State shared between the [`crate::Client`] handle and its I/O thread.
+/// State shared between the [`crate::GenericClient`] handle and its I/O
+/// thread; `R` is the protocol's reply.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Shared<R> {
     /// The I/O thread is about to sleep (or sleeps) in `Transport::wait`;
     /// a submitter that swaps it to false must wake the transport.
     pub(crate) sleeping: AtomicBool,
@@ -57,38 +74,38 @@ pub(crate) struct Shared {
     pub(crate) connected: AtomicBool,
     /// Successful reconnections after the first connection.
     pub(crate) reconnects: AtomicU64,
-    /// Server-initiated frames a full subscriber channel did not take.
+    /// Server-initiated messages a full subscriber channel did not take.
     pub(crate) dropped_broadcasts: AtomicU64,
     /// Replies that arrived after their request had timed out or was dropped.
     pub(crate) late_replies: AtomicU64,
     /// Subscription channels. Locked only when a server-initiated frame
     /// arrives, never on the request path.
-    pub(crate) subscribers: Mutex<Subscribers>,
+    pub(crate) subscribers: Mutex<Subscribers<R>>,
     /// Zero of the monotonic clock carried in PING bodies.
     pub(crate) epoch: Instant,
 }
 
 /// The subscription channels, and what arrived before the first one.
 #[derive(Debug)]
-pub(crate) struct Subscribers {
-    pub(crate) senders: Vec<Sender<Frame>>,
+pub(crate) struct Subscribers<R> {
+    pub(crate) senders: Vec<Sender<R>>,
     /// Server-initiated frames that arrived before anyone subscribed (a
     /// broadcast between `connect` and `subscribe` is not lost): handed to
     /// the first subscriber, bounded like a subscription channel. `None`
     /// once someone has subscribed.
-    pub(crate) early: Option<std::collections::VecDeque<Frame>>,
+    pub(crate) early: Option<VecDeque<R>>,
 }
 
-impl Default for Subscribers {
+impl<R> Default for Subscribers<R> {
     fn default() -> Self {
         Self {
             senders: Vec::new(),
-            early: Some(std::collections::VecDeque::new()),
+            early: Some(VecDeque::new()),
         }
     }
 }
 
-impl Shared {
+impl<R> Shared<R> {
     pub(crate) fn new() -> Self {
         Self {
             sleeping: AtomicBool::new(false),
@@ -108,16 +125,16 @@ impl Shared {
     }
 }
 
-/// How a submission is completed.
+/// How a submission is completed; `R` is the protocol's reply.
 #[derive(Debug)]
-pub(crate) enum Done {
-    /// With the reply frame (or an error).
-    Reply(Completer<Frame>),
+pub(crate) enum Done<R> {
+    /// With the reply (or an error).
+    Reply(Completer<R>),
     /// With the request_id, once encoded onto the connection.
     Written(Completer<u64>),
 }
 
-impl Done {
+impl<R> Done<R> {
     pub(crate) fn fail_with(self, e: ClientError) {
         // A dropped receiver means the caller stopped waiting; nothing to do.
         match self {
@@ -139,21 +156,17 @@ impl Done {
 }
 
 /// A request on its way to the I/O thread.
-#[derive(Debug)]
-pub(crate) struct Submit {
-    pub(crate) msg_type: MessageType,
-    pub(crate) flags: Flags,
-    pub(crate) meta: Bytes,
-    pub(crate) body: Bytes,
+pub(crate) struct Submit<P: ClientProtocol> {
+    pub(crate) request: P::Request,
     pub(crate) deadline: Instant,
-    pub(crate) done: Done,
+    pub(crate) done: Done<P::Reply>,
 }
 
 /// What an id in flight stands for.
-enum Kind {
-    Reply(Completer<Frame>),
+enum Kind<R> {
+    Reply(Completer<R>),
     Heartbeat,
-    Auth,
+    Handshake,
 }
 
 /// Connection state.
@@ -161,8 +174,8 @@ enum Kind {
 enum State {
     /// Handshake under way.
     Connecting { conn: ConnId, deadline: Instant },
-    /// AUTH sent, its reply awaited.
-    Authenticating { conn: ConnId, deadline: Instant },
+    /// The protocol's handshake (warpwire: AUTH) sent, its reply awaited.
+    Handshaking { conn: ConnId, deadline: Instant },
     /// Requests flow.
     Ready { conn: ConnId },
     /// Waiting to reconnect.
@@ -171,23 +184,26 @@ enum State {
     Down,
 }
 
-/// Why the connection went away.
+/// Why the connection went away; `E` is the protocol's decode error.
 #[derive(Debug)]
-enum Lost {
+enum Lost<E> {
     Closed(CloseReason),
-    Decode(DecodeError),
+    Decode(E),
     Io(TransportError),
     ConnectTimeout,
-    AuthRejected,
+    HandshakeRejected,
     HeartbeatTimeout,
+    /// A request timed out in flight on an in-order connection.
+    InOrderTimeout,
 }
 
-impl Lost {
+impl<E: Copy> Lost<E> {
     /// The error requests in flight fail with.
-    fn in_flight_error(&self) -> ClientError {
+    fn in_flight_error<P: ClientHooks<DecodeError = E>>(&self, protocol: &P) -> ClientError {
         match self {
-            Self::Decode(e) => ClientError::Decode(*e),
-            Self::AuthRejected => ClientError::AuthRejected,
+            Self::Decode(e) => protocol.decode_error(*e),
+            Self::HandshakeRejected => ClientError::AuthRejected,
+            Self::InOrderTimeout => ClientError::PipelineReset,
             _ => ClientError::Disconnected,
         }
     }
@@ -198,16 +214,18 @@ impl Lost {
 pub(crate) type Ready = oneshot::Sender<Result<Arc<dyn Wake>, ClientError>>;
 
 /// Builds the transport and runs the loop until shutdown.
-pub(crate) fn run<T, F>(
+pub(crate) fn run<T, F, P>(
     factory: F,
+    protocol: Arc<P>,
     addr: SocketAddr,
     cfg: ClientConfig,
-    rx: Receiver<Submit>,
-    shared: Arc<Shared>,
+    rx: Receiver<Submit<P>>,
+    shared: Arc<Shared<P::Reply>>,
     ready: Ready,
 ) where
     T: Transport,
     F: Fn() -> Result<T, TransportError>,
+    P: ClientHooks,
 {
     let transport = match factory() {
         Ok(t) => t,
@@ -223,7 +241,7 @@ pub(crate) fn run<T, F>(
             return;
         }
     };
-    let mut io = IoLoop::new(transport, addr, cfg, rx, shared);
+    let mut io = IoLoop::new(transport, protocol, addr, cfg, rx, shared);
     let now = Instant::now();
     match io.transport.connect(addr, now) {
         Ok(conn) => {
@@ -241,24 +259,29 @@ pub(crate) fn run<T, F>(
     io.run();
 }
 
-struct IoLoop<T: Transport> {
+struct IoLoop<T: Transport, P: ClientHooks> {
     transport: T,
+    protocol: Arc<P>,
     events: Events,
     addr: SocketAddr,
     cfg: ClientConfig,
-    rx: Receiver<Submit>,
-    shared: Arc<Shared>,
+    rx: Receiver<Submit<P>>,
+    shared: Arc<Shared<P::Reply>>,
     state: State,
     /// Set until the first connection is ready; the first failure ends the
     /// thread instead of reconnecting.
     ready: Option<(Ready, Arc<dyn Wake>)>,
-    decoder: Decoder,
+    /// The protocol's state of the connection (its reply parser).
+    codec: P::Conn,
     out: BytesMut,
     next_id: u64,
-    entries: IdMap<Kind>,
+    entries: IdMap<Kind<P::Reply>>,
+    /// [`Correlation::InOrder`] only: the ids in flight, oldest first (at
+    /// most `max_in_flight` plus a handshake and a heartbeat).
+    order: VecDeque<u64>,
     deadlines: Deadlines,
     /// Requests taken from the channel while the connection is not ready.
-    queued: VecDeque<Submit>,
+    queued: VecDeque<Submit<P>>,
     /// Earliest deadline in `queued` (may be stale-early, never late).
     queued_due: Option<Instant>,
     heartbeat: Option<u64>,
@@ -270,30 +293,29 @@ struct IoLoop<T: Transport> {
     failed: bool,
 }
 
-impl<T: Transport> IoLoop<T> {
+impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
     fn new(
         transport: T,
+        protocol: Arc<P>,
         addr: SocketAddr,
         cfg: ClientConfig,
-        rx: Receiver<Submit>,
-        shared: Arc<Shared>,
+        rx: Receiver<Submit<P>>,
+        shared: Arc<Shared<P::Reply>>,
     ) -> Self {
-        let decoder = Decoder::new(DecoderConfig {
-            max_payload: cfg.max_payload,
-            ..DecoderConfig::default()
-        });
         Self {
             transport,
+            codec: protocol.open(),
+            protocol,
             events: Events::with_capacity(64),
             addr,
             rx,
             shared,
             state: State::Down,
             ready: None,
-            decoder,
             out: BytesMut::with_capacity(cfg.output_buffer.min(64 * 1024)),
             next_id: 1,
             entries: IdMap::default(),
+            order: VecDeque::new(),
             deadlines: Deadlines::default(),
             queued: VecDeque::new(),
             queued_due: None,
@@ -357,7 +379,7 @@ impl<T: Transport> IoLoop<T> {
     fn conn(&self) -> Option<ConnId> {
         match self.state {
             State::Connecting { conn, .. }
-            | State::Authenticating { conn, .. }
+            | State::Handshaking { conn, .. }
             | State::Ready { conn } => Some(conn),
             State::Backoff { .. } | State::Down => None,
         }
@@ -398,35 +420,31 @@ impl<T: Transport> IoLoop<T> {
     }
 
     fn on_connected(&mut self, conn: ConnId, now: Instant) {
-        self.decoder = Decoder::new(*self.decoder.config());
+        self.codec = self.protocol.open();
         self.out.clear();
-        match self.cfg.auth.clone() {
-            Some((user, token)) => {
+        self.order.clear();
+        match self.protocol.handshake(&self.cfg) {
+            Ok(Some(request)) => {
                 let deadline = now + self.cfg.connect_timeout;
-                self.state = State::Authenticating { conn, deadline };
-                let mut body = BytesMut::with_capacity(1 + user.len() + token.len());
-                let auth = Auth {
-                    user: &user,
-                    token: &token,
-                };
-                if let Err(e) = auth.encode(&mut body) {
-                    // validate() bounds the user name, so this is unreachable
-                    // in practice; treat it as a refusal rather than panic.
-                    tracing::error!(error = %e, "cannot encode AUTH");
-                    self.lost(Lost::AuthRejected, now);
-                    return;
+                self.state = State::Handshaking { conn, deadline };
+                if self
+                    .encode(&request, Kind::Handshake, deadline, now)
+                    .is_none()
+                {
+                    tracing::error!(
+                        protocol = self.protocol.name(),
+                        "cannot encode the handshake"
+                    );
+                    self.lost(Lost::HandshakeRejected, now);
                 }
-                self.encode(
-                    MessageType::AUTH,
-                    Flags::NONE,
-                    &[],
-                    &body,
-                    Kind::Auth,
-                    deadline,
-                    now,
-                );
             }
-            None => self.become_ready(conn),
+            Ok(None) => self.become_ready(conn),
+            Err(e) => {
+                // ClientConfig::validate rules this out for warpwire; treat
+                // it as a refusal rather than panic.
+                tracing::error!(error = %e, "cannot build the handshake");
+                self.lost(Lost::HandshakeRejected, now);
+            }
         }
     }
 
@@ -450,7 +468,7 @@ impl<T: Transport> IoLoop<T> {
 
     /// The connection is gone (or given up on): fail what was sent and
     /// decide between reconnecting, going down, or ending the thread.
-    fn lost(&mut self, why: Lost, now: Instant) {
+    fn lost(&mut self, why: Lost<P::DecodeError>, now: Instant) {
         if let Some(conn) = self.conn()
             && !matches!(why, Lost::Closed(_))
         {
@@ -458,14 +476,15 @@ impl<T: Transport> IoLoop<T> {
         }
         tracing::debug!(addr = %self.addr, reason = ?why, "client connection lost");
         self.shared.connected.store(false, Ordering::SeqCst);
-        self.decoder = Decoder::new(*self.decoder.config());
+        self.codec = self.protocol.open();
         self.out.clear();
         self.heartbeat = None;
         for (_, kind) in self.entries.drain() {
             if let Kind::Reply(tx) = kind {
-                let _ = tx.send(Err(why.in_flight_error()));
+                let _ = tx.send(Err(why.in_flight_error(&*self.protocol)));
             }
         }
+        self.order.clear();
         self.deadlines.clear();
         if let Some((ready, _)) = self.ready.take() {
             let e = match why {
@@ -475,7 +494,7 @@ impl<T: Transport> IoLoop<T> {
                 },
                 Lost::Io(e) => ClientError::Transport(e),
                 Lost::ConnectTimeout => ClientError::Timeout,
-                other => other.in_flight_error(),
+                other => other.in_flight_error(&*self.protocol),
             };
             let _ = ready.send(Err(e));
             self.fail_queued(|| ClientError::Closed);
@@ -483,7 +502,7 @@ impl<T: Transport> IoLoop<T> {
             self.failed = true;
             return;
         }
-        if matches!(why, Lost::AuthRejected) {
+        if matches!(why, Lost::HandshakeRejected) {
             self.fail_queued(|| ClientError::AuthRejected);
         }
         match self.cfg.reconnect {
@@ -516,7 +535,7 @@ impl<T: Transport> IoLoop<T> {
 
     fn on_timers(&mut self, now: Instant) {
         match self.state {
-            State::Connecting { deadline, .. } | State::Authenticating { deadline, .. }
+            State::Connecting { deadline, .. } | State::Handshaking { deadline, .. }
                 if now >= deadline =>
             {
                 self.lost(Lost::ConnectTimeout, now);
@@ -545,19 +564,28 @@ impl<T: Transport> IoLoop<T> {
             }
             _ => {}
         }
+        let mut reset = false;
         while let Some(id) = self.deadlines.pop_expired(now) {
             match self.entries.remove(&id) {
                 Some(Kind::Reply(tx)) => {
                     let _ = tx.send(Err(ClientError::Timeout));
+                    // Its reply will still come, and would be taken for the
+                    // next request's (module docs).
+                    reset |= P::CORRELATION == Correlation::InOrder;
                 }
                 Some(Kind::Heartbeat) => {
                     tracing::warn!(addr = %self.addr, "heartbeat unanswered; dropping the connection");
                     self.lost(Lost::HeartbeatTimeout, now);
+                    reset = false;
                     break;
                 }
-                // Covered by the Authenticating deadline.
-                Some(Kind::Auth) | None => {}
+                // Covered by the Handshaking deadline.
+                Some(Kind::Handshake) | None => {}
             }
+        }
+        if reset {
+            tracing::debug!(addr = %self.addr, "in-order request timed out; resetting the connection");
+            self.lost(Lost::InOrderTimeout, now);
         }
         let entries = &self.entries;
         self.deadlines
@@ -580,19 +608,18 @@ impl<T: Transport> IoLoop<T> {
             (self.state, self.cfg.heartbeat_interval, self.heartbeat)
             && now >= self.last_send + iv
         {
-            let body = Ping {
-                timestamp_ns: self.shared.now_ns(),
+            match self.protocol.heartbeat(self.shared.now_ns()) {
+                Some(request) => {
+                    self.heartbeat = self.encode(
+                        &request,
+                        Kind::Heartbeat,
+                        now + self.cfg.request_timeout,
+                        now,
+                    );
+                }
+                // No heartbeat in this protocol: look again an interval on.
+                None => self.last_send = now,
             }
-            .encode();
-            self.heartbeat = self.encode(
-                MessageType::PING,
-                Flags::NONE,
-                &[],
-                &body,
-                Kind::Heartbeat,
-                now + self.cfg.request_timeout,
-                now,
-            );
         }
     }
 
@@ -601,7 +628,7 @@ impl<T: Transport> IoLoop<T> {
         let mut next = self.deadlines.next_live(|id| entries.contains_key(&id));
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         match self.state {
-            State::Connecting { deadline, .. } | State::Authenticating { deadline, .. } => {
+            State::Connecting { deadline, .. } | State::Handshaking { deadline, .. } => {
                 at(deadline)
             }
             State::Backoff { retry_at } => at(retry_at),
@@ -658,6 +685,7 @@ impl<T: Transport> IoLoop<T> {
                 let _ = tx.send(Err(err()));
             }
         }
+        self.order.clear();
         self.deadlines.clear();
         self.fail_queued(&err);
         while let Ok(s) = self.rx.try_recv() {

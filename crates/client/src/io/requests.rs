@@ -6,19 +6,20 @@ use std::time::Instant;
 
 use bytes::Buf;
 use crossbeam_channel::{TryRecvError, TrySendError};
-use warpwire_frame::{AuthReply, EncodeError, ErrorBody, Flags, Frame, FrameRef, MessageType};
 use warpwire_transport::{ConnId, Transport};
 
 use super::{Done, IoLoop, Kind, Lost, READS_PER_ITERATION, State, Submit};
 use crate::ClientError;
+use crate::protocol::{ClientHooks, Correlation, Incoming, ReplyTo};
 
-impl<T: Transport> IoLoop<T> {
+impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
     pub(super) fn read(&mut self, conn: ConnId, now: Instant) {
         for _ in 0..READS_PER_ITERATION {
-            let buf = self.decoder.read_buf();
+            let buf = self.protocol.read_buf(&mut self.codec);
             if buf.is_empty() {
-                // Only a failed decoder offers no room (frames are decoded
-                // after every read); the error was handled below.
+                // Only a failed stream offers no room (messages are decoded
+                // after every read, and the protocols bound their buffers
+                // above the largest message); the error was handled below.
                 return;
             }
             let n = match self.transport.recv(conn, buf) {
@@ -31,13 +32,21 @@ impl<T: Transport> IoLoop<T> {
             if n == 0 {
                 return;
             }
-            self.decoder.commit(n);
+            self.protocol.commit(&mut self.codec, n);
             loop {
-                match self.decoder.decode() {
-                    Ok(Some(frame)) => self.dispatch(frame, now),
+                match self.protocol.decode(&mut self.codec) {
+                    Ok(Some(m)) => {
+                        let m = self.protocol.classify_for_client(m);
+                        self.dispatch(m, now);
+                    }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "undecodable frame from server");
+                        // A server's announced close (HTTP) is no anomaly.
+                        if matches!(self.protocol.decode_error(e), ClientError::Disconnected) {
+                            tracing::debug!(error = %e, "the server ends the connection");
+                        } else {
+                            tracing::warn!(error = %e, "undecodable reply stream from server");
+                        }
                         self.lost(Lost::Decode(e), now);
                         return;
                     }
@@ -49,64 +58,54 @@ impl<T: Transport> IoLoop<T> {
         }
     }
 
-    pub(super) fn dispatch(&mut self, frame: Frame, now: Instant) {
-        if frame.flags.is_response() {
-            match self.entries.remove(&frame.request_id) {
-                Some(Kind::Reply(tx)) => {
-                    let r = if frame.msg_type == MessageType::ERROR {
-                        Err(server_error(&frame))
-                    } else {
-                        Ok(frame)
-                    };
-                    let _ = tx.send(r);
+    pub(super) fn dispatch(&mut self, message: Incoming<P::Reply>, now: Instant) {
+        let (to, reply) = match message {
+            Incoming::Reply(to, reply) => (to, reply),
+            Incoming::ServerInitiated(m) => {
+                // The server probes us (warpwire's PING): answer like any
+                // peer would; anything else goes to the subscribers.
+                if !self.protocol.answer_server(&m, &mut self.out) {
+                    self.deliver(m);
                 }
-                Some(Kind::Heartbeat) => self.heartbeat = None,
-                Some(Kind::Auth) => {
-                    let accepted = frame.msg_type == MessageType::AUTH_REPLY
-                        && AuthReply::decode(&frame.body).is_ok_and(|r| r.ok);
-                    match self.state {
-                        State::Authenticating { conn, .. } if accepted => self.become_ready(conn),
-                        _ => {
-                            tracing::warn!(reply = %frame.msg_type, "authentication rejected");
-                            self.lost(Lost::AuthRejected, now);
-                        }
+                return;
+            }
+        };
+        let id = match to {
+            ReplyTo::Id(id) => Some(id),
+            ReplyTo::Oldest => self.order.pop_front(),
+        };
+        match id.and_then(|id| self.entries.remove(&id)) {
+            Some(Kind::Reply(tx)) => {
+                let _ = tx.send(self.protocol.reply_result(reply));
+            }
+            Some(Kind::Heartbeat) => self.heartbeat = None,
+            Some(Kind::Handshake) => {
+                let accepted = self.protocol.handshake_accepted(&reply);
+                match self.state {
+                    State::Handshaking { conn, .. } if accepted => self.become_ready(conn),
+                    _ => {
+                        tracing::warn!(protocol = self.protocol.name(), "handshake rejected");
+                        self.lost(Lost::HandshakeRejected, now);
                     }
                 }
-                // The error of a fire-and-forget request, or of one that
-                // timed out: subscribers are the only ones who can see it.
-                None if frame.msg_type == MessageType::ERROR => self.deliver(frame),
-                None => {
-                    self.shared.late_replies.fetch_add(1, Ordering::Relaxed);
-                }
             }
-            return;
+            None if self.protocol.deliver_unmatched(&reply) => self.deliver(reply),
+            None => {
+                self.shared.late_replies.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        if frame.msg_type == MessageType::PING {
-            // The server probes us: answer like any peer would.
-            self.out.reserve(frame.encoded_len());
-            let pong = FrameRef {
-                msg_type: MessageType::PONG,
-                flags: Flags::RESPONSE,
-                request_id: frame.request_id,
-                meta: &[],
-                body: &frame.body,
-            };
-            // A PING body is 8 bytes (the decoder checked), so it encodes.
-            let _ = pong.encode(&mut self.out);
-            return;
-        }
-        self.deliver(frame);
     }
 
-    /// Hands a server-initiated frame to every subscriber without blocking.
-    pub(super) fn deliver(&self, frame: Frame) {
+    /// Hands a server-initiated message to every subscriber without
+    /// blocking.
+    pub(super) fn deliver(&self, message: P::Reply) {
         let Ok(mut subs) = self.shared.subscribers.lock() else {
             return;
         };
         if subs.senders.is_empty() {
             let cap = self.cfg.subscription_capacity;
             match subs.early.as_mut() {
-                Some(early) if early.len() < cap => early.push_back(frame),
+                Some(early) if early.len() < cap => early.push_back(message),
                 Some(_) => {
                     self.shared
                         .dropped_broadcasts
@@ -116,7 +115,7 @@ impl<T: Transport> IoLoop<T> {
             }
             return;
         }
-        subs.senders.retain(|s| match s.try_send(frame.clone()) {
+        subs.senders.retain(|s| match s.try_send(message.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.shared
@@ -179,82 +178,63 @@ impl<T: Transport> IoLoop<T> {
         }
     }
 
-    pub(super) fn send_request(&mut self, s: Submit, now: Instant) {
+    pub(super) fn send_request(&mut self, s: Submit<P>, now: Instant) {
         let Submit {
-            msg_type,
-            flags,
-            meta,
-            body,
+            request,
             deadline,
             done,
         } = s;
         match done {
             Done::Reply(tx) => {
-                self.encode(
-                    msg_type,
-                    flags,
-                    &meta,
-                    &body,
-                    Kind::Reply(tx),
-                    deadline,
-                    now,
-                );
+                self.encode(&request, Kind::Reply(tx), deadline, now);
             }
+            // Only warpwire's `send` makes these: a request without a reply
+            // has no place in an in-order stream.
             Done::Written(tx) => {
                 let r = self
-                    .encode_frame(msg_type, flags, &meta, &body, now)
-                    .map_err(ClientError::Encode);
+                    .encode_request(&request, now)
+                    .map_err(|e| self.protocol.encode_error(e));
                 let _ = tx.send(r);
             }
         }
     }
 
     /// Encodes a request that expects a reply and tracks it.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn encode(
         &mut self,
-        msg_type: MessageType,
-        flags: Flags,
-        meta: &[u8],
-        body: &[u8],
-        kind: Kind,
+        request: &P::Request,
+        kind: Kind<P::Reply>,
         deadline: Instant,
         now: Instant,
     ) -> Option<u64> {
-        match self.encode_frame(msg_type, flags, meta, body, now) {
+        match self.encode_request(request, now) {
             Ok(id) => {
                 self.entries.insert(id, kind);
                 self.deadlines.push(deadline, id);
+                if P::CORRELATION == Correlation::InOrder {
+                    self.order.push_back(id);
+                }
                 Some(id)
             }
             Err(e) => {
                 if let Kind::Reply(tx) = kind {
-                    let _ = tx.send(Err(ClientError::Encode(e)));
+                    let _ = tx.send(Err(self.protocol.encode_error(e)));
                 }
                 None
             }
         }
     }
 
-    /// Appends one frame with the next id to the output buffer and returns
-    /// the id; on error nothing is written and the id is not used.
-    pub(super) fn encode_frame(
+    /// Appends one request with the next id to the output buffer and
+    /// returns the id; on error nothing is written and the id is not used.
+    pub(super) fn encode_request(
         &mut self,
-        msg_type: MessageType,
-        flags: Flags,
-        meta: &[u8],
-        body: &[u8],
+        request: &P::Request,
         now: Instant,
-    ) -> Result<u64, EncodeError> {
+    ) -> Result<u64, P::EncodeError> {
         let id = self.next_id;
-        FrameRef {
-            msg_type,
-            flags,
-            request_id: id,
-            meta,
-            body,
-        }
-        .encode(&mut self.out)?;
+        self.protocol
+            .encode(&mut self.codec, id, request, &mut self.out)?;
         self.next_id += 1;
         self.last_send = now;
         Ok(id)
@@ -280,16 +260,5 @@ impl<T: Transport> IoLoop<T> {
         if let Err(e) = self.transport.flush(now) {
             self.lost(Lost::Io(e), now);
         }
-    }
-}
-
-/// The error a server's ERROR reply stands for.
-fn server_error(frame: &Frame) -> ClientError {
-    match ErrorBody::decode(&frame.body) {
-        Ok(b) => ClientError::Server {
-            code: b.code,
-            message: b.message.to_owned(),
-        },
-        Err(e) => ClientError::Body(e),
     }
 }

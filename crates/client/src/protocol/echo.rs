@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::recv::{READ_CHUNK, RecvBuf};
-use super::{ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
+use super::{ClientHooks, ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
 
 /// Period of the content pattern: a prime, so the pattern does not line up
 /// with power-of-two sizes and offsets.
@@ -249,6 +249,11 @@ impl ClientProtocol for Echo {
         check_content(id, request.size, reply)
     }
 }
+
+/// Echo has no handshake, heartbeat or server-initiated message: the
+/// defaults. Its replies come in order, so a request that times out in a
+/// pipeline resets the connection (see [`crate::GenericClient`]).
+impl ClientHooks for Echo {}
 
 /// Whether `reply` is the content of request `id`, `size` bytes (shared
 /// with HTTP's POST /echo).

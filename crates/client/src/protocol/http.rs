@@ -52,7 +52,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::echo::{check_content, write_content};
 use super::recv::{READ_CHUNK, RecvBuf};
-use super::{ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
+use super::{ClientHooks, ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
+use crate::ClientError;
 
 /// Header fields parsed per response. warpwire's server sends at most
 /// six; 32 leaves room for a proxy's additions and keeps the parser's
@@ -502,6 +503,22 @@ impl ClientProtocol for Http {
             HttpTarget::Ping if reply.body != PONG => Err(Mismatch::Content),
             HttpTarget::Ping => Ok(()),
             HttpTarget::Echo { size } => check_content(id, size, &reply.body),
+        }
+    }
+}
+
+/// HTTP takes the defaults (no handshake, no heartbeat; a response of any
+/// status is the caller's reply), except for a server's close.
+impl ClientHooks for Http {
+    /// A response with `Connection: close` reaches its caller; the requests
+    /// pipelined behind it fail with [`ClientError::Disconnected`] (the
+    /// server closes without answering them; they may or may not have been
+    /// processed) and the client reconnects. Other stream failures are
+    /// [`ClientError::Protocol`].
+    fn decode_error(&self, e: HttpError) -> ClientError {
+        match e {
+            HttpError::ClosedByServer { .. } => ClientError::Disconnected,
+            e => ClientError::Protocol(Box::new(e)),
         }
     }
 }

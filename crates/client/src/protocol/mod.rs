@@ -26,17 +26,24 @@
 //! monomorphised: the loop is generic over the protocol, no `dyn` on the
 //! per-request path.
 //!
+//! The general-purpose client ([`crate::GenericClient`]) needs a little
+//! more of a protocol, optional and defaulted: [`ClientHooks`] (a
+//! handshake, a heartbeat, answers to the server, replies that are
+//! errors).
+//!
 //! Three implementations: [`Warpwire`] (the binary framing of
 //! `warpwire-frame`, by id), [`Echo`] (RFC 862: the server returns every
 //! byte; in order) and [`Http`] (HTTP/1.1 keep-alive, pipelined, against
 //! warpwire's `/ping` and `/echo` routes; in order).
 
 mod echo;
+mod hooks;
 mod http;
 mod recv;
 mod warpwire;
 
 pub use echo::{Echo, EchoConn, EchoError, EchoRequest};
+pub use hooks::ClientHooks;
 pub use http::{Http, HttpConn, HttpError, HttpRequest, HttpResponse, HttpTarget};
 pub use warpwire::Warpwire;
 

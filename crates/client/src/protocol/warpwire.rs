@@ -1,12 +1,15 @@
 //! warpwire's binary framing (`warpwire-frame`) as a [`ClientProtocol`].
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use warpwire_frame::{
-    DecodeError, Decoder, DecoderConfig, EncodeError, Frame, FrameRef, MessageType,
+    Auth, AuthReply, DecodeError, Decoder, DecoderConfig, EncodeError, ErrorBody, Flags, Frame,
+    FrameRef, MessageType, Ping,
 };
 
-use super::{ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
-use crate::Request;
+use super::{ClientHooks, ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
+use crate::{ClientConfig, ClientError, Request};
 
 /// The warpwire framing: requests are frames carrying the loop's id as
 /// their request_id; replies are correlated by it (any order).
@@ -17,6 +20,11 @@ use crate::Request;
 /// [`ClientProtocol::check`] refuses it if it lacks the RESPONSE flag: a
 /// server that answers without it is wrong, and counted so.
 ///
+/// The general-purpose client ([`crate::Client`]) sees frames differently
+/// ([`ClientHooks::classify_for_client`]): every frame without the
+/// RESPONSE flag is server-initiated there (a PING to answer, a frame for
+/// the subscribers), whatever its request_id.
+///
 /// Memory per connection: the frame decoder's, at most
 /// [`DecoderConfig::buffer_limit`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,7 +34,18 @@ pub struct Warpwire {
 }
 
 impl Warpwire {
-    /// What a decoded frame is to the client (see the type's docs).
+    /// The protocol as a client with `cfg` speaks it: replies up to
+    /// [`ClientConfig::max_payload`].
+    pub fn for_client(cfg: &ClientConfig) -> Self {
+        Self {
+            decoder: DecoderConfig {
+                max_payload: cfg.max_payload,
+                ..DecoderConfig::default()
+            },
+        }
+    }
+
+    /// What a decoded frame is to the load generator (see the type's docs).
     pub(crate) fn classify(frame: Frame) -> Incoming<Frame> {
         if !frame.flags.is_response() && frame.request_id == 0 {
             Incoming::ServerInitiated(frame)
@@ -137,11 +156,112 @@ impl ClientProtocol for Warpwire {
     }
 }
 
+/// The client of warpwire: AUTH after each (re)connect when
+/// [`ClientConfig::auth`] is set, PING heartbeats, PONGs to the server's
+/// PINGs, ERROR replies as [`ClientError::Server`], unmatched ERRORs to the
+/// subscribers.
+impl ClientHooks for Warpwire {
+    /// Refuses lengths that do not fit the header, before queueing.
+    fn check_request(&self, req: &Request) -> Result<(), ClientError> {
+        FrameRef {
+            msg_type: req.msg_type,
+            flags: req.flags,
+            request_id: 0,
+            meta: &req.meta,
+            body: &req.body,
+        }
+        .header()
+        .map(|_| ())
+        .map_err(ClientError::Encode)
+    }
+
+    fn request_timeout(&self, req: &Request) -> Option<Duration> {
+        req.timeout
+    }
+
+    fn handshake(&self, cfg: &ClientConfig) -> Result<Option<Request>, ClientError> {
+        let Some((user, token)) = &cfg.auth else {
+            return Ok(None);
+        };
+        let mut body = BytesMut::with_capacity(1 + user.len() + token.len());
+        // ClientConfig::validate bounds the user name, so this only fails
+        // for a config that skipped it.
+        Auth { user, token }
+            .encode(&mut body)
+            .map_err(ClientError::Body)?;
+        Ok(Some(Request::new(MessageType::AUTH, body.freeze())))
+    }
+
+    fn handshake_accepted(&self, reply: &Frame) -> bool {
+        reply.msg_type == MessageType::AUTH_REPLY
+            && AuthReply::decode(&reply.body).is_ok_and(|r| r.ok)
+    }
+
+    fn heartbeat(&self, now_ns: u64) -> Option<Request> {
+        let body = Ping {
+            timestamp_ns: now_ns,
+        }
+        .encode();
+        Some(Request::new(MessageType::PING, body.to_vec()))
+    }
+
+    fn classify_for_client(&self, message: Incoming<Frame>) -> Incoming<Frame> {
+        match message {
+            Incoming::Reply(_, f) if !f.flags.is_response() => Incoming::ServerInitiated(f),
+            m => m,
+        }
+    }
+
+    /// A server's PING gets a PONG with its request_id and body.
+    fn answer_server(&self, frame: &Frame, out: &mut BytesMut) -> bool {
+        if frame.msg_type != MessageType::PING {
+            return false;
+        }
+        out.reserve(frame.encoded_len());
+        let pong = FrameRef {
+            msg_type: MessageType::PONG,
+            flags: Flags::RESPONSE,
+            request_id: frame.request_id,
+            meta: &[],
+            body: &frame.body,
+        };
+        // A PING body is 8 bytes (the decoder checked), so it encodes.
+        let _ = pong.encode(out);
+        true
+    }
+
+    fn reply_result(&self, reply: Frame) -> Result<Frame, ClientError> {
+        if reply.msg_type != MessageType::ERROR {
+            return Ok(reply);
+        }
+        Err(match ErrorBody::decode(&reply.body) {
+            Ok(b) => ClientError::Server {
+                code: b.code,
+                message: b.message.to_owned(),
+            },
+            Err(e) => ClientError::Body(e),
+        })
+    }
+
+    /// The error of a fire-and-forget request, or of one that timed out:
+    /// subscribers are the only ones who can see it.
+    fn deliver_unmatched(&self, reply: &Frame) -> bool {
+        reply.msg_type == MessageType::ERROR
+    }
+
+    fn encode_error(&self, e: EncodeError) -> ClientError {
+        ClientError::Encode(e)
+    }
+
+    fn decode_error(&self, e: DecodeError) -> ClientError {
+        ClientError::Decode(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use warpwire_frame::Flags;
 
     #[test]
     fn frames_round_trip_with_the_loops_id() {
@@ -218,5 +338,46 @@ mod tests {
             Warpwire::classify(ping),
             Incoming::Reply(ReplyTo::Id(3), _)
         ));
+    }
+
+    #[test]
+    fn the_client_and_the_load_generator_see_unflagged_frames_differently() {
+        let p = Warpwire::default();
+        // A server's PING with an id: a wrong reply to the load generator,
+        // server-initiated (and answered) to the client.
+        let ping = Frame::new(MessageType::PING, 3, &[1u8; 8][..]);
+        let m = Warpwire::classify(ping.clone());
+        assert!(matches!(m, Incoming::Reply(ReplyTo::Id(3), _)));
+        let Incoming::ServerInitiated(f) = p.classify_for_client(m) else {
+            panic!("server-initiated for the client")
+        };
+        let mut out = BytesMut::new();
+        assert!(p.answer_server(&f, &mut out));
+        let mut d = Decoder::default();
+        d.feed(&out);
+        let pong = d.decode().unwrap().unwrap();
+        assert_eq!((pong.msg_type, pong.request_id), (MessageType::PONG, 3));
+        assert!(pong.flags.is_response());
+        assert_eq!(pong.body, ping.body);
+        // Replies stay replies; an ERROR reply is the caller's error.
+        let reply = Frame::response(MessageType::ECHO_REPLY, 4, &b"x"[..]);
+        assert!(matches!(
+            p.classify_for_client(Warpwire::classify(reply)),
+            Incoming::Reply(ReplyTo::Id(4), _)
+        ));
+        let mut body = BytesMut::new();
+        ErrorBody {
+            code: 6,
+            message: "no",
+        }
+        .encode(&mut body);
+        let err = Frame::response(MessageType::ERROR, 5, body.freeze());
+        assert!(p.deliver_unmatched(&err));
+        assert!(matches!(
+            p.reply_result(err),
+            Err(ClientError::Server { code: 6, .. })
+        ));
+        let broadcast = Frame::new(MessageType::BROADCAST, 0, &b"hi"[..]);
+        assert!(!p.answer_server(&broadcast, &mut out));
     }
 }
