@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# HTTP/1.1 on one veth pair, in one run: wrk against warpwire's HTTP
-# listener (kernel TCP through the socket backend, and AF_XDP with the
-# default policy and busy-polling) beside nginx (Debian's nginx-light,
-# the config below) on kernel TCP. GET /ping, a 5-byte body; keep-alive;
-# 1, 64 and 512 connections. Servers pinned to CPU 0, wrk to CPU 1.
+# HTTP/1.1 and Redis on one veth pair, in one run, servers pinned to CPU 0
+# and the load generators to CPU 1:
+# - wrk against warpwire's HTTP listener (kernel TCP through the socket
+#   backend, AF_XDP with the default policy, AF_XDP busy-polling) beside
+#   nginx (Debian's nginx-light, the config below) on kernel TCP: GET
+#   /ping (a 5-byte body), keep-alive, 1, 64 and 512 connections;
+# - redis-benchmark against warpwire's RESP listener on the same three
+#   beside redis-server (Debian's 7.0, no persistence, one I/O thread) on
+#   kernel TCP: SET and GET, 50 clients, pipeline 1 and 16.
 #
-# Needs root (namespaces, AF_XDP). Installs wrk and nginx-light with apt
-# when missing, without letting the package start a system nginx.
-# Creates two namespaces (ww-h*-PID) and a veth pair, and removes them,
-# the servers and the temporary files on exit; traffic never leaves them.
+# Needs root (namespaces, AF_XDP). Installs wrk, nginx-light, redis-server
+# and redis-tools with apt when missing, without letting the packages start
+# a system nginx or redis. Creates two namespaces (ww-h*-PID) and a veth
+# pair, and removes them, the servers and the temporary files on exit;
+# traffic never leaves them.
 #
-#   scripts/bench-http.sh            # DURATION=5s by default
+#   scripts/bench-protocols.sh       # DURATION=5s, REQUESTS=200000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-1 64 512}
-[ "$(id -u)" -eq 0 ] || { echo "bench-http.sh needs root (namespaces, AF_XDP)"; exit 1; }
+REQUESTS=${REQUESTS:-200000}
+[ "$(id -u)" -eq 0 ] || { echo "bench-protocols.sh needs root (namespaces, AF_XDP)"; exit 1; }
 
 missing=()
-for p in wrk nginx-light; do
+for p in wrk nginx-light redis-server redis-tools; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -75,18 +81,27 @@ http {
 }
 EOF
 
-wait_port() {
+wait_port() { # port (default 8080)
     for _ in $(seq 100); do
-        ip netns exec "$B" bash -c "exec 3<>/dev/tcp/10.77.0.1/8080" 2>/dev/null && return 0
+        ip netns exec "$B" bash -c "exec 3<>/dev/tcp/10.77.0.1/${1:-8080}" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "server did not come up" >&2; cat "$TMP"/*.log >&2 || true; exit 1
 }
 start_warpwire() { # serve options
     ip netns exec "$A" taskset -c 0 "$BIN" serve --listen 0.0.0.0:7077 --listener http=0.0.0.0:8080 \
-        --workers 1 "$@" >"$TMP/ww.log" 2>&1 &
+        --listener resp=0.0.0.0:6379 --workers 1 "$@" >"$TMP/ww.log" 2>&1 &
     SERVER_PID=$!
-    wait_port
+    wait_port 8080
+    wait_port 6379
+}
+start_redis() {
+    # Protected mode refuses non-loopback clients; this one is in a
+    # namespace of its own, reachable only across the test's veth.
+    ip netns exec "$A" taskset -c 0 redis-server --bind 10.77.0.1 --port 6379 --save '' \
+        --appendonly no --io-threads 1 --protected-mode no --dir "$TMP" --logfile "$TMP/redis.log" &
+    SERVER_PID=$!
+    wait_port 6379
 }
 start_nginx() {
     ip netns exec "$A" taskset -c 0 nginx -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 &
@@ -109,20 +124,47 @@ run_wrk() { # label
     done
 }
 
+RROWS=()
+run_redis_bench() { # label
+    local label=$1 p csv
+    for p in 1 16; do
+        csv=$(ip netns exec "$B" taskset -c 1 timeout 300 redis-benchmark -h 10.77.0.1 -p 6379 \
+            -t set,get -c 50 -P "$p" -n "$REQUESTS" --csv) || {
+            echo "redis-benchmark against $label failed" >&2; exit 1; }
+        # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",
+        # "p95_latency_ms","p99_latency_ms","max_latency_ms"
+        while IFS=, read -r t rps avg min p50 p95 p99 max; do
+            [ "$t" = '"test"' ] && continue
+            RROWS+=("$label|${t//\"/}|$p|${rps//\"/}|${p50//\"/} ms|${p99//\"/} ms")
+        done <<<"$csv"
+    done
+}
+
 echo "== nginx (kernel TCP)" >&2
 start_nginx; run_wrk "nginx-light 1.22, kernel TCP"; stop_server
-echo "== warpwire http, socket backend" >&2
-start_warpwire --transport socket; run_wrk "warpwire, socket (epoll)"; stop_server
-echo "== warpwire http, AF_XDP" >&2
+echo "== redis-server (kernel TCP)" >&2
+start_redis; run_redis_bench "redis-server 7.0, kernel TCP"; stop_server
+echo "== warpwire, socket backend" >&2
+start_warpwire --transport socket
+run_wrk "warpwire, socket (epoll)"; run_redis_bench "warpwire, socket (epoll)"; stop_server
+echo "== warpwire, AF_XDP" >&2
 start_warpwire --transport xdp --iface "$VA" --ip 10.77.0.1/24
-run_wrk "warpwire, xdp"; stop_server
-echo "== warpwire http, AF_XDP busy-polling" >&2
+run_wrk "warpwire, xdp"; run_redis_bench "warpwire, xdp"; stop_server
+echo "== warpwire, AF_XDP busy-polling" >&2
 start_warpwire --transport xdp --iface "$VA" --ip 10.77.0.1/24 --latency-policy lowest
-run_wrk "warpwire, xdp, busy-poll"; stop_server
+run_wrk "warpwire, xdp, busy-poll"; run_redis_bench "warpwire, xdp, busy-poll"; stop_server
 
-echo "# bench-http.sh, $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, DURATION=$DURATION"
-echo "# servers: 1 worker on CPU 0; wrk -t1 on CPU 1 over a veth pair; GET /ping (5-byte body), keep-alive"
+echo "# bench-protocols.sh, $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, DURATION=$DURATION REQUESTS=$REQUESTS"
+echo "# servers: 1 worker (or process) on CPU 0; load generators on CPU 1, across a veth pair"
+echo
+echo "HTTP: wrk -t1, GET /ping (5-byte body), keep-alive"
 echo
 echo "| server | connections | requests/s | p50 | p99 | errors |"
 echo "|---|---:|---:|---:|---:|---|"
 for r in "${ROWS[@]}"; do echo "| ${r//|/ | } |"; done
+echo
+echo "Redis: redis-benchmark -c 50 -n $REQUESTS, 3-byte values"
+echo
+echo "| server | command | pipeline | requests/s | p50 | p99 |"
+echo "|---|---|---:|---:|---:|---:|"
+for r in "${RROWS[@]}"; do echo "| ${r//|/ | } |"; done
