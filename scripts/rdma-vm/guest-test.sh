@@ -211,7 +211,7 @@ verdict rdma-refuses-loopback $? "serve exit $SRC: $SERR; probe exit $RC: $PERR"
 # --- every protocol feature against one server --------------------------------
 mark
 mkdir -p /tmp/data
-start_server 7077 /tmp/serve.log --data-dir /tmp/data
+start_server 7077 /tmp/serve.log --data-dir /tmp/data --listener "echo=$IP:7091"
 verdict serve-start $?
 MAIN_PID=$SERVER_PID
 
@@ -250,6 +250,16 @@ mark
 cli stats
 out_has "transport  *$T\$"
 verdict stats $?
+
+# A second protocol on a second listener of the same server and workers:
+# RFC 862 echo, loaded by the bench's echo protocol (every reply checked).
+mark
+# shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags
+run 120 warpwire bench --transport "$T" $CLIENT_EXTRA --protocol echo "$IP:7091" \
+    --count 2000 --connections 2 --depth 4 --json
+out_has '"errors": 0' && out_has '"lost": 0'
+R=$?
+verdict echo-listener $R "$(grep -E '"messages"|"errors"' /tmp/out | tr -s ' \n' ' ')"
 
 # The connections the server counts (the asking client's own included).
 # shellcheck disable=SC2086 # CLIENT_EXTRA is a list of flags

@@ -83,13 +83,13 @@ fn split_wr_id(id: u64) -> (usize, u32, bool, Option<u16>) {
     )
 }
 
-/// The listener all worker instances of one server share: rdma_cm has no
-/// SO_REUSEPORT, so one cm id listens and whichever worker takes a
-/// connect request first adopts the new connection (migrating its id to
-/// its own event channel).
+/// The listeners all worker instances of one server share: rdma_cm has no
+/// SO_REUSEPORT, so one cm id listens per address and whichever worker
+/// takes a connect request first adopts the new connection (migrating its
+/// id to its own event channel).
 #[derive(Default)]
 pub struct RdmaShared {
-    listener: Mutex<Option<Listener>>,
+    listeners: Mutex<Vec<Listener>>,
 }
 
 impl RdmaShared {
@@ -139,6 +139,8 @@ struct Conn {
     state: State,
     outbound: bool,
     peer: SocketAddr,
+    /// The listener that accepted it (`None`: outbound).
+    listener: Option<SocketAddr>,
     dev: usize,
     chan: Option<Chan>,
     /// Receive completions that arrived before ESTABLISHED was processed.
@@ -207,8 +209,6 @@ pub struct RdmaTransport {
     channel: EventChannel,
     shared: Arc<RdmaShared>,
     listening: bool,
-    /// The shared listener's address, for [`Event::Accepted`].
-    listen_addr: Option<SocketAddr>,
     /// Polls that emptied every CQ (orders disconnects after completions).
     drains: u64,
     pending: Vec<Event>,
@@ -254,7 +254,6 @@ impl RdmaTransport {
             channel,
             shared,
             listening: false,
-            listen_addr: None,
             drains: 0,
             pending: Vec::new(),
             dirty: Vec::new(),
@@ -304,6 +303,7 @@ impl RdmaTransport {
             state,
             outbound: matches!(state, State::Resolving),
             peer,
+            listener: None,
             dev: usize::MAX,
             chan: None,
             early: Vec::new(),
@@ -704,7 +704,7 @@ impl RdmaTransport {
                 let c = &mut self.conns[index];
                 c.state = State::Open;
                 let peer = c.peer;
-                let listener = self.listen_addr.unwrap_or(peer);
+                let listener = c.listener.unwrap_or(peer);
                 self.pending.push(Event::Accepted {
                     conn: id,
                     peer,
@@ -774,31 +774,30 @@ impl RdmaTransport {
             return;
         }
         let shared = self.shared.clone();
-        let Ok(guard) = shared.listener.try_lock() else {
+        let Ok(guard) = shared.listeners.try_lock() else {
             return;
         };
-        let Some(l) = guard.as_ref() else {
-            return;
-        };
-        for _ in 0..self.config.accept_batch {
-            match l.channel.next() {
-                Ok(Some(ev)) => {
-                    if ev.kind == sys::rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST {
-                        self.on_connect_request(ev);
-                    } else {
-                        tracing::debug!(event = %event_name(ev.kind), "rdma: listener event");
+        for l in guard.iter() {
+            for _ in 0..self.config.accept_batch {
+                match l.channel.next() {
+                    Ok(Some(ev)) => {
+                        if ev.kind == sys::rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST {
+                            self.on_connect_request(ev, l.addr);
+                        } else {
+                            tracing::debug!(event = %event_name(ev.kind), "rdma: listener event");
+                        }
                     }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rdma: listener channel failed");
-                    break;
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rdma: listener channel failed");
+                        break;
+                    }
                 }
             }
         }
     }
 
-    fn on_connect_request(&mut self, ev: CmEvent) {
+    fn on_connect_request(&mut self, ev: CmEvent, listener: SocketAddr) {
         let id = ev.id;
         let reject = |why: &str| {
             tracing::debug!(why, "rdma: rejecting a connect request");
@@ -830,6 +829,7 @@ impl RdmaTransport {
             return;
         };
         let index = conn.index();
+        self.conns[index].listener = Some(listener);
         if let Err(e) = self.setup_qp(index) {
             tracing::warn!(error = %e, %peer, "rdma: cannot set up a queue pair");
             // SAFETY: the id is live until remove() drops it below.
@@ -923,19 +923,16 @@ impl Transport for RdmaTransport {
         let err = |source: io::Error| TransportError::Listen { addr, source };
         let mut guard = self
             .shared
-            .listener
+            .listeners
             .lock()
             .map_err(|_| err(io::Error::other("listener lock poisoned")))?;
-        if let Some(l) = guard.as_ref() {
-            if l.addr.ip() == addr.ip() && (addr.port() == 0 || addr.port() == l.addr.port()) {
-                self.listening = true;
-                self.listen_addr = Some(l.addr);
-                return Ok(l.addr);
-            }
-            return Err(TransportError::Unsupported {
-                backend: BACKEND,
-                what: "a second listen address",
-            });
+        // Another worker bound it already (workers after the first listen
+        // on the addresses the first one got, port 0 resolved): share it.
+        if addr.port() != 0
+            && let Some(l) = guard.iter().find(|l| l.addr == addr)
+        {
+            self.listening = true;
+            return Ok(l.addr);
         }
         let channel = EventChannel::new().map_err(err)?;
         let id = channel.create_id().map_err(err)?;
@@ -956,9 +953,8 @@ impl Transport for RdmaTransport {
             )));
         }
         listener.addr = bound;
-        *guard = Some(listener);
+        guard.push(listener);
         self.listening = true;
-        self.listen_addr = Some(bound);
         Ok(bound)
     }
 
@@ -1200,10 +1196,11 @@ impl Transport for RdmaTransport {
         }
         if self.listening
             && !self.full()
-            && let Ok(g) = self.shared.listener.try_lock()
-            && let Some(l) = g.as_ref()
+            && let Ok(g) = self.shared.listeners.try_lock()
         {
-            add(l.channel.fd());
+            for l in g.iter() {
+                add(l.channel.fd());
+            }
         }
         // Deadlines of closes and of setups are checked by poll: wake for them.
         let closing = self.conns.iter().any(|(_, c)| c.state != State::Open);

@@ -117,8 +117,8 @@ const FACTS: [Facts; 5] = [
         own_address: false,
         client_one_thread: false,
         client_reconnect: true,
-        // The workers share one rdma_cm listener.
-        several_listeners: false,
+        // The workers share one rdma_cm listener per address.
+        several_listeners: true,
     },
 ];
 
