@@ -209,6 +209,9 @@ pub struct RdmaTransport {
     channel: EventChannel,
     shared: Arc<RdmaShared>,
     listening: bool,
+    /// The latest time passed in (`poll`, `connect`): close and setup
+    /// deadlines count from it; the transport reads no clock of its own.
+    now: Instant,
     /// Polls that emptied every CQ (orders disconnects after completions).
     drains: u64,
     pending: Vec<Event>,
@@ -254,6 +257,8 @@ impl RdmaTransport {
             channel,
             shared,
             listening: false,
+            // Until the first poll or connect passes a time in.
+            now: Instant::now(),
             drains: 0,
             pending: Vec::new(),
             dirty: Vec::new(),
@@ -315,7 +320,7 @@ impl RdmaTransport {
             failed: None,
             // Connection setup must finish within this (rdma_cm retries
             // its own steps, but a peer can vanish between them).
-            linger: Some(Instant::now() + self.config.resolve_timeout * 4),
+            linger: Some(self.now + self.config.resolve_timeout * 4),
             cq_share: 0,
             region: None,
         };
@@ -958,7 +963,8 @@ impl Transport for RdmaTransport {
         Ok(bound)
     }
 
-    fn connect(&mut self, addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
+    fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {
+        self.now = self.now.max(now);
         let err = |source: io::Error| TransportError::Connect { addr, source };
         let full = TransportError::TooManyConnections(self.config.max_conns);
         if self.conns.is_full() {
@@ -987,6 +993,7 @@ impl Transport for RdmaTransport {
     }
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
+        self.now = self.now.max(now);
         events.clear();
         self.flush_dirty();
         // A DISCONNECTED is acted on only after a later poll empties the
@@ -1146,7 +1153,7 @@ impl Transport for RdmaTransport {
         let Some(index) = self.conn_index(conn) else {
             return;
         };
-        let linger = Instant::now() + self.config.close_linger;
+        let linger = self.now + self.config.close_linger;
         let c = &mut self.conns[index];
         match (c.state, c.chan.as_mut()) {
             (State::Open, Some(chan)) if c.failed.is_none() && c.disconnected.is_none() => {
