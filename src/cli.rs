@@ -115,6 +115,20 @@ pub enum BenchProtocol {
     /// HTTP/1.1 against warpwire's HTTP listener: `POST /echo` of `--size`
     /// bytes, or `GET /ping` with `--size 0`.
     Http,
+    /// RESP2 against warpwire's RESP listener or a Redis server: `SET`,
+    /// `GET` or `PING` (`--command`).
+    Resp,
+}
+
+/// `warpwire bench --protocol resp --command`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RespCommandArg {
+    /// `SET key:<n> <value of --size bytes>`; `+OK` expected.
+    Set,
+    /// `GET key:<n>`; nil or a value a `SET` run wrote expected.
+    Get,
+    /// `PING`; `+PONG` expected.
+    Ping,
 }
 
 /// `warpwire serve`.
@@ -379,16 +393,29 @@ pub struct BenchArgs {
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     /// echo, ping, data, or an application type (0xNN). Warpwire only:
-    /// with `--protocol echo` or `http` it must stay at its default.
+    /// with `--protocol echo`, `http` or `resp` it must stay at its default.
     #[arg(long = "type", default_value = "echo")]
     pub msg_type: String,
     /// The protocol the server speaks: warpwire (this binary's framing),
     /// echo (RFC 862: every byte sent comes back; requests are `--size`
-    /// bytes of sequence number and pattern, checked on return) or http
+    /// bytes of sequence number and pattern, checked on return), http
     /// (HTTP/1.1 keep-alive and pipelined, to a `--listener http=`:
-    /// `POST /echo` with such a body, checked; `GET /ping` with `--size 0`).
+    /// `POST /echo` with such a body, checked; `GET /ping` with `--size 0`)
+    /// or resp (RESP2, pipelined, to a `--listener resp=` or a Redis
+    /// server: see `--command`).
     #[arg(long, value_enum, default_value_t = BenchProtocol::Warpwire)]
     pub protocol: BenchProtocol,
+    /// With `--protocol resp` only: the command every request sends
+    /// [default: set]. `set` writes `--size` bytes (the request's id and
+    /// a pattern) to `key:<n>`; `get` reads such keys and checks the value
+    /// (nil if never set; values of another `--size` count as errors), so
+    /// `set` then `get` is `redis-benchmark -t set,get`.
+    #[arg(long, value_enum)]
+    pub command: Option<RespCommandArg>,
+    /// With `--protocol resp` only: keys `key:0` .. `key:<N-1>` that
+    /// `set` and `get` spread over [default: 10000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keyspace: Option<u64>,
     /// Spin instead of sleeping between polls.
     #[arg(long)]
     pub busy_poll: bool,

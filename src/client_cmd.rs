@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use warpwire_client::loadgen::LoadProtocol;
+use warpwire_client::protocol::RespCommand;
 use warpwire_client::{
-    Client, ClientConfig, Echo, Http, LoadConfig, LoadReport, Progress, Warpwire,
+    Client, ClientConfig, Echo, Http, LoadConfig, LoadReport, Progress, Resp, Warpwire,
 };
 use warpwire_frame::{Frame, MessageType};
 use warpwire_transport::{Transport, TransportError};
 
 use crate::backend::{Backend, Role, UseTransport};
-use crate::cli::{BenchArgs, BenchProtocol, ClientAction, ClientArgs};
+use crate::cli::{BenchArgs, BenchProtocol, ClientAction, ClientArgs, RespCommandArg};
 use crate::serve::BoxError;
 use crate::settings::FileConfig;
 
@@ -345,10 +346,31 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
             )
             .into());
         }
+        (BenchProtocol::Resp, other) => {
+            return Err(format!(
+                "--type {other} is a warpwire message type; --protocol resp sends SET, GET or PING (choose with --command, leave --type out)"
+            )
+            .into());
+        }
         (BenchProtocol::Warpwire, "ping") => MessageType::PING,
         (BenchProtocol::Warpwire, "data") => MessageType::DATA,
         (BenchProtocol::Warpwire, other) => MessageType(parse_type(other)?),
     };
+    let mut resp = Resp::default();
+    if a.protocol == BenchProtocol::Resp {
+        resp.keyspace = a.keyspace.unwrap_or(Resp::DEFAULT_KEYSPACE);
+        resp.command = match a.command.unwrap_or(RespCommandArg::Set) {
+            RespCommandArg::Set => RespCommand::Set,
+            RespCommandArg::Get => RespCommand::Get,
+            RespCommandArg::Ping => RespCommand::Ping,
+        };
+        if resp.command == RespCommand::Ping {
+            // PING carries no value: the report's byte rate counts none.
+            cfg.body_size = 0;
+        }
+    } else if a.command.is_some() || a.keyspace.is_some() {
+        return Err("--command and --keyspace apply to --protocol resp only".into());
+    }
     cfg.duration = if a.count.is_some() && a.duration.is_none() {
         None
     } else {
@@ -392,6 +414,7 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
         BenchProtocol::Warpwire => load(&Warpwire::default(), &backend, &mut cfg, progress)?,
         BenchProtocol::Echo => load(&Echo::default(), &backend, &mut cfg, progress)?,
         BenchProtocol::Http => load(&Http::default(), &backend, &mut cfg, progress)?,
+        BenchProtocol::Resp => load(&resp, &backend, &mut cfg, progress)?,
     };
     bar.finish_and_clear();
     if a.json {

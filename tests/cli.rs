@@ -377,6 +377,79 @@ fn bench_speaks_http() {
     assert!(s.terminate().success());
 }
 
+/// `bench --protocol resp` against this binary's RESP listener: pipelined
+/// `SET`s, then `GET`s of the same keys (every value checked), then
+/// `PING`s; exactly the count answered, no errors; warpwire's `--type`
+/// and resp's options on another protocol refused.
+#[test]
+fn bench_speaks_resp() {
+    let s = Server::start(&["--transport", "socket", "--listener", "resp=127.0.0.1:0"]);
+    let a = s.addr_of("resp").to_string();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            &a,
+            "--protocol",
+            "resp",
+            "--transport",
+            "socket",
+            "--count",
+            "2000",
+            "--connections",
+            "4",
+            "--depth",
+            "8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    for (size, extra) in [
+        (64, &["--keyspace", "500"][..]),
+        (64, &["--command", "get", "--keyspace", "500"][..]),
+        (0, &["--command", "ping"][..]),
+    ] {
+        let out = bench(extra);
+        common::assert_bench_clean(&out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["messages"].as_u64(), Some(2000), "{out}");
+        assert_eq!(v["protocol"], "resp");
+        assert_eq!(v["body_size"].as_u64(), Some(size), "{out}");
+    }
+    // GETs expecting another size find values of 64 bytes: errors.
+    let out = run(&[
+        "bench",
+        &a,
+        "--protocol",
+        "resp",
+        "--transport",
+        "socket",
+        "--count",
+        "100",
+        "--command",
+        "get",
+        "--keyspace",
+        "500",
+        "--size",
+        "65",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("errors, 0 requests lost"), "{err}");
+    let refused = run(&["bench", &a, "--protocol", "resp", "--type", "ping"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("--protocol resp sends SET, GET or PING"),
+        "{err}"
+    );
+    let refused = run(&["bench", &a, "--protocol", "http", "--command", "get"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("apply to --protocol resp only"), "{err}");
+    assert!(s.terminate().success());
+}
+
 #[test]
 fn probe_and_forced_unavailable_transport() {
     let out = ok(&["probe"]);

@@ -8,13 +8,13 @@
 //!   (blocking) or `.await`ed (any executor). `Client` speaks warpwire; it
 //!   is [`GenericClient`]`<`[`Warpwire`]`>`, and the same I/O loop speaks
 //!   any [`ClientHooks`] protocol: `GenericClient<Echo>`,
-//!   `GenericClient<Http>`.
+//!   `GenericClient<Http>`, `GenericClient<Resp>`.
 //! - [`loadgen::run`]: the load generator behind `warpwire bench`. No I/O
 //!   thread and no channel: worker threads drive their transports directly
 //!   and keep `pipeline_depth` requests in flight per connection. It is
 //!   generic over the application protocol ([`loadgen::run_with`]): any
 //!   [`ClientProtocol`], warpwire's framing ([`Warpwire`]), RFC 862 echo
-//!   ([`Echo`]) or HTTP/1.1 ([`Http`]).
+//!   ([`Echo`]), HTTP/1.1 ([`Http`]) or Redis's RESP2 ([`Resp`]).
 //!
 //! ```text
 //!   caller threads                         client I/O thread (one per GenericClient<P>)
@@ -25,7 +25,7 @@
 //!        │                 if it sleeps     │ in flight: id ─► oneshot, deadline heap    │
 //!        ▼                                  │ P::decode ◄─ Transport::recv               │◄─ wire
 //!   Pending ◄──────── oneshot ◄──── reply ──┤ correlate: by id (warpwire) or FIFO        │
-//!   .wait() / .await                        │   (echo, http); P::reply_result            │
+//!   .wait() / .await                        │   (echo, http, resp); P::reply_result      │
 //!                                           │   (warpwire: ERROR ─► Err)                 │
 //!                                           │ timeouts (FIFO: one in flight resets the   │
 //!                                           │   connection), reconnect + backoff         │
@@ -47,7 +47,7 @@
 //!         ring[id % depth] = send time
 //!   read: Transport::recv ──► P::read_buf / P::commit ◄───────────────────────────── wire
 //!         P::decode ──► Reply(Id(n))   : warpwire, the request_id on the wire
-//!                   ──► Reply(Oldest)  : echo and http, in order (FIFO)
+//!                   ──► Reply(Oldest)  : echo, http and resp, in order (FIFO)
 //!                   ──► ServerInitiated: ignored (a relayed BROADCAST)
 //!                   ──► Err            : the stream is lost, so is the connection
 //!         P::check(id, &request, &reply) ──► latency histogram, or an error counted
@@ -130,5 +130,5 @@ pub use error::ClientError;
 pub use loadgen::LoadConfig;
 pub use pending::{Pending, Request};
 pub use pool::Pool;
-pub use protocol::{ClientHooks, ClientProtocol, Echo, Http, Warpwire};
+pub use protocol::{ClientHooks, ClientProtocol, Echo, Http, Resp, Warpwire};
 pub use report::{LoadReport, Progress};

@@ -39,7 +39,10 @@ use hdrhistogram::Histogram;
 use warpwire_frame::{Flags, MessageType};
 use warpwire_transport::{Transport, TransportError};
 
-use crate::protocol::{ClientProtocol, Echo, EchoRequest, Http, HttpRequest, HttpTarget, Warpwire};
+use crate::protocol::{
+    ClientProtocol, Echo, EchoRequest, Http, HttpRequest, HttpTarget, Resp, RespCommand,
+    RespRequest, Warpwire,
+};
 use crate::{ClientError, LoadReport, Progress, Request};
 
 /// How often the progress callback runs.
@@ -69,7 +72,8 @@ pub struct LoadConfig {
     pub pipeline_depth: usize,
     /// Request body size (default 64). PING bodies are always 8 bytes. For
     /// echo, the bytes of each request (and of its reply); for http, the
-    /// `POST /echo` body, 0 for `GET /ping`.
+    /// `POST /echo` body, 0 for `GET /ping`; for resp, the value `SET`
+    /// writes and `GET` expects (`PING` ignores it).
     pub body_size: usize,
     /// Request type of the warpwire protocol (default ECHO): ECHO, PING,
     /// DATA (sent with ACK_REQUESTED) or an application type 0x80..=0xFE.
@@ -228,6 +232,30 @@ impl LoadProtocol for Http {
         // A socket address is visible ASCII (IPv6 in brackets).
         HttpRequest::new(&cfg.addr.to_string(), target)
             .map_err(|_| ClientError::InvalidConfig("the address is not a valid Host"))
+    }
+}
+
+impl LoadProtocol for Resp {
+    /// [`Resp::command`] with values of `body_size` bytes (up to
+    /// [`Resp::max_reply`]). `msg_type` must be left at its default, ECHO:
+    /// it is warpwire's.
+    fn load_request(&self, cfg: &LoadConfig) -> Result<RespRequest, ClientError> {
+        if cfg.msg_type != MessageType::ECHO {
+            return Err(ClientError::InvalidConfig(
+                "msg_type applies to the warpwire protocol only (resp sends SET, GET or PING: Resp::command)",
+            ));
+        }
+        if cfg.body_size > self.max_reply {
+            return Err(ClientError::InvalidConfig(
+                "body_size exceeds the resp protocol's max_reply",
+            ));
+        }
+        let size = cfg.body_size;
+        Ok(match self.command {
+            RespCommand::Set => RespRequest::Set { size },
+            RespCommand::Get => RespRequest::Get { size },
+            RespCommand::Ping => RespRequest::Ping,
+        })
     }
 }
 
@@ -602,5 +630,36 @@ mod tests {
             ..LoadConfig::new(addr)
         };
         assert_eq!(ping.effective_body_size(), 8);
+        let resp = |command| Resp {
+            command,
+            ..Resp::default()
+        };
+        assert_eq!(
+            resp(RespCommand::Set).load_request(&cfg).unwrap(),
+            RespRequest::Set { size: 64 }
+        );
+        assert_eq!(
+            resp(RespCommand::Get).load_request(&cfg).unwrap(),
+            RespRequest::Get { size: 64 }
+        );
+        assert_eq!(
+            resp(RespCommand::Ping).load_request(&cfg).unwrap(),
+            RespRequest::Ping
+        );
+        for cfg in [
+            ping,
+            LoadConfig {
+                body_size: Resp::DEFAULT_MAX_REPLY + 1,
+                ..LoadConfig::new(addr)
+            },
+        ] {
+            assert!(
+                matches!(
+                    Resp::default().load_request(&cfg),
+                    Err(ClientError::InvalidConfig(_))
+                ),
+                "{cfg:?}"
+            );
+        }
     }
 }

@@ -18,9 +18,9 @@
 //!
 //! Warpwire implements every hook (AUTH after each (re)connect, PING
 //! heartbeats, answering the server's PINGs, ERROR replies as
-//! [`ClientError::Server`]); echo and HTTP take the defaults, except that
-//! HTTP reports a server's `Connection: close` to the requests pipelined
-//! behind it as [`ClientError::Disconnected`].
+//! [`ClientError::Server`]); echo, HTTP and RESP take the defaults,
+//! except that HTTP reports a server's `Connection: close` to the
+//! requests pipelined behind it as [`ClientError::Disconnected`].
 
 use std::time::Duration;
 

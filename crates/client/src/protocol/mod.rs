@@ -31,20 +31,24 @@
 //! handshake, a heartbeat, answers to the server, replies that are
 //! errors).
 //!
-//! Three implementations: [`Warpwire`] (the binary framing of
+//! Four implementations: [`Warpwire`] (the binary framing of
 //! `warpwire-frame`, by id), [`Echo`] (RFC 862: the server returns every
-//! byte; in order) and [`Http`] (HTTP/1.1 keep-alive, pipelined, against
-//! warpwire's `/ping` and `/echo` routes; in order).
+//! byte; in order), [`Http`] (HTTP/1.1 keep-alive, pipelined, against
+//! warpwire's `/ping` and `/echo` routes; in order) and [`Resp`] (RESP2,
+//! Redis's protocol: pipelined `SET`, `GET`, `PING` or any command; in
+//! order).
 
 mod echo;
 mod hooks;
 mod http;
 mod recv;
+mod resp;
 mod warpwire;
 
 pub use echo::{Echo, EchoConn, EchoError, EchoRequest};
 pub use hooks::ClientHooks;
 pub use http::{Http, HttpConn, HttpError, HttpRequest, HttpResponse, HttpTarget};
+pub use resp::{Resp, RespCommand, RespConn, RespError, RespRequest, RespValue};
 pub use warpwire::Warpwire;
 
 use bytes::BytesMut;
