@@ -124,6 +124,24 @@ run_wrk() { # label
     done
 }
 
+# Our own load generator with its own AF_XDP socket on the client's veth
+# end (a userspace stack at 10.77.0.3): the kernel's client-side TCP is out
+# of the way. One thread (one queue), depth 1 and 16.
+BROWS=()
+run_bypass_bench() { # label protocol port [bench options]
+    local label=$1 proto=$2 port=$3 d json
+    shift 3
+    for d in 1 16; do
+        json=$(ip netns exec "$B" taskset -c 1 timeout 120 "$BIN" bench "10.77.0.1:$port" \
+            --transport xdp --iface "$VB" --ip 10.77.0.3/24 --protocol "$proto" \
+            --connections 16 --depth "$d" --duration "$DURATION" --warmup 1s --json "$@") || {
+            echo "bench --protocol $proto against $label failed" >&2; exit 1; }
+        BROWS+=("$label|$proto|16 x $d|$(python3 -c 'import json,sys
+r=json.loads(sys.stdin.read())
+print("%.0f|%.1f us|%.1f us|%d" % (r["throughput_msgs_per_s"], r["p50_us"], r["p99_us"], r["errors"]))' <<<"$json")")
+    done
+}
+
 RROWS=()
 run_redis_bench() { # label
     local label=$1 p csv
@@ -141,15 +159,21 @@ run_redis_bench() { # label
 }
 
 echo "== nginx (kernel TCP)" >&2
-start_nginx; run_wrk "nginx-light 1.22, kernel TCP"; stop_server
+start_nginx; run_wrk "nginx-light 1.22, kernel TCP"
+run_bypass_bench "nginx-light 1.22, kernel TCP" http 8080 --size 0; stop_server
 echo "== redis-server (kernel TCP)" >&2
-start_redis; run_redis_bench "redis-server 7.0, kernel TCP"; stop_server
+start_redis; run_redis_bench "redis-server 7.0, kernel TCP"
+run_bypass_bench "redis-server 7.0, kernel TCP" resp 6379 --command get --size 3; stop_server
 echo "== warpwire, socket backend" >&2
 start_warpwire --transport socket
-run_wrk "warpwire, socket (epoll)"; run_redis_bench "warpwire, socket (epoll)"; stop_server
+run_wrk "warpwire, socket (epoll)"; run_redis_bench "warpwire, socket (epoll)"
+run_bypass_bench "warpwire, socket (epoll)" http 8080 --size 0
+run_bypass_bench "warpwire, socket (epoll)" resp 6379 --command get --size 3; stop_server
 echo "== warpwire, AF_XDP" >&2
 start_warpwire --transport xdp --iface "$VA" --ip 10.77.0.1/24
-run_wrk "warpwire, xdp"; run_redis_bench "warpwire, xdp"; stop_server
+run_wrk "warpwire, xdp"; run_redis_bench "warpwire, xdp"
+run_bypass_bench "warpwire, xdp" http 8080 --size 0
+run_bypass_bench "warpwire, xdp" resp 6379 --command get --size 3; stop_server
 echo "== warpwire, AF_XDP busy-polling" >&2
 start_warpwire --transport xdp --iface "$VA" --ip 10.77.0.1/24 --latency-policy lowest
 run_wrk "warpwire, xdp, busy-poll"; run_redis_bench "warpwire, xdp, busy-poll"; stop_server
@@ -168,3 +192,9 @@ echo
 echo "| server | command | pipeline | requests/s | p50 | p99 |"
 echo "|---|---|---:|---:|---:|---:|"
 for r in "${RROWS[@]}"; do echo "| ${r//|/ | } |"; done
+echo
+echo "warpwire bench over its own AF_XDP socket (--transport xdp, 1 thread, 16 connections)"
+echo
+echo "| server | protocol | connections x depth | requests/s | p50 | p99 | errors |"
+echo "|---|---|---|---:|---:|---:|---:|"
+for r in "${BROWS[@]}"; do echo "| ${r//|/ | } |"; done
