@@ -118,7 +118,11 @@ fn a_low_descriptor_limit_gives_server_busy_not_a_spin() {
 /// listener is evicted, and a bystander's pings stay quick. The bystander
 /// receives the broadcasts too: its PONG overtakes queued relays but waits
 /// for the one relay being written (frames do not interleave), about 1 MiB
-/// at its share of the bandwidth (~70 ms here; 1.7-2.3 s before).
+/// at its share of the bandwidth (~70 ms here; 1.7-2.3 s before). A ping
+/// that arrives while the bystander's own output cap (4 MiB of relays) is
+/// full is not read until that drains, at ~15 MB/s per reader with 200
+/// readers: 300-500 ms, in about one run of five. So the bound is on the
+/// median and on the worst ping: the seconds-long stalls of old fail it.
 #[test]
 fn a_broadcast_storm_slows_the_sender_instead_of_evicting_readers() {
     let s = Server::start(&["--transport", "socket"]);
@@ -131,7 +135,7 @@ fn a_broadcast_storm_slows_the_sender_instead_of_evicting_readers() {
         "the sender got nothing through: {out}"
     );
     assert!(
-        report_field(&out, "p99_us") < 300_000,
+        report_field(&out, "p50_us") < 20_000 && report_field(&out, "max_us") < 1_000_000,
         "bystander pings too slow: {out}"
     );
 }
