@@ -163,6 +163,13 @@ impl<A: Protocol, B: Protocol> Protocol for Both<A, B> {
         self.b.housekeeping(&mut local.1, now);
     }
 
+    fn idle_exempt(&self, conn: &Self::Conn) -> bool {
+        match conn {
+            Either::First(c) => self.a.idle_exempt(c),
+            Either::Second(c) => self.b.idle_exempt(c),
+        }
+    }
+
     fn relay(&self, conn: &mut Self::Conn, msg: &Bytes, out: &mut BytesMut) -> Relay {
         match conn {
             Either::First(c) => self.a.relay(c, msg, out),

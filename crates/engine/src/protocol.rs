@@ -307,6 +307,12 @@ pub trait Protocol: Send + Sync + 'static {
     /// Every 100 ms, and once more when the worker stops.
     fn housekeeping(&self, _local: &mut Self::Local, _now: Instant) {}
 
+    /// Whether the connection is waiting for what others publish (a
+    /// subscriber) rather than idle: the idle timeout does not close it.
+    fn idle_exempt(&self, _conn: &Self::Conn) -> bool {
+        false
+    }
+
     /// A message another connection published ([`Ctx::publish`]) reaches
     /// this eligible connection: deliver it as is (the default, zero-copy),
     /// rewrite it for this connection into `out`, or skip it. Called on the

@@ -382,6 +382,11 @@ impl Protocol for Resp {
             .expire_some(now, local.worker, local.workers, EXPIRE_BUDGET);
     }
 
+    /// A subscriber waits for messages, as Redis never times one out.
+    fn idle_exempt(&self, c: &RespConn) -> bool {
+        !c.client.subs.is_empty()
+    }
+
     fn relay(&self, c: &mut RespConn, msg: &Bytes, out: &mut BytesMut) -> Relay {
         match pubsub::channel_of(msg) {
             Some(ch) if c.client.subs.contains(ch) => {

@@ -837,3 +837,29 @@ proptest! {
         }
     }
 }
+
+/// A subscriber waits for messages and is never closed for being idle, as
+/// in Redis; a connection that is not subscribed is (the engine's
+/// idle_timeout, 60 s by default).
+#[test]
+fn a_subscriber_outlives_the_idle_timeout() {
+    let mut h = harness();
+    let (sub, idle) = (conn(&mut h), conn(&mut h));
+    talk(&mut h, sub, &cmd(&["SUBSCRIBE", "news"]));
+    talk(&mut h, idle, &cmd(&["PING"]));
+    for _ in 0..70 {
+        h.advance(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(h.closed(sub), None, "the subscriber stays");
+    assert!(h.closed(idle).is_some(), "the idle connection is closed");
+    let publisher = conn(&mut h);
+    assert_eq!(
+        talk(&mut h, publisher, &cmd(&["PUBLISH", "news", "late"])),
+        ":1\r\n"
+    );
+    assert!(
+        String::from_utf8(h.received(sub))
+            .unwrap()
+            .ends_with("$4\r\nlate\r\n")
+    );
+}

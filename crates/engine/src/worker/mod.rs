@@ -717,7 +717,10 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         let mut stuck = Vec::new();
         for s in self.core.sessions.iter().flatten() {
             match s.closing {
-                None if !s.waiting && now.saturating_duration_since(s.last_request) >= idle => {
+                None if !s.waiting
+                    && now.saturating_duration_since(s.last_request) >= idle
+                    && !self.proto.idle_exempt(&s.conn) =>
+                {
                     idle_ids.push(s.id())
                 }
                 Some(deadline) if now >= deadline && !s.close_sent => stuck.push(s.id()),
