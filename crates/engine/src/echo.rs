@@ -16,12 +16,9 @@ use std::time::Instant;
 
 use warpwire_transport::CloseReason;
 
+use crate::input::{InputBuffer, READ_CHUNK};
 use crate::metrics::WorkerCounters;
 use crate::protocol::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, Step};
-
-/// Bytes read from the transport per `read_buf`: the engine's read budget
-/// is a few of these per poll (as for warpwire's decoder chunks).
-const CHUNK: usize = 16 * 1024;
 
 /// The echo protocol; see the module docs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,8 +28,7 @@ pub struct Echo;
 /// is allocated when the peer first sends, so idle connections cost none.
 #[derive(Debug, Default)]
 pub struct EchoConn {
-    buf: Vec<u8>,
-    filled: usize,
+    input: InputBuffer,
 }
 
 impl Protocol for Echo {
@@ -50,23 +46,21 @@ impl Protocol for Echo {
     }
 
     fn read_buf<'c>(&self, c: &'c mut EchoConn) -> &'c mut [u8] {
-        if c.buf.is_empty() {
-            c.buf = vec![0; CHUNK];
-        }
-        &mut c.buf[c.filled..]
+        // One chunk at a time: everything read is echoed at the next step.
+        c.input.read_buf(0, READ_CHUNK)
     }
 
     fn commit(&self, c: &mut EchoConn, n: usize) {
-        c.filled = (c.filled + n).min(c.buf.len());
+        c.input.commit(n);
     }
 
     fn step(&self, _: &mut (), c: &mut EchoConn, ctx: &mut Ctx<'_>) -> Step {
-        if c.filled == 0 {
+        if c.input.is_empty() {
             return Step::NeedInput;
         }
-        let n = c.filled as u64;
-        ctx.out().extend_from_slice(&c.buf[..c.filled]);
-        c.filled = 0;
+        let n = c.input.len() as u64;
+        ctx.out().extend_from_slice(c.input.unread());
+        c.input.consume(c.input.len());
         let counters = ctx.counters();
         WorkerCounters::add(&counters.bytes_in, n);
         WorkerCounters::add(&counters.bytes_out, n);
@@ -77,13 +71,13 @@ impl Protocol for Echo {
 
     fn input_held(&self, c: &EchoConn) -> InputHeld {
         InputHeld {
-            allocated: c.buf.capacity(),
+            allocated: c.input.allocated(),
             partial: false,
         }
     }
 
     fn drop_input(&self, c: &mut EchoConn) {
-        *c = EchoConn::default();
+        c.input.clear();
     }
 
     fn closed(&self, _: &mut (), _: EchoConn, _: &ConnInfo, _: Option<CloseReason>) {}

@@ -31,6 +31,7 @@ mod both;
 mod config;
 mod echo;
 mod handler;
+pub mod input;
 mod limits;
 pub mod metrics;
 mod pool;
@@ -54,6 +55,7 @@ pub use handler::{
     AppHandler, DataHandler, DirectorySink, DiscardData, HandlerError, Handlers, REVERSE,
     SessionInfo, UPPERCASE, reverse, uppercase,
 };
+pub use input::InputBuffer;
 pub use limits::{Limit, TokenBucket};
 pub use metrics::Metrics;
 pub use protocol::{ConnInfo, Ctx, Hooks, InputHeld, NoHooks, Protocol, Refusal, Relay, Step};

@@ -54,7 +54,8 @@ use serde::{Deserialize, Serialize};
 use warpwire_engine::metrics::WorkerCounters;
 use warpwire_engine::protocol::{Done, Outcome};
 use warpwire_engine::{
-    ConnInfo, Ctx, HandlerError, Handlers, InputHeld, Metrics, Protocol, Refusal, SessionInfo, Step,
+    ConnInfo, Ctx, HandlerError, Handlers, InputBuffer, InputHeld, Metrics, Protocol, Refusal,
+    SessionInfo, Step,
 };
 use warpwire_frame::{Frame, MessageType};
 use warpwire_transport::CloseReason;
@@ -68,8 +69,7 @@ use response::{DateCache, Persist};
 /// this size; 100 is nginx's order of magnitude and far above any browser).
 pub const MAX_HEADERS: usize = 100;
 
-/// Bytes read from the transport per `read_buf`.
-const READ_CHUNK: usize = 16 * 1024;
+use warpwire_engine::input::READ_CHUNK;
 
 /// Limits of the HTTP server (`[http]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,10 +195,8 @@ enum Phase {
 /// A connection: its input buffer and parser state.
 #[derive(Debug)]
 pub struct HttpConn {
-    /// Input; `start..end` is unread. Allocated at the first read.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Input not yet consumed. Allocated at the first read.
+    input: InputBuffer,
     phase: Phase,
     /// `100 Continue` was sent for the current request.
     continued: bool,
@@ -287,17 +285,9 @@ impl Http {
     }
 
     fn consume(c: &mut HttpConn, n: usize) {
-        c.start += n;
+        c.input.consume(n);
         c.phase = Phase::Head;
         c.continued = false;
-        if c.start == c.end {
-            c.start = 0;
-            c.end = 0;
-            // An idle connection does not keep a large buffer.
-            if c.buf.len() > 4 * READ_CHUNK {
-                c.buf = Vec::new();
-            }
-        }
     }
 
     fn send_continue(c: &mut HttpConn, info: &HeadInfo, ctx: &mut Ctx<'_>) {
@@ -310,16 +300,18 @@ impl Http {
 
     fn head(&self, local: &mut HttpLocal, c: &mut HttpConn, ctx: &mut Ctx<'_>) -> Step {
         // RFC 9112 §2.2: empty lines before a request line are ignored.
-        while c.start < c.end && matches!(c.buf[c.start], b'\r' | b'\n') {
-            c.start += 1;
-        }
-        if c.start == c.end {
-            c.start = 0;
-            c.end = 0;
+        let blank = c
+            .input
+            .unread()
+            .iter()
+            .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+            .count();
+        c.input.consume(blank);
+        if c.input.is_empty() {
             return Step::NeedInput;
         }
         let cfg = &self.config;
-        let data = &c.buf[c.start..c.end];
+        let data = c.input.unread();
         let line = data.iter().position(|&b| b == b'\n');
         if line.unwrap_or(data.len()) > cfg.max_request_line {
             return self.fail(local, c, ctx, Status::URI_TOO_LONG);
@@ -413,16 +405,15 @@ impl Http {
                 let Framing::Length(len) = info.framing else {
                     return Step::NeedInput;
                 };
-                if c.end - c.start < head_len + len {
+                if c.input.len() < head_len + len {
                     return Step::NeedInput;
                 }
                 (head_len, head_len + len, head_len + len)
             }
             Some(mut ch) => {
-                let held = c.end - c.start;
-                let buf = &mut c.buf[c.start..];
+                let held = c.input.len();
                 let progress = ch.advance(
-                    buf,
+                    c.input.unread_mut(),
                     held,
                     head_len,
                     self.config.max_body,
@@ -440,7 +431,7 @@ impl Http {
                 }
             }
         };
-        let data = &c.buf[c.start..c.start + used];
+        let data = &c.input.unread()[..used];
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         // The same bytes parsed whole before: they parse again.
@@ -745,9 +736,7 @@ impl Protocol for Http {
 
     fn open(&self, _: &mut HttpLocal, info: &ConnInfo, _: &mut Ctx<'_>) -> HttpConn {
         HttpConn {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
+            input: InputBuffer::new(),
             phase: Phase::Head,
             continued: false,
             done: false,
@@ -765,27 +754,13 @@ impl Protocol for Http {
         if c.done {
             return &mut [];
         }
-        let held = c.end - c.start;
+        // The current request's limit, and a chunk of the next one.
         let cap = self.request_cap(c) + READ_CHUNK;
-        if held >= cap {
-            return &mut [];
-        }
-        let want = (held + READ_CHUNK).min(cap);
-        if c.buf.len() - c.start < want {
-            if c.start > 0 {
-                c.buf.copy_within(c.start..c.end, 0);
-                c.start = 0;
-                c.end = held;
-            }
-            if c.buf.len() < want {
-                c.buf.resize(want.next_power_of_two().min(cap), 0);
-            }
-        }
-        &mut c.buf[c.end..]
+        c.input.read_buf(0, cap)
     }
 
     fn commit(&self, c: &mut HttpConn, n: usize) {
-        c.end = (c.end + n).min(c.buf.len());
+        c.input.commit(n);
     }
 
     fn step(&self, local: &mut HttpLocal, c: &mut HttpConn, ctx: &mut Ctx<'_>) -> Step {
@@ -805,7 +780,9 @@ impl Protocol for Http {
             // A request left unfinished (slowloris) hears 408; an idle
             // keep-alive connection is closed without a word, so a client
             // racing its next request against the close is not confused.
-            Refusal::Idle { .. } if c.end > c.start || matches!(c.phase, Phase::Body { .. }) => {
+            Refusal::Idle { .. }
+                if !c.input.is_empty() || matches!(c.phase, Phase::Body { .. }) =>
+            {
                 Status::REQUEST_TIMEOUT
             }
             Refusal::Idle { .. } => {
@@ -825,15 +802,13 @@ impl Protocol for Http {
 
     fn input_held(&self, c: &HttpConn) -> InputHeld {
         InputHeld {
-            allocated: c.buf.len(),
-            partial: c.end > c.start,
+            allocated: c.input.allocated(),
+            partial: !c.input.is_empty(),
         }
     }
 
     fn drop_input(&self, c: &mut HttpConn) {
-        c.buf = Vec::new();
-        c.start = 0;
-        c.end = 0;
+        c.input.clear();
         c.phase = Phase::Head;
     }
 

@@ -47,7 +47,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use warpwire_engine::metrics::WorkerCounters;
-use warpwire_engine::{ConnInfo, Ctx, InputHeld, Protocol, Refusal, Relay, Step, UserDb};
+use warpwire_engine::{
+    ConnInfo, Ctx, InputBuffer, InputHeld, Protocol, Refusal, Relay, Step, UserDb,
+};
 use warpwire_transport::CloseReason;
 
 pub use parse::{MAX_INLINE, ProtoError};
@@ -58,8 +60,7 @@ use pubsub::Channels;
 use reply::Out;
 use store::Store;
 
-/// Bytes read from the transport per `read_buf` (as HTTP's).
-const READ_CHUNK: usize = 16 * 1024;
+use warpwire_engine::input::READ_CHUNK;
 
 /// Keys active expiry deletes per housekeeping call on each worker: Redis
 /// looks at 20 keys per loop of its cycle; with deadlines kept in order we
@@ -184,10 +185,8 @@ pub(crate) struct Client {
 /// A connection: its input buffer, parser and client state.
 #[derive(Debug)]
 pub struct RespConn {
-    /// Input; `start..end` is unread. Allocated at the first read.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Input not yet consumed. Allocated at the first read.
+    input: InputBuffer,
     /// Bytes the request being parsed needs in all (0: unknown).
     want: usize,
     parser: Parser,
@@ -196,17 +195,9 @@ pub struct RespConn {
 
 impl RespConn {
     fn consume(&mut self, n: usize) {
-        self.start += n;
+        self.input.consume(n);
         self.want = 0;
         self.parser.reset();
-        if self.start >= self.end {
-            self.start = 0;
-            self.end = 0;
-            // An idle connection does not keep a large buffer.
-            if self.buf.len() > 4 * READ_CHUNK {
-                self.buf = Vec::new();
-            }
-        }
     }
 }
 
@@ -230,9 +221,7 @@ impl Protocol for Resp {
         self.clients.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
         RespConn {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
+            input: InputBuffer::new(),
             want: 0,
             parser: Parser::default(),
             client: Client {
@@ -247,31 +236,18 @@ impl Protocol for Resp {
     }
 
     fn read_buf<'c>(&self, c: &'c mut RespConn) -> &'c mut [u8] {
-        let held = c.end - c.start;
-        let limit = self.config.max_query_buffer;
-        if c.client.done || held >= limit {
+        if c.client.done {
             return &mut [];
         }
         // Room for the request being parsed (growing by doubling as its
         // bytes arrive, not all at once on a header's word), plus a chunk.
-        let want = (held + READ_CHUNK)
-            .max(c.want.min(2 * held + 4 * READ_CHUNK))
-            .min(limit);
-        if c.buf.len() - c.start < want {
-            if c.start > 0 {
-                c.buf.copy_within(c.start..c.end, 0);
-                c.start = 0;
-                c.end = held;
-            }
-            if c.buf.len() < want {
-                c.buf.resize(want, 0);
-            }
-        }
-        &mut c.buf[c.end..]
+        let held = c.input.len();
+        let want = c.want.min(2 * held + 4 * READ_CHUNK);
+        c.input.read_buf(want, self.config.max_query_buffer)
     }
 
     fn commit(&self, c: &mut RespConn, n: usize) {
-        c.end = (c.end + n).min(c.buf.len());
+        c.input.commit(n);
     }
 
     fn step(&self, _: &mut RespLocal, c: &mut RespConn, ctx: &mut Ctx<'_>) -> Step {
@@ -283,7 +259,7 @@ impl Protocol for Resp {
             max_multibulk: self.config.max_multibulk_len,
             authed: c.client.authed,
         };
-        let data = &c.buf[c.start..c.end];
+        let data = c.input.unread();
         match c.parser.parse(data, limits) {
             Parsed::Incomplete { want } => {
                 c.want = want;
@@ -357,15 +333,13 @@ impl Protocol for Resp {
 
     fn input_held(&self, c: &RespConn) -> InputHeld {
         InputHeld {
-            allocated: c.buf.len(),
-            partial: c.end > c.start,
+            allocated: c.input.allocated(),
+            partial: !c.input.is_empty(),
         }
     }
 
     fn drop_input(&self, c: &mut RespConn) {
-        c.buf = Vec::new();
-        c.start = 0;
-        c.end = 0;
+        c.input.clear();
         c.want = 0;
         c.parser.reset();
     }
