@@ -75,6 +75,66 @@ impl UseTransport for ConnectWith {
     }
 }
 
+/// DATA frames written but not yet known to be queued on the connection,
+/// at most: enough to keep the connection busy while the next chunk is
+/// read, and a memory bound (this many chunks) however large the input.
+const DATA_IN_FLIGHT: usize = 32;
+
+/// Streams `input` as DATA frames of `chunk` bytes, pipelined, with memory
+/// bounded by [`DATA_IN_FLIGHT`] chunks whatever the input's size; only
+/// the last frame asks for an ACK (it confirms everything before it on
+/// the connection). An empty input sends one empty frame. Returns the
+/// bytes sent and the last ACK's count.
+fn stream_data(
+    client: &Client,
+    mut input: impl std::io::Read,
+    chunk: usize,
+) -> Result<(u64, u64), BoxError> {
+    // One chunk read ahead, to know which one is last.
+    let mut next = read_chunk(&mut input, chunk)?;
+    let mut in_flight = std::collections::VecDeque::with_capacity(DATA_IN_FLIGHT);
+    let mut sent = 0u64;
+    loop {
+        let cur = next;
+        sent += cur.len() as u64;
+        next = if cur.len() < chunk {
+            Bytes::new()
+        } else {
+            read_chunk(&mut input, chunk)?
+        };
+        if next.is_empty() {
+            for p in in_flight {
+                warpwire_client::Pending::wait(p)?;
+            }
+            let acked = client.data(cur, true)?.unwrap_or(0);
+            return Ok((sent, acked));
+        }
+        in_flight.push_back(client.send(warpwire_client::Request::new(MessageType::DATA, cur)));
+        if in_flight.len() >= DATA_IN_FLIGHT
+            && let Some(p) = in_flight.pop_front()
+        {
+            p.wait()?;
+        }
+    }
+}
+
+/// Up to `chunk` bytes (fewer only at the end of the input), in a buffer
+/// of their own that the frame then carries without another copy.
+fn read_chunk(input: &mut impl std::io::Read, chunk: usize) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; chunk];
+    let mut filled = 0;
+    while filled < chunk {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
+}
+
 fn show(body: &[u8]) -> String {
     match std::str::from_utf8(body) {
         Ok(s) => s.to_owned(),
@@ -119,30 +179,18 @@ pub fn run(file: &FileConfig, a: ClientArgs) -> Result<(), BoxError> {
             println!("broadcast delivered to {n} recipient(s)");
         }
         ClientAction::Data { text, file, chunk } => {
-            let bytes = match (text, file) {
+            let chunk = (*chunk).max(1);
+            let (sent, acked) = match (text, file) {
                 (_, Some(f)) => {
-                    std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                    let file = std::fs::File::open(f)
+                        .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                    stream_data(&client, file, chunk)
+                        .map_err(|e| format!("{}: {e}", f.display()))?
                 }
-                (Some(t), None) => t.clone().into_bytes(),
+                (Some(t), None) => stream_data(&client, t.as_bytes(), chunk)?,
                 (None, None) => return Err("give TEXT or --file".into()),
             };
-            let chunks: Vec<&[u8]> = if bytes.is_empty() {
-                vec![&[][..]]
-            } else {
-                bytes.chunks(*chunk).collect()
-            };
-            let mut acked = 0;
-            let last = chunks.len() - 1;
-            for (i, c) in chunks.into_iter().enumerate() {
-                // Only the last chunk asks for an ACK: it confirms everything before it.
-                if let Some(n) = client.data(Bytes::copy_from_slice(c), i == last)? {
-                    acked = n;
-                }
-            }
-            println!(
-                "sent {} bytes of DATA; last ack: {acked} bytes accepted",
-                bytes.len()
-            );
+            println!("sent {sent} bytes of DATA; last ack: {acked} bytes accepted");
         }
         ClientAction::Stats => {
             let s = client.stats()?;
