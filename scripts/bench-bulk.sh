@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Bulk DATA beside the path's floor, in one run: `warpwire client data
+# --file` of a FILE_MB file into `serve --workers 1`, and iperf3 over the
+# same path, interleaved ROUNDS times:
+#   loopback: socket client -> socket server, beside iperf3 on loopback;
+#   veth:     kernel -> kernel (socket), kernel -> xdp, xdp -> xdp, beside
+#             iperf3 over the same veth pair.
+#
+# Needs root (namespaces, AF_XDP). Installs iperf3 with apt when missing
+# (no daemon started). Creates two namespaces (ww-k*-PID), a veth pair and
+# a temporary file, and removes them and every process it started (by
+# pid) on exit; traffic never leaves them.
+#
+#   scripts/bench-bulk.sh            # FILE_MB=500 ROUNDS=3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FILE_MB=${FILE_MB:-500}
+ROUNDS=${ROUNDS:-3}
+[ "$(id -u)" -eq 0 ] || { echo "bench-bulk.sh needs root (namespaces, AF_XDP)"; exit 1; }
+
+if ! dpkg-query -W -f='${Status}' iperf3 2>/dev/null | grep -q "install ok installed"; then
+    had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+    [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends iperf3 >&2
+    [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+cargo build --release --features xdp --bin warpwire >&2
+BIN=$PWD/target/release/warpwire
+ID=$$
+A=ww-ka-$ID B=ww-kb-$ID VA=wka$ID VB=wkb$ID
+TMP=$(mktemp -d /tmp/ww-bench-bulk.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    ip netns del "$A" 2>/dev/null || true
+    ip netns del "$B" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+head -c "$((FILE_MB * 1000000))" /dev/urandom >"$TMP/data.bin"
+cat "$TMP/data.bin" >/dev/null # in the page cache for every round
+
+ip netns add "$A"; ip netns add "$B"
+ip link add "$VA" netns "$A" type veth peer name "$VB" netns "$B"
+ip -n "$A" addr add 10.77.0.1/24 dev "$VA"
+ip -n "$B" addr add 10.77.0.2/24 dev "$VB"
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
+
+# MB/s of one iperf3 run: server in $1 (a namespace or "-"), on $2.
+iperf() {
+    local ns=$1 ip=$2 pre=() out
+    [ "$ns" = - ] || pre=(ip netns exec "$ns")
+    "${pre[@]}" iperf3 -s -B "$ip" -p 17191 -1 >/dev/null 2>&1 &
+    local srv=$!
+    PIDS+=("$srv")
+    sleep 0.3
+    local cpre=()
+    [ "$ns" = - ] || cpre=(ip netns exec "$B")
+    out=$("${cpre[@]}" timeout 60 iperf3 -c "$ip" -p 17191 -t 3 -J)
+    wait "$srv" 2>/dev/null || true
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f" % (r["end"]["sum_received"]["bits_per_second"]/8e6))' <<<"$out"
+}
+
+# MB/s of one `client data --file`: $1 the client's namespace ("-": none),
+# $2 the server address, then client options.
+upload() {
+    local ns=$1 addr=$2 pre=() t0 t1
+    shift 2
+    [ "$ns" = - ] || pre=(ip netns exec "$ns")
+    t0=$(date +%s.%N)
+    "${pre[@]}" timeout 300 "$BIN" client "$addr" "$@" data --file "$TMP/data.bin" >/dev/null
+    t1=$(date +%s.%N)
+    python3 -c "print('%.0f' % ($FILE_MB / ($t1 - $t0)))"
+}
+
+start_server() { # namespace ("-": none), listen address, serve options
+    local ns=$1 listen=$2 pre=()
+    shift 2
+    [ "$ns" = - ] || pre=(ip netns exec "$ns")
+    : >"$TMP/srv.log"
+    "${pre[@]}" "$BIN" serve --listen "$listen" --workers 1 "$@" >"$TMP/srv.log" 2>&1 &
+    SERVER=$!
+    PIDS+=("$SERVER")
+    for _ in $(seq 100); do grep -q "listening" "$TMP/srv.log" && return 0; sleep 0.1; done
+    cat "$TMP/srv.log" >&2; exit 1
+}
+stop_server() { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+
+declare -A SUM
+add() { SUM[$1]="${SUM[$1]:-} $2"; }
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for r in $(seq "$ROUNDS"); do
+    echo "== round $r" >&2
+    add "loopback iperf3" "$(iperf - 127.0.0.1)"
+    start_server - 127.0.0.1:17190 --transport socket
+    add "loopback warpwire socket <- socket" "$(upload - 127.0.0.1:17190 --transport socket)"
+    stop_server
+
+    add "veth iperf3" "$(iperf "$A" 10.77.0.1)"
+    start_server "$A" 0.0.0.0:7077 --transport socket
+    add "veth warpwire socket <- socket" "$(upload "$B" 10.77.0.1:7077 --transport socket)"
+    stop_server
+    start_server "$A" 0.0.0.0:7077 --transport xdp --iface "$VA" --ip 10.77.0.1/24
+    add "veth warpwire xdp <- socket" "$(upload "$B" 10.77.0.1:7077 --transport socket)"
+    add "veth warpwire xdp <- xdp" "$(upload "$B" 10.77.0.1:7077 --transport xdp --iface "$VB" --ip 10.77.0.3/24)"
+    stop_server
+done
+
+echo "# bench-bulk.sh, $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, FILE_MB=$FILE_MB ROUNDS=$ROUNDS"
+echo "# warpwire: client data --file (64 KiB DATA frames) into serve --workers 1; iperf3 -t 3; medians of the rounds"
+echo
+echo "| path | MB/s (median) | rounds | ratio to the path's iperf3 |"
+echo "|---|---:|---|---:|"
+for key in "loopback iperf3" "loopback warpwire socket <- socket" "veth iperf3" \
+    "veth warpwire socket <- socket" "veth warpwire xdp <- socket" "veth warpwire xdp <- xdp"; do
+    m=$(median "${SUM[$key]}")
+    floor=$(median "${SUM[${key%% *} iperf3]}")
+    ratio=$(python3 -c "print('%.2f' % ($m / $floor))")
+    echo "| $key | $m |${SUM[$key]} | $ratio |"
+done
