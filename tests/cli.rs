@@ -336,6 +336,34 @@ fn bench_speaks_echo() {
     assert!(err.contains("100 errors, 0 requests lost"), "{err}");
 }
 
+/// `bench --protocol PROTOCOL` of 2,000 requests (4 connections, depth 8)
+/// with `extra`: exactly the count answered, no errors, nothing lost, and
+/// the report names the protocol and `size`.
+fn bench_2000_clean(addr: &str, protocol: &str, extra: &[&str], size: u64) {
+    let mut args = vec![
+        "bench",
+        addr,
+        "--protocol",
+        protocol,
+        "--transport",
+        "socket",
+        "--count",
+        "2000",
+        "--connections",
+        "4",
+        "--depth",
+        "8",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(&args);
+    common::assert_bench_clean(&out);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"].as_u64(), Some(2000), "{out}");
+    assert_eq!(v["protocol"], protocol);
+    assert_eq!(v["body_size"].as_u64(), Some(size), "{out}");
+}
+
 /// `bench --protocol http` against this binary's HTTP listener: pipelined
 /// `POST /echo` (every body checked) and, with `--size 0`, `GET /ping`;
 /// exactly the count answered, no errors; a warpwire `--type` refused.
@@ -343,32 +371,8 @@ fn bench_speaks_echo() {
 fn bench_speaks_http() {
     let s = Server::start(&["--transport", "socket", "--listener", "http=127.0.0.1:0"]);
     let a = s.addr_of("http").to_string();
-    let bench = |extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            &a,
-            "--protocol",
-            "http",
-            "--transport",
-            "socket",
-            "--count",
-            "2000",
-            "--connections",
-            "4",
-            "--depth",
-            "8",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args)
-    };
     for (size, extra) in [(64, &[][..]), (0, &["--size", "0"][..])] {
-        let out = bench(extra);
-        common::assert_bench_clean(&out);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["messages"].as_u64(), Some(2000), "{out}");
-        assert_eq!(v["protocol"], "http");
-        assert_eq!(v["body_size"].as_u64(), Some(size), "{out}");
+        bench_2000_clean(&a, "http", extra, size);
     }
     let refused = run(&["bench", &a, "--protocol", "http", "--type", "ping"]);
     let err = String::from_utf8_lossy(&refused.stderr);
@@ -385,36 +389,12 @@ fn bench_speaks_http() {
 fn bench_speaks_resp() {
     let s = Server::start(&["--transport", "socket", "--listener", "resp=127.0.0.1:0"]);
     let a = s.addr_of("resp").to_string();
-    let bench = |extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            &a,
-            "--protocol",
-            "resp",
-            "--transport",
-            "socket",
-            "--count",
-            "2000",
-            "--connections",
-            "4",
-            "--depth",
-            "8",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args)
-    };
     for (size, extra) in [
         (64, &["--keyspace", "500"][..]),
         (64, &["--command", "get", "--keyspace", "500"][..]),
         (0, &["--command", "ping"][..]),
     ] {
-        let out = bench(extra);
-        common::assert_bench_clean(&out);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["messages"].as_u64(), Some(2000), "{out}");
-        assert_eq!(v["protocol"], "resp");
-        assert_eq!(v["body_size"].as_u64(), Some(size), "{out}");
+        bench_2000_clean(&a, "resp", extra, size);
     }
     // GETs expecting another size find values of 64 bytes: errors.
     let out = run(&[

@@ -42,20 +42,9 @@ fn a_sleeping_handler_does_not_stall_pings_on_its_worker() {
         app_workers: 8,
         ..config()
     });
-    let (pings, n) =
-        warpwire_testkit::hostile::pings_beside_slow_calls(h.local_addr(), SLOW, 8, 100).unwrap();
-    let p99 = pings.quantile(0.99);
-    println!(
-        "pings p50 {:?} p99 {p99:?} max {:?}; {n} slow calls",
-        pings.quantile(0.5),
-        pings.max()
-    );
-    // 8 callers x 50 ms for ~1.2 s: about 190 calls if they ran in parallel.
-    assert!(
-        n >= 100,
-        "only {n} slow calls: the handlers did not run in parallel"
-    );
-    assert!(p99 < Duration::from_millis(5), "ping p99 {p99:?}");
+    let report =
+        warpwire_testkit::hostile::check_pings_beside_slow_calls(h.local_addr(), SLOW).unwrap();
+    println!("{report}");
     h.stop().unwrap();
 }
 

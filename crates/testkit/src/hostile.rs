@@ -255,6 +255,29 @@ pub fn pings_beside_slow_calls(
     Ok((measured?, calls.load(Ordering::Relaxed)))
 }
 
+/// The check of issue 14 on any transport: 8 connections call `slow_type`
+/// (a handler that sleeps 50 ms on the application workers) continuously
+/// while a bystander on the same, only I/O worker sends 100 PINGs; the
+/// PINGs' p99 must stay under 5 ms and the slow calls must have run in
+/// parallel (about 190 in the 1.2 s if they did; at least 100). A summary
+/// line, or what failed.
+pub fn check_pings_beside_slow_calls(addr: SocketAddr, slow_type: u8) -> Result<String, String> {
+    let (pings, n) = pings_beside_slow_calls(addr, slow_type, 8, 100)?;
+    let p99 = pings.quantile(0.99);
+    let summary = format!(
+        "pings p50 {:?} p99 {p99:?} max {:?}; {n} slow calls",
+        pings.quantile(0.5),
+        pings.max()
+    );
+    if n < 100 {
+        return Err(format!("the handlers did not run in parallel: {summary}"));
+    }
+    if p99 >= Duration::from_millis(5) {
+        return Err(format!("ping p99 over 5 ms: {summary}"));
+    }
+    Ok(summary)
+}
+
 /// Opens `conns` connections that each send one valid header declaring a
 /// `declare`-byte body and nothing more, holds them while a bystander
 /// pings, and returns the bystander's round trips. The caller measures the

@@ -92,20 +92,10 @@ fn a_sleeping_handler_does_not_stall_pings_over_xdp() {
     server.register_blocking(SLOW, slow).unwrap();
     let h = server.start(factory(&veth)).unwrap();
     let addr = h.local_addr();
-    let (pings, n) = in_netns(&veth.ns_b, || {
-        warpwire_testkit::hostile::pings_beside_slow_calls(addr, SLOW, 8, 100)
+    let report = in_netns(&veth.ns_b, || {
+        warpwire_testkit::hostile::check_pings_beside_slow_calls(addr, SLOW)
     })
     .unwrap();
-    let p99 = pings.quantile(0.99);
-    println!(
-        "over xdp: pings p50 {:?} p99 {p99:?} max {:?}; {n} slow calls",
-        pings.quantile(0.5),
-        pings.max()
-    );
-    assert!(
-        n >= 100,
-        "only {n} slow calls: the handlers did not run in parallel"
-    );
-    assert!(p99 < Duration::from_millis(5), "ping p99 {p99:?}");
+    println!("over xdp: {report}");
     h.stop().unwrap();
 }

@@ -277,26 +277,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    /// Feeds `bytes` in pieces of `step` and decodes after each.
+    /// Feeds `bytes` in pieces of `step` and decodes after each; every
+    /// byte is taken and none is an error.
     fn feed(p: &Echo, c: &mut EchoConn, bytes: &[u8], step: usize) -> Vec<Bytes> {
-        let mut got = Vec::new();
-        for piece in bytes.chunks(step) {
-            let mut rest = piece;
-            while !rest.is_empty() {
-                let buf = p.read_buf(c);
-                assert!(!buf.is_empty());
-                let n = buf.len().min(rest.len());
-                buf[..n].copy_from_slice(&rest[..n]);
-                p.commit(c, n);
-                rest = &rest[n..];
-                while let Some(m) = p.decode(c).unwrap() {
-                    let Incoming::Reply(ReplyTo::Oldest, r) = m else {
-                        panic!("{m:?}")
-                    };
-                    got.push(r);
-                }
-            }
-        }
+        let (got, err) = crate::protocol::test_support::feed(p, c, bytes, step);
+        assert_eq!(err, None);
         got
     }
 

@@ -561,37 +561,7 @@ mod tests {
         (c, out)
     }
 
-    /// Feeds `bytes` in pieces of `step`, decoding after each; the
-    /// responses, and the error that ended the stream if one did.
-    fn feed(
-        p: &Http,
-        c: &mut HttpConn,
-        bytes: &[u8],
-        step: usize,
-    ) -> (Vec<HttpResponse>, Option<HttpError>) {
-        let mut got = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let piece = &rest[..step.min(rest.len())];
-            let buf = p.read_buf(c);
-            if buf.is_empty() {
-                break;
-            }
-            let n = buf.len().min(piece.len());
-            buf[..n].copy_from_slice(&piece[..n]);
-            p.commit(c, n);
-            rest = &rest[n..];
-            loop {
-                match p.decode(c) {
-                    Ok(Some(Incoming::Reply(ReplyTo::Oldest, r))) => got.push(r),
-                    Ok(Some(m)) => panic!("{m:?}"),
-                    Ok(None) => break,
-                    Err(e) => return (got, Some(e)),
-                }
-            }
-        }
-        (got, None)
-    }
+    use crate::protocol::test_support::feed;
 
     #[test]
     fn requests_are_keep_alive_with_host_and_the_echo_content() {

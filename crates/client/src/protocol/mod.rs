@@ -166,3 +166,45 @@ pub trait ClientProtocol: Send + Sync + 'static {
     /// Whether `reply` is a correct answer to `request`, sent as `id`.
     fn check(&self, id: u64, request: &Self::Request, reply: &Self::Reply) -> Result<(), Mismatch>;
 }
+
+/// What the protocols' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{ClientProtocol, Incoming, ReplyTo};
+
+    /// Feeds `bytes` to `p` in pieces of `step`, decoding after each: the
+    /// in-order replies, and the error that ended the stream if one did.
+    /// Stops early when `read_buf` has no room.
+    pub(crate) fn feed<P: ClientProtocol>(
+        p: &P,
+        c: &mut P::Conn,
+        bytes: &[u8],
+        step: usize,
+    ) -> (Vec<P::Reply>, Option<P::DecodeError>)
+    where
+        P::Reply: std::fmt::Debug,
+    {
+        let mut got = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let piece = &rest[..step.min(rest.len())];
+            let buf = p.read_buf(c);
+            if buf.is_empty() {
+                break;
+            }
+            let n = buf.len().min(piece.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            p.commit(c, n);
+            rest = &rest[n..];
+            loop {
+                match p.decode(c) {
+                    Ok(Some(Incoming::Reply(ReplyTo::Oldest, r))) => got.push(r),
+                    Ok(Some(m)) => panic!("{m:?}"),
+                    Ok(None) => break,
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+        }
+        (got, None)
+    }
+}

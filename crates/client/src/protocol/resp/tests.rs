@@ -18,37 +18,7 @@ fn expecting(p: &Resp, n: usize) -> RespConn {
     sent(p, &vec![RespRequest::Ping; n]).0
 }
 
-/// Feeds `bytes` in pieces of `step`, decoding after each; the replies,
-/// and the error that ended the stream if one did.
-fn feed(
-    p: &Resp,
-    c: &mut RespConn,
-    bytes: &[u8],
-    step: usize,
-) -> (Vec<RespValue>, Option<RespError>) {
-    let mut got = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let piece = &rest[..step.min(rest.len())];
-        let buf = p.read_buf(c);
-        if buf.is_empty() {
-            break;
-        }
-        let n = buf.len().min(piece.len());
-        buf[..n].copy_from_slice(&piece[..n]);
-        p.commit(c, n);
-        rest = &rest[n..];
-        loop {
-            match p.decode(c) {
-                Ok(Some(Incoming::Reply(ReplyTo::Oldest, r))) => got.push(r),
-                Ok(Some(m)) => panic!("{m:?}"),
-                Ok(None) => break,
-                Err(e) => return (got, Some(e)),
-            }
-        }
-    }
-    (got, None)
-}
+use crate::protocol::test_support::feed;
 
 fn bulk(b: &[u8]) -> RespValue {
     RespValue::Bulk(Bytes::copy_from_slice(b))
