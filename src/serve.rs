@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use warpwire_engine::{Both, Echo, Server, ServerHandle, UserDb};
 use warpwire_http::{Http, HttpConfig};
-use warpwire_resp::Resp;
+use warpwire_resp::{Resp, RespConfig};
 use warpwire_transport::{Transport, TransportError};
 
 use crate::backend::{Backend, Role, UseTransport};
@@ -68,7 +68,7 @@ fn fit_fd_limit(cfg: &mut warpwire_engine::ServerConfig) {
 struct ServeWith {
     server: Server,
     http: HttpConfig,
-    resp: Resp,
+    resp: RespConfig,
 }
 
 impl UseTransport for ServeWith {
@@ -80,11 +80,12 @@ impl UseTransport for ServeWith {
         F: Fn(usize) -> Result<T, TransportError> + Send + Sync + 'static,
     {
         let (http, resp) = (self.http, self.resp);
-        Ok(self.server.start_with(factory, move |m, h| {
-            Both::new(
-                Echo,
-                Both::new(Http::new(http, m.clone()).with_handlers(h.clone()), resp),
-            )
+        let require_auth = self.server.config().require_auth;
+        Ok(self.server.start_with(factory, move |parts| {
+            let http = Http::new(http, parts.metrics.clone()).with_handlers(parts.handlers.clone());
+            // Redis AUTH checks the users warpwire's AUTH does.
+            let resp = Resp::new(resp, parts.users.clone(), require_auth);
+            Both::new(Echo, Both::new(http, resp))
         })?)
     }
 }
@@ -112,13 +113,6 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
     if backend.facts().kernel_fds {
         fit_fd_limit(&mut cfg);
     }
-    if !cfg.listeners.is_empty() && !backend.facts().several_listeners {
-        return Err(format!(
-            "--listener: the {} transport serves one listen address (its workers share one listener)",
-            selection.kind
-        )
-        .into());
-    }
     cfg.workers = backend.workers(cfg.workers);
     cfg.listen = backend.listen_addr(cfg.listen);
     for l in &mut cfg.listeners {
@@ -140,22 +134,12 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
         server.data_handler(sink);
     }
-    // Redis AUTH checks the same users file warpwire's AUTH does.
-    let resp_users = match &settings.server.users_file {
-        Some(p) => Some(Arc::new(UserDb::load(p)?)),
-        None => None,
-    };
-    let resp = Resp::new(
-        settings.resp.clone(),
-        resp_users,
-        settings.server.require_auth,
-    );
     let handle = backend.run(
         Role::Server,
         ServeWith {
             server,
             http: settings.http.clone(),
-            resp,
+            resp: settings.resp.clone(),
         },
     )?;
     println!(

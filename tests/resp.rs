@@ -907,3 +907,41 @@ fn differential_against_redis_server() {
         failures.join("\n")
     );
 }
+
+/// `--require-auth --users FILE`: Redis clients authenticate against the
+/// same users file as the binary protocol's (loaded once by the server).
+#[test]
+fn auth_checks_the_servers_users_file() {
+    let users = std::env::temp_dir().join(format!("ww-resp-users-{}.toml", std::process::id()));
+    let _ = std::fs::remove_file(&users);
+    let out = Command::new(common::BIN)
+        .args(["users", "add", "alice", "--users", users.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("token (shown once, store it now): ")
+                .map(str::to_owned)
+        })
+        .expect("token printed");
+    let s = warpwire(&[
+        "--transport",
+        "socket",
+        "--require-auth",
+        "--users",
+        users.to_str().unwrap(),
+    ]);
+    let addr = s.addr_of("resp");
+    let refused = redis_cli(addr, &["GET", "k"]);
+    assert!(refused.starts_with("NOAUTH"), "{refused}");
+    let wrong = redis_cli(addr, &["AUTH", "alice", "nope"]);
+    assert!(wrong.starts_with("WRONGPASS"), "{wrong}");
+    let mut ok = cmd(&["AUTH", "alice", &token]);
+    ok.extend(cmd(&["SET", "k", "v"]));
+    let got = String::from_utf8(exchange(addr, &ok)).unwrap();
+    assert!(got.starts_with("+OK\r\n+OK\r\n"), "{got}");
+    let _ = std::fs::remove_file(&users);
+    assert!(s.terminate().success());
+}

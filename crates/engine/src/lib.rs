@@ -260,14 +260,14 @@ impl Server {
     /// Like [`Server::start`], also serving the protocol `other` builds
     /// (and any protocols it holds, see [`Both`]) on the
     /// `config.listeners` that name it, with the same workers:
-    /// `start_with(factory, |_, _| Echo)` serves warpwire on
-    /// `config.listen` and echo wherever a listener says `echo`. `other`
-    /// gets the server's metrics and its application handlers (HTTP serves
-    /// the one and calls the other).
+    /// `start_with(factory, |_| Echo)` serves warpwire on `config.listen`
+    /// and echo wherever a listener says `echo`. `other` gets what the
+    /// server shares with its other protocols ([`ServerParts`]: metrics,
+    /// handlers, users).
     pub fn start_with<T, F, B>(
         self,
         factory: F,
-        other: impl FnOnce(&Arc<Metrics>, &Arc<Handlers>) -> B,
+        other: impl FnOnce(&ServerParts) -> B,
     ) -> Result<ServerHandle, EngineError>
     where
         T: Transport + 'static,
@@ -276,11 +276,20 @@ impl Server {
     {
         let (users, config, hooks) = self.prepare()?;
         let handlers = Arc::new(self.handlers);
+        let users = users.map(Arc::new);
         let proto_config = config.clone();
         serve_with_hooks(config, hooks, factory, move |metrics| {
-            let second = other(metrics, &handlers);
+            let parts = ServerParts {
+                metrics: metrics.clone(),
+                handlers,
+                users,
+            };
+            let second = other(&parts);
+            let ServerParts {
+                handlers, users, ..
+            } = parts;
             Both::new(
-                Warpwire::new(proto_config, handlers, users, metrics.clone()),
+                Warpwire::with_shared_users(proto_config, handlers, users, metrics.clone()),
                 second,
             )
         })
@@ -296,6 +305,18 @@ impl Server {
         };
         Ok((users, self.config.clone(), self.hooks.clone()))
     }
+}
+
+/// What a [`Server`] shares with the other protocols it serves
+/// ([`Server::start_with`]).
+#[derive(Debug)]
+pub struct ServerParts {
+    /// The server's metrics (HTTP serves them).
+    pub metrics: Arc<Metrics>,
+    /// The application handlers (HTTP's `/app/{type}` calls them).
+    pub handlers: Arc<Handlers>,
+    /// The users file, loaded once (RESP's AUTH checks it).
+    pub users: Option<Arc<UserDb>>,
 }
 
 /// What `Server::start` needs beside the handlers.

@@ -34,7 +34,7 @@ use crate::{ServerConfig, UserDb};
 pub struct Warpwire {
     config: ServerConfig,
     handlers: Arc<Handlers>,
-    users: Option<UserDb>,
+    users: Option<Arc<UserDb>>,
     metrics: Arc<Metrics>,
 }
 
@@ -53,6 +53,17 @@ impl Warpwire {
         config: ServerConfig,
         handlers: impl Into<Arc<Handlers>>,
         users: Option<UserDb>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self::with_shared_users(config, handlers, users.map(Arc::new), metrics)
+    }
+
+    /// [`Warpwire::new`] with a users database other protocols of the
+    /// server check too (RESP's AUTH): loaded once, shared.
+    pub fn with_shared_users(
+        config: ServerConfig,
+        handlers: impl Into<Arc<Handlers>>,
+        users: Option<Arc<UserDb>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {

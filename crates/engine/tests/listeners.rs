@@ -97,7 +97,7 @@ fn a_listener_naming_an_unknown_protocol_is_refused_at_start() {
     let mut cfg = config();
     cfg.listeners = vec!["gopher=127.0.0.1:0".parse().unwrap()];
     let err = Server::new(cfg)
-        .start_with(|_| warpwire_socket::SocketTransport::new(), |_, _| Echo)
+        .start_with(|_| warpwire_socket::SocketTransport::new(), |_| Echo)
         .unwrap_err();
     assert!(
         matches!(&err, EngineError::UnknownProtocol { protocol, .. } if protocol == "gopher"),
@@ -158,7 +158,7 @@ fn echo_and_warpwire(h: ServerHandle) {
 #[test]
 fn warpwire_and_echo_over_epoll() {
     let h = Server::new(with_echo(config()))
-        .start_with(|_| warpwire_socket::SocketTransport::new(), |_, _| Echo)
+        .start_with(|_| warpwire_socket::SocketTransport::new(), |_| Echo)
         .unwrap();
     echo_and_warpwire(h);
 }
@@ -166,7 +166,7 @@ fn warpwire_and_echo_over_epoll() {
 #[test]
 fn warpwire_and_echo_over_io_uring() {
     let h = Server::new(with_echo(config()))
-        .start_with(|_| warpwire_uring::UringTransport::new(), |_, _| Echo)
+        .start_with(|_| warpwire_uring::UringTransport::new(), |_| Echo)
         .unwrap();
     echo_and_warpwire(h);
 }
@@ -176,7 +176,7 @@ fn echo_is_idle_closed_silently() {
     let mut cfg = with_echo(config());
     cfg.idle_timeout = Duration::from_millis(300);
     let h = Server::new(cfg)
-        .start_with(|_| warpwire_socket::SocketTransport::new(), |_, _| Echo)
+        .start_with(|_| warpwire_socket::SocketTransport::new(), |_| Echo)
         .unwrap();
     let mut s = TcpStream::connect(h.addr_of("echo").unwrap()).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
