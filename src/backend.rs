@@ -10,7 +10,7 @@
 //!
 //! What differs between backends beyond building a transport (workers per
 //! queue, the stack's own address, descriptors, client threads,
-//! reconnects, several listeners) is data: the row of
+//! reconnects) is data: the row of
 //! [`warpwire_transport::Facts`] for the backend, which build.rs and
 //! `probe` read too.
 

@@ -54,8 +54,6 @@ pub struct Facts {
     /// A client may build a new transport after losing its connection (no
     /// per-process state like EAL's in the way).
     pub client_reconnect: bool,
-    /// A server can listen on more than one address (`--listener`).
-    pub several_listeners: bool,
 }
 
 const FACTS: [Facts; 5] = [
@@ -69,7 +67,6 @@ const FACTS: [Facts; 5] = [
         own_address: false,
         client_one_thread: false,
         client_reconnect: true,
-        several_listeners: true,
     },
     Facts {
         name: "uring",
@@ -81,7 +78,6 @@ const FACTS: [Facts; 5] = [
         own_address: false,
         client_one_thread: false,
         client_reconnect: true,
-        several_listeners: true,
     },
     Facts {
         name: "xdp",
@@ -93,7 +89,6 @@ const FACTS: [Facts; 5] = [
         own_address: true,
         client_one_thread: true,
         client_reconnect: true,
-        several_listeners: true,
     },
     Facts {
         name: "dpdk",
@@ -105,7 +100,6 @@ const FACTS: [Facts; 5] = [
         own_address: true,
         client_one_thread: true,
         client_reconnect: false,
-        several_listeners: true,
     },
     Facts {
         name: "rdma",
@@ -117,8 +111,6 @@ const FACTS: [Facts; 5] = [
         own_address: false,
         client_one_thread: false,
         client_reconnect: true,
-        // The workers share one rdma_cm listener per address.
-        several_listeners: true,
     },
 ];
 
