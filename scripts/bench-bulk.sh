@@ -14,17 +14,13 @@
 #   scripts/bench-bulk.sh            # FILE_MB=500 ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 FILE_MB=${FILE_MB:-500}
 ROUNDS=${ROUNDS:-3}
 [ "$(id -u)" -eq 0 ] || { echo "bench-bulk.sh needs root (namespaces, AF_XDP)"; exit 1; }
 
-if ! dpkg-query -W -f='${Status}' iperf3 2>/dev/null | grep -q "install ok installed"; then
-    had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
-    [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends iperf3 >&2
-    [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
-fi
+ww_apt_install iperf3
 
 cargo build --release --features xdp --bin warpwire >&2
 BIN=$PWD/target/release/warpwire
@@ -43,12 +39,7 @@ trap cleanup EXIT
 head -c "$((FILE_MB * 1000000))" /dev/urandom >"$TMP/data.bin"
 cat "$TMP/data.bin" >/dev/null # in the page cache for every round
 
-ip netns add "$A"; ip netns add "$B"
-ip link add "$VA" netns "$A" type veth peer name "$VB" netns "$B"
-ip -n "$A" addr add 10.77.0.1/24 dev "$VA"
-ip -n "$B" addr add 10.77.0.2/24 dev "$VB"
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
+ww_veth_pair "$A" "$B" "$VA" "$VB"
 
 # MB/s of one iperf3 run: server in $1 (a namespace or "-"), on $2.
 iperf() {

@@ -18,23 +18,14 @@
 #   scripts/bench-protocols.sh       # DURATION=5s, REQUESTS=200000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-1 64 512}
 REQUESTS=${REQUESTS:-200000}
 [ "$(id -u)" -eq 0 ] || { echo "bench-protocols.sh needs root (namespaces, AF_XDP)"; exit 1; }
 
-missing=()
-for p in wrk nginx-light redis-server redis-tools; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    # policy-rc.d 101: the package's maintainer scripts may not start services.
-    had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
-    [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-    apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
-    [ "$had_policy" = 1 ] || rm -f /usr/sbin/policy-rc.d
-fi
+ww_apt_install wrk nginx-light redis-server redis-tools
 
 cargo build --release --features xdp --bin warpwire >&2
 BIN=$PWD/target/release/warpwire
@@ -50,12 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$A"; ip netns add "$B"
-ip link add "$VA" netns "$A" type veth peer name "$VB" netns "$B"
-ip -n "$A" addr add 10.77.0.1/24 dev "$VA"
-ip -n "$B" addr add 10.77.0.2/24 dev "$VB"
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
+ww_veth_pair "$A" "$B" "$VA" "$VB"
 
 # nginx tuned for this: one worker on CPU 0 (as warpwire), no logging,
 # unlimited keep-alive requests, reuseport, a fixed response from memory.

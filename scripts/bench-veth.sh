@@ -7,6 +7,8 @@
 #   scripts/bench-veth.sh            # DURATION=5s by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 DURATION=${DURATION:-5s}
 [ "$(id -u)" -eq 0 ] || { echo "bench-veth.sh needs root (namespaces, AF_XDP)"; exit 1; }
 
@@ -23,12 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$A"; ip netns add "$B"
-ip link add "$VA" netns "$A" type veth peer name "$VB" netns "$B"
-ip -n "$A" addr add 10.77.0.1/24 dev "$VA"
-ip -n "$B" addr add 10.77.0.2/24 dev "$VB"
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set "$VA" up; ip -n "$B" link set "$VB" up
+ww_veth_pair "$A" "$B" "$VA" "$VB"
 
 start_server() { # args: serve options
     : >/tmp/ww-bench-srv-$ID.log
