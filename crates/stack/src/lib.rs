@@ -2,24 +2,40 @@
 //!
 //! The packet backends (AF_XDP, DPDK, the simulator) move Ethernet frames;
 //! this crate turns any of them into the connection-level [`Transport`] the
-//! engine and client use, with smoltcp as the TCP/IP stack. A server on it
-//! speaks real TCP, so ordinary kernel clients can talk to it.
+//! engine and client use, with smoltcp (from crates.io, unmodified) doing
+//! TCP. A server on it speaks real TCP, so ordinary kernel clients can talk
+//! to it.
+//!
+//! smoltcp finds a segment's socket by scanning its socket set, and sends
+//! by scanning it again: per-segment work grows with the connection count.
+//! So the stack is built around it rather than on one big set:
 //!
 //! ```text
-//!   Transport::poll(now)
-//!     ├─ ingress: up to `ingress_budget` frames, one at a time
-//!     │    PacketDevice::receive ─► checksum policy ─► pcap ─► smoltcp
-//!     ├─ egress + timers (retransmit, ACK, ARP)  ─► TxToken ─► pcap
-//!     ├─ PacketDevice::flush (one TX burst / kick)
-//!     └─ events: listeners that completed a handshake (Accepted, re-armed),
-//!        connects that completed, readable / writable / closed sockets
+//!   PacketDevice::receive ─► checksum policy ─► pcap ─► demux (parse once, hash the 4-tuple)
+//!        ├─ ARP ─────────────► our neighbour table (link.rs); replies to requests
+//!        ├─ known flow ──────► its shard: a small smoltcp Interface + SocketSet (≤ shard_size sockets)
+//!        ├─ SYN to a listener► the shard holding that port's one armed listening socket,
+//!        │                     within the backlog (half-open table, oldest stale one evicted)
+//!        └─ anything else ───► the control shard (no sockets: ICMP echo, RSTs)
+//!   egress: only shards marked dirty (a segment in, a send, a recv, a close,
+//!           a due timer), each framed for Ethernet by the neighbour table
+//!   timers: a heap of shard wake-ups from smoltcp's own poll_at
+//!   events: only connections touched since the last poll (a ready list)
 //! ```
 //!
-//! - **Backlog.** smoltcp sockets accept one connection each; after every
-//!   received frame the stack re-arms a listening socket on each listened
-//!   port, up to `backlog` handshakes in progress (the SYN queue). A SYN
-//!   beyond that is dropped, not refused, so the client retries it, as with
-//!   Linux.
+//! Every shard interface is `Medium::Ip`: Ethernet and ARP are ours, once,
+//! so thousands of shards share one neighbour table. The cost of a segment
+//! or of a send is bounded by `shard_size`, not by the connection count.
+//!
+//! - **Backlog.** Each listened port has one armed listening socket; a SYN
+//!   takes it and another is armed at once, so a burst of SYNs meets no
+//!   serialisation. At most `backlog` handshakes are half-open per port:
+//!   beyond that a new SYN evicts the oldest half-open one if it has waited
+//!   longer than [`StackConfig::syn_evict_after`] (a spoofed flood never
+//!   completes; a real client does within a round trip), else it is
+//!   dropped, not refused, and the client retries it. A half-open
+//!   handshake older than `handshake_timeout` is dropped. Memory under a
+//!   SYN flood is bounded by `backlog` sockets.
 //! - **Checksums.** When the device says its receive checksums may be
 //!   partial (veth), TCP checksums are verified here, accepting a partial
 //!   value only when it matches the pseudo-header: offloaded senders work,
@@ -27,34 +43,35 @@
 //!   always carry full checksums unless the device offloads them.
 //! - **Backpressure.** A full socket send buffer is a short `send`; no free
 //!   device buffer is a deferred transmit; nothing panics.
-//! - **Lookup cost.** smoltcp finds a segment's socket by scanning its
-//!   socket set, and event generation scans the connections: both are
-//!   linear in the number of connections. docs/benchmarks.md measures what
-//!   that costs at 10, 100 and 1,000 connections.
 //!
 //! Not here: framing, sessions (engine), drivers (xdp, dpdk crates).
 
 #![forbid(unsafe_code)]
 
-mod adapter;
 pub mod checksum;
+pub mod demux;
+mod link;
 pub mod pcap;
 pub mod sim;
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use warpwire_transport::{
     Capabilities, CloseReason, ConnId, ConnTable, Event, Events, LatencyClass, PacketDevice,
-    Transport, TransportError, Wake,
+    RxToken, Transport, TransportError, TxToken, Wake,
 };
 
-use adapter::{Adapter, Taps};
+use demux::{FlowKey, Flows, Frame, Place};
+use link::{ETH, EthTx, Egress, Link, OneShot};
 
 /// Settings of one stack instance (one per worker and device queue).
 #[derive(Debug, Clone)]
@@ -72,12 +89,18 @@ pub struct StackConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection.
     pub tx_buffer: usize,
-    /// Handshakes in progress per listened port (the SYN queue); a SYN
-    /// beyond it is dropped so the client retries it, as Linux does. One
-    /// socket is kept listening below that, re-armed after every frame.
+    /// Half-open handshakes per listened port (the SYN queue).
     pub backlog: usize,
-    /// Connections (established, connecting, listening, closing) at most.
+    /// Sockets (established, connecting, half-open, listening, closing) at most.
     pub max_sockets: usize,
+    /// Sockets per shard (one smoltcp interface and socket set each): the
+    /// bound on the work of one segment or one send.
+    pub shard_size: usize,
+    /// A half-open handshake is dropped after this long.
+    pub handshake_timeout: Duration,
+    /// With the SYN queue full, a new SYN evicts the oldest half-open
+    /// handshake if it is at least this old; else the SYN is dropped.
+    pub syn_evict_after: Duration,
     /// Frames processed per poll: bounds one poll's work under a flood.
     pub ingress_budget: usize,
     /// How long a closed connection may take to finish its FIN exchange
@@ -91,6 +114,13 @@ pub struct StackConfig {
     pub name: &'static str,
 }
 
+/// Default receive buffer per connection (see [`StackConfig::new`]).
+pub const DEFAULT_RX_BUFFER: usize = 256 * 1024;
+/// Default send buffer per connection.
+pub const DEFAULT_TX_BUFFER: usize = 64 * 1024;
+/// Default SYN queue per listened port.
+pub const DEFAULT_BACKLOG: usize = 4096;
+
 impl StackConfig {
     /// Defaults for an address and prefix.
     pub fn new(ip: Ipv4Addr, prefix_len: u8) -> Self {
@@ -102,14 +132,16 @@ impl StackConfig {
             // Receive: 256 KiB (window scaling negotiated). Measured on veth,
             // 50 MB from a kernel client into the AF_XDP server took 33 s
             // with 64 KiB and about 5 s with 256 KiB. Send: 64 KiB, which a
-            // request/response server rarely fills.
-            rx_buffer: 256 * 1024,
-            tx_buffer: 64 * 1024,
-            // Handshakes in flight per port. Every armed listening socket
-            // owns its buffers from the start: a full queue costs 80 MiB,
-            // and a burst beyond it is retried by the clients, not refused.
-            backlog: 256,
-            max_sockets: 4096,
+            // request/response server rarely fills. Both are allocated
+            // zeroed and untouched, so an idle connection's resident memory
+            // is the pages its traffic touched (docs/benchmarks.md).
+            rx_buffer: DEFAULT_RX_BUFFER,
+            tx_buffer: DEFAULT_TX_BUFFER,
+            backlog: DEFAULT_BACKLOG,
+            max_sockets: 131_072,
+            shard_size: 8,
+            handshake_timeout: Duration::from_secs(10),
+            syn_evict_after: Duration::from_secs(1),
             // Larger than one NIC burst (64) several times over, small enough
             // that one poll stays in the tens of microseconds.
             ingress_budget: 256,
@@ -132,13 +164,27 @@ pub struct StackStats {
     pub rx_partial_csum: u64,
     /// Received TCP segments dropped for a bad checksum.
     pub rx_corrupt: u64,
-    /// Times a listener could not re-arm: SYN queue or socket limit full.
+    /// Times a SYN found no listening socket to take it (socket limit).
     pub backlog_full: u64,
     /// SYNs dropped because their listener's SYN queue was full (the
     /// client retransmits them).
     pub syn_dropped: u64,
+    /// Half-open handshakes evicted by a newer SYN (SYN queue full).
+    pub syn_evicted: u64,
+    /// Half-open handshakes dropped after `handshake_timeout`.
+    pub handshake_timeouts: u64,
+    /// ARP requests sent for unknown next hops.
+    pub arp_requests: u64,
+    /// Packets dropped while waiting for an ARP reply (hold queue full).
+    pub arp_held_dropped: u64,
+    /// Packets with no route (off-subnet, no gateway).
+    pub no_route: u64,
     /// Failed pcap writes.
     pub pcap_errors: u64,
+    /// Shards (smoltcp interfaces) in use, the control shard included.
+    pub shards: u64,
+    /// Flows in the demux table (connections and half-open handshakes).
+    pub flows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +197,8 @@ enum State {
 
 #[derive(Debug)]
 struct Conn {
-    handle: SocketHandle,
+    place: Place,
+    key: FlowKey,
     state: State,
     peer: SocketAddr,
     write_blocked: bool,
@@ -159,41 +206,100 @@ struct Conn {
     /// The peer's FIN was reported (PeerFinished); the connection stays
     /// open for sending until the consumer closes it.
     finished: bool,
+    /// In the ready list.
+    queued: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// A listener's armed listening socket.
+    Listen,
+    /// A handshake in progress.
+    HalfOpen {
+        listener: usize,
+        key: FlowKey,
+        since: Instant,
+    },
+    Conn(ConnId),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    handle: SocketHandle,
+    owner: Owner,
+}
+
+struct Shard {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    members: Vec<Member>,
+    /// In the dirty list: egress at the next drive.
+    dirty: bool,
+    /// A timer fired: check every member after the next egress.
+    sweep: bool,
+    /// The wake-up in force in the timer heap.
+    wake: Option<Instant>,
+    /// In the list of shards with room.
+    in_room: bool,
+}
+
+impl Shard {
+    fn member(&mut self, h: SocketHandle) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.handle == h)
+    }
 }
 
 #[derive(Debug)]
 struct Listener {
     port: u16,
-    armed: Vec<SocketHandle>,
+    armed: Option<Place>,
+    /// Half-open handshakes in arrival order (entries whose handshake
+    /// ended are skipped when met).
+    half_open: VecDeque<(FlowKey, Instant)>,
+    half: usize,
+}
+
+/// Everything but the device, so a received frame's closure can borrow it
+/// while the device lends the frame.
+struct Core {
+    shards: Vec<Shard>,
+    flows: Flows,
+    conns: ConnTable<Conn>,
+    listeners: Vec<Listener>,
+    pending: Vec<Event>,
+    ready: Vec<ConnId>,
+    dirty: Vec<u32>,
+    room: Vec<u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    closing: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    link: RefCell<Link>,
+    caps: phy::DeviceCapabilities,
+    epoch: Instant,
+    now: Instant,
+    next_port: u16,
+    own_tcp_check: bool,
+    members: usize,
+    backlog_full: u64,
+    syn_dropped: u64,
+    syn_evicted: u64,
+    handshake_timeouts: u64,
+    config: StackConfig,
 }
 
 /// smoltcp over a [`PacketDevice`], as a [`Transport`].
 pub struct StackTransport<D: PacketDevice> {
     dev: D,
-    iface: Interface,
-    sockets: SocketSet<'static>,
-    conns: ConnTable<Conn>,
-    listeners: Vec<Listener>,
-    pending: Vec<Event>,
-    taps: RefCell<Taps>,
-    epoch: Instant,
-    /// The latest time a caller passed in (poll, flush, connect): the
-    /// stack's "now" where the trait passes none (close, wait), so it
-    /// reads no clock of its own.
-    now: Instant,
-    next_port: u16,
-    own_tcp_check: bool,
-    backlog_full: u64,
+    core: Core,
     waker: Arc<dyn Wake>,
     device_waker: bool,
-    config: StackConfig,
 }
 
 impl<D: PacketDevice> std::fmt::Debug for StackTransport<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StackTransport")
-            .field("ip", &self.config.ip)
-            .field("conns", &self.conns.len())
+            .field("ip", &self.core.config.ip)
+            .field("conns", &self.core.conns.len())
+            .field("shards", &self.core.shards.len())
             .finish()
     }
 }
@@ -213,6 +319,9 @@ pub enum StackError {
     /// The gateway is not usable (not IPv4 unicast).
     #[error("invalid gateway {0}")]
     Gateway(Ipv4Addr),
+    /// A setting out of range.
+    #[error("invalid stack setting: {0}")]
+    Setting(&'static str),
 }
 
 impl From<StackError> for TransportError {
@@ -238,6 +347,13 @@ impl Wake for SliceWaker {
 /// Longest sleep on a device without a waker.
 const WAIT_SLICE: Duration = Duration::from_millis(1);
 
+/// Egress rounds per dirty shard per drive: each round sends at most one
+/// segment per socket, and a shard with more to send stays dirty for the
+/// next drive. More rounds send larger bursts, which a jittery link
+/// reorders wholesale, and smoltcp's reassembly keeps only a few holes
+/// (the lossy sim test stalls on RTOs with 64).
+const EGRESS_ROUNDS: usize = 4;
+
 fn new_socket(cfg: &StackConfig) -> tcp::Socket<'static> {
     let rx = tcp::SocketBuffer::new(vec![0u8; cfg.rx_buffer]);
     let tx = tcp::SocketBuffer::new(vec![0u8; cfg.tx_buffer]);
@@ -249,121 +365,676 @@ fn new_socket(cfg: &StackConfig) -> tcp::Socket<'static> {
     s
 }
 
-/// Keeps one socket listening on every listened port, as long as fewer than
-/// `backlog` handshakes are in progress there (the SYN queue) and the
-/// socket limit allows. Called after every ingress frame, so a burst of SYNs
-/// meets a fresh listening socket each time instead of a RST.
-fn rearm(
-    sockets: &mut SocketSet<'static>,
-    listeners: &mut [Listener],
-    cfg: &StackConfig,
-    backlog_full: &mut u64,
-    taps: &RefCell<Taps>,
-) {
-    let mut gated = Vec::new();
-    for l in listeners.iter_mut() {
-        // Fast path, taken for almost every frame: the newest armed socket
-        // (sockets are only ever appended, and removed in order) still listens.
-        if l.armed
-            .last()
-            .is_some_and(|&h| sockets.get::<tcp::Socket<'_>>(h).state() == tcp::State::Listen)
-        {
-            continue;
-        }
-        let (mut listening, mut half_open) = (0, 0);
-        for &h in &l.armed {
-            match sockets.get::<tcp::Socket<'_>>(h).state() {
-                tcp::State::Listen => listening += 1,
-                tcp::State::SynReceived => half_open += 1,
-                _ => {}
-            }
-        }
-        if listening > 0 {
-            continue;
-        }
-        if half_open >= cfg.backlog || sockets.iter().count() >= cfg.max_sockets {
-            *backlog_full += 1;
-            gated.push(l.port);
-            continue;
-        }
-        let mut s = new_socket(cfg);
-        if s.listen(l.port).is_ok() {
-            l.armed.push(sockets.add(s));
-        } else {
-            gated.push(l.port);
-        }
-    }
-    taps.borrow_mut().syn_gated = gated;
-}
-
 fn ts(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
     let us = now.saturating_duration_since(epoch).as_micros();
     smoltcp::time::Instant::from_micros(i64::try_from(us).unwrap_or(i64::MAX))
 }
 
-fn to_std(ep: IpEndpoint) -> SocketAddr {
-    match ep.addr {
-        IpAddress::Ipv4(a) => SocketAddr::V4(SocketAddrV4::new(a, ep.port)),
+fn to_std(epoch: Instant, t: smoltcp::time::Instant) -> Instant {
+    epoch + Duration::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+}
+
+/// A device that only states capabilities, to build interfaces with.
+struct NullDev<'a>(&'a phy::DeviceCapabilities);
+
+impl phy::Device for NullDev<'_> {
+    type RxToken<'b>
+        = link::IpRx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = link::IpRx<'b>
+    where
+        Self: 'b;
+    fn receive(
+        &mut self,
+        _: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        None
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        None
+    }
+    fn capabilities(&self) -> phy::DeviceCapabilities {
+        self.0.clone()
+    }
+}
+
+impl phy::TxToken for link::IpRx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        f(&mut vec![0; len])
+    }
+}
+
+impl Core {
+    fn ts(&self, now: Instant) -> smoltcp::time::Instant {
+        ts(self.epoch, now)
+    }
+
+    fn new_shard(&mut self) -> Result<u32, StackError> {
+        let k = self.shards.len() as u32;
+        let mut icfg = Config::new(HardwareAddress::Ip);
+        icfg.random_seed = self
+            .config
+            .seed
+            .wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let t = self.ts(self.now);
+        let mut iface = Interface::new(icfg, &mut NullDev(&self.caps), t);
+        let (ip, prefix) = (self.config.ip, self.config.prefix_len);
+        iface.update_ip_addrs(|addrs| {
+            // One address: the capacity (IFACE_MAX_ADDR_COUNT) is larger.
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
+        });
+        if let Some(gw) = self.config.gateway {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(gw)
+                .map_err(|_| StackError::Gateway(gw))?;
+        }
+        self.shards.push(Shard {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            members: Vec::new(),
+            dirty: false,
+            sweep: false,
+            wake: None,
+            in_room: false,
+        });
+        Ok(k)
+    }
+
+    /// A shard with room for one more socket (a new one if none has).
+    fn room(&mut self) -> u32 {
+        while let Some(&k) = self.room.last() {
+            let s = &mut self.shards[k as usize];
+            if s.members.len() < self.config.shard_size {
+                return k;
+            }
+            s.in_room = false;
+            self.room.pop();
+        }
+        // The address and gateway were checked when shard 0 was built.
+        let k = self.new_shard().unwrap_or(0);
+        self.shards[k as usize].in_room = true;
+        self.room.push(k);
+        k
+    }
+
+    fn add(&mut self, k: u32, s: tcp::Socket<'static>) -> Place {
+        let handle = self.shards[k as usize].sockets.add(s);
+        self.members += 1;
+        Place { shard: k, handle }
+    }
+
+    fn push_member(&mut self, p: Place, owner: Owner) {
+        self.shards[p.shard as usize].members.push(Member {
+            handle: p.handle,
+            owner,
+        });
+    }
+
+    fn drop_member(&mut self, p: Place) {
+        let s = &mut self.shards[p.shard as usize];
+        if let Some(i) = s.members.iter().position(|m| m.handle == p.handle) {
+            s.members.swap_remove(i);
+        }
+        s.sockets.remove(p.handle);
+        self.members -= 1;
+        if !s.in_room && p.shard != 0 {
+            s.in_room = true;
+            self.room.push(p.shard);
+        }
+    }
+
+    fn socket(&mut self, p: Place) -> &mut tcp::Socket<'static> {
+        self.shards[p.shard as usize]
+            .sockets
+            .get_mut::<tcp::Socket<'static>>(p.handle)
+    }
+
+    fn mark(&mut self, k: u32) {
+        let s = &mut self.shards[k as usize];
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(k);
+        }
+    }
+
+    fn queue(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id)
+            && !c.queued
+        {
+            c.queued = true;
+            self.ready.push(id);
+        }
+    }
+
+    /// Keeps one listening socket armed for listener `li`, if the socket
+    /// limit allows.
+    fn arm(&mut self, li: usize) {
+        if self.listeners[li].armed.is_some() {
+            return;
+        }
+        if self.members >= self.config.max_sockets {
+            self.backlog_full += 1;
+            return;
+        }
+        let mut s = new_socket(&self.config);
+        if s.listen(self.listeners[li].port).is_err() {
+            return;
+        }
+        let k = self.room();
+        let p = self.add(k, s);
+        self.push_member(p, Owner::Listen);
+        self.listeners[li].armed = Some(p);
+    }
+
+    fn listener_of(&self, port: u16) -> Option<usize> {
+        self.listeners.iter().position(|l| l.port == port)
+    }
+
+    /// Whether `key`'s half-open handshake begun at `since` is still one.
+    fn half_open_at(&self, key: &FlowKey, since: Instant) -> Option<Place> {
+        let p = self.flows.get(key)?;
+        let m = self.shards[p.shard as usize]
+            .members
+            .iter()
+            .find(|m| m.handle == p.handle)?;
+        matches!(m.owner, Owner::HalfOpen { since: s, .. } if s == since).then_some(p)
+    }
+
+    /// Drops a half-open handshake silently (evicted or timed out).
+    fn drop_half_open(&mut self, li: usize, key: FlowKey, p: Place) {
+        self.flows.remove(&key, p);
+        self.drop_member(p);
+        self.listeners[li].half -= 1;
+    }
+
+    /// Drops listener `li`'s half-open handshakes older than `age` at
+    /// `now`, at most `limit` of them; returns how many.
+    fn expire_half_open(&mut self, li: usize, now: Instant, age: Duration, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            let Some(&(key, since)) = self.listeners[li].half_open.front() else {
+                break;
+            };
+            let Some(p) = self.half_open_at(&key, since) else {
+                self.listeners[li].half_open.pop_front();
+                continue;
+            };
+            if now.saturating_duration_since(since) < age {
+                break;
+            }
+            self.listeners[li].half_open.pop_front();
+            self.drop_half_open(li, key, p);
+            n += 1;
+        }
+        n
+    }
+
+    /// One received frame: checksum policy, demux, the owning shard.
+    fn on_frame<T: TxToken>(&mut self, frame: &[u8], tx: T, now: Instant) {
+        {
+            let mut l = self.link.borrow_mut();
+            l.rx_frames += 1;
+            l.capture(now, frame);
+            if self.own_tcp_check {
+                match checksum::check_tcp(frame) {
+                    checksum::Verdict::Corrupt => {
+                        l.rx_corrupt += 1;
+                        return;
+                    }
+                    checksum::Verdict::Partial => l.rx_partial_csum += 1,
+                    checksum::Verdict::Valid | checksum::Verdict::NotTcp => {}
+                }
+            }
+        }
+        match demux::classify(frame, self.config.ip) {
+            Frame::Drop => {}
+            Frame::Arp => {
+                let mut l = self.link.borrow_mut();
+                if let Some((mac, ip)) = l.on_arp(frame, now) {
+                    tx.consume(Link::ARP_LEN, |buf| {
+                        l.write_arp_reply(buf, mac, ip);
+                        l.tx_frames += 1;
+                        l.capture(now, buf);
+                    });
+                }
+            }
+            Frame::OtherIp { src, src_mac } => {
+                self.link.borrow_mut().confirm(src, src_mac, now);
+                self.deliver(0, frame, tx, now);
+            }
+            Frame::Tcp { key, syn, src_mac } => {
+                self.link.borrow_mut().confirm(key.remote, src_mac, now);
+                if let Some(p) = self.flows.get(&key) {
+                    self.deliver(p.shard, frame, tx, now);
+                    self.after(p, now);
+                } else if syn && let Some(li) = self.listener_of(key.local_port) {
+                    self.on_syn(li, key, frame, tx, now);
+                } else {
+                    // No flow: the control shard answers with a RST.
+                    self.deliver(0, frame, tx, now);
+                }
+            }
+        }
+    }
+
+    fn on_syn<T: TxToken>(&mut self, li: usize, key: FlowKey, frame: &[u8], tx: T, now: Instant) {
+        if self.listeners[li].half >= self.config.backlog
+            && self.expire_half_open(li, now, self.config.syn_evict_after, 1) == 0
+        {
+            // Full of young handshakes: drop, the client retransmits.
+            self.syn_dropped += 1;
+            return;
+        } else if self.listeners[li].half >= self.config.backlog {
+            self.syn_evicted += 1;
+        }
+        self.arm(li);
+        let Some(p) = self.listeners[li].armed else {
+            self.syn_dropped += 1;
+            return;
+        };
+        self.deliver(p.shard, frame, tx, now);
+        if self.socket(p).state() != tcp::State::SynReceived {
+            // Not taken (options smoltcp refused): the socket still listens.
+            return;
+        }
+        if let Some(m) = self.shards[p.shard as usize].member(p.handle) {
+            m.owner = Owner::HalfOpen {
+                listener: li,
+                key,
+                since: now,
+            };
+        }
+        self.flows.insert(key, p);
+        let l = &mut self.listeners[li];
+        l.armed = None;
+        l.half += 1;
+        l.half_open.push_back((key, now));
+        self.arm(li);
+    }
+
+    fn deliver<T: TxToken>(&mut self, k: u32, frame: &[u8], tx: T, now: Instant) {
+        let t = self.ts(now);
+        let shard = &mut self.shards[k as usize];
+        let mut dev = OneShot {
+            packet: Some((
+                &frame[ETH..],
+                EthTx {
+                    inner: tx,
+                    now,
+                    link: &self.link,
+                },
+            )),
+            caps: &self.caps,
+        };
+        shard.iface.poll_ingress_single(t, &mut dev, &mut shard.sockets);
+        if k != 0 {
+            self.mark(k);
+        }
+    }
+
+    /// After a segment reached the flow at `p`: a handshake that completed
+    /// becomes a connection; a connection is checked at the next poll.
+    fn after(&mut self, p: Place, now: Instant) {
+        let Some(m) = self.shards[p.shard as usize].member(p.handle).copied() else {
+            return;
+        };
+        match m.owner {
+            Owner::Conn(id) => self.queue(id),
+            Owner::Listen => {}
+            Owner::HalfOpen { listener, key, .. } => match self.socket(p).state() {
+                tcp::State::SynReceived => {}
+                tcp::State::Listen | tcp::State::Closed => {
+                    // Reset during the handshake.
+                    self.drop_half_open(listener, key, p);
+                }
+                _ => {
+                    self.listeners[listener].half -= 1;
+                    let peer = SocketAddr::V4(SocketAddrV4::new(key.remote, key.remote_port));
+                    let Ok(id) = self.conns.insert(Conn {
+                        place: p,
+                        key,
+                        state: State::Open,
+                        peer,
+                        write_blocked: false,
+                        paused: false,
+                        finished: false,
+                        queued: false,
+                    }) else {
+                        self.flows.remove(&key, p);
+                        self.drop_member(p);
+                        return;
+                    };
+                    if let Some(m) = self.shards[p.shard as usize].member(p.handle) {
+                        m.owner = Owner::Conn(id);
+                    }
+                    let listener = SocketAddr::V4(SocketAddrV4::new(self.config.ip, key.local_port));
+                    self.pending.push(Event::Accepted {
+                        conn: id,
+                        peer,
+                        listener,
+                    });
+                    self.queue(id);
+                    let _ = now;
+                }
+            },
+        }
+    }
+
+    fn remove_conn(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.remove(id) else {
+            return;
+        };
+        self.flows.remove(&c.key, c.place);
+        self.drop_member(c.place);
+        self.pending.push(Event::Closed(id, reason));
+    }
+
+    /// Reports what changed on one connection; `true`: check it again at
+    /// the next poll (unread input: events are level-triggered).
+    fn check(&mut self, id: ConnId, now: Instant, events: &mut Events) -> bool {
+        let Some(c) = self.conns.get_mut(id) else {
+            return false;
+        };
+        let s = self.shards[c.place.shard as usize]
+            .sockets
+            .get_mut::<tcp::Socket<'static>>(c.place.handle);
+        match c.state {
+            State::Connecting => match s.state() {
+                tcp::State::SynSent | tcp::State::SynReceived => false,
+                tcp::State::Closed => {
+                    self.remove_conn(id, CloseReason::ConnectFailed(None));
+                    false
+                }
+                _ => {
+                    c.state = State::Open;
+                    events.push(Event::Connected(id));
+                    true
+                }
+            },
+            State::Open => {
+                let mut again = false;
+                if s.can_recv() && !c.paused {
+                    events.push(Event::Readable(id));
+                    again = true;
+                } else if !s.may_recv() && s.recv_queue() == 0 {
+                    // Peer's FIN and every byte read: like EOF. The
+                    // connection stays writable (CLOSE-WAIT) for the
+                    // replies; the consumer's close() sends our FIN.
+                    if s.state() == tcp::State::Closed {
+                        self.remove_conn(id, CloseReason::Reset(None));
+                        return false;
+                    }
+                    if !c.finished {
+                        c.finished = true;
+                        events.push(Event::PeerFinished(id));
+                    }
+                }
+                if c.write_blocked && s.can_send() {
+                    c.write_blocked = false;
+                    events.push(Event::Writable(id));
+                }
+                again
+            }
+            State::Closing(_) => {
+                // Discard input so the peer's data cannot stall the FIN.
+                let mut drained = false;
+                while s.can_recv() {
+                    if s.recv(|b| (b.len(), ())).is_err() {
+                        break;
+                    }
+                    drained = true;
+                }
+                let shard = c.place.shard;
+                if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                    self.remove_conn(id, CloseReason::Local);
+                } else if drained {
+                    self.mark(shard);
+                }
+                let _ = now;
+                false
+            }
+        }
+    }
+
+    /// Egress of one shard, then its next wake-up.
+    fn egress<D: PacketDevice>(&mut self, dev: &mut D, k: u32, now: Instant) {
+        let t = self.ts(now);
+        let shard = &mut self.shards[k as usize];
+        shard.dirty = false;
+        let mut e = Egress {
+            dev,
+            now,
+            link: &self.link,
+            caps: &self.caps,
+        };
+        for _ in 0..EGRESS_ROUNDS {
+            if shard.iface.poll_egress(t, &mut e, &mut shard.sockets) == smoltcp::iface::PollResult::None {
+                break;
+            }
+        }
+        match shard.iface.poll_at(t, &shard.sockets) {
+            None => {}
+            // More to send than the device took: next drive.
+            Some(at) if at <= t && !shard.dirty => {
+                shard.dirty = true;
+                self.dirty.push(k);
+            }
+            Some(at) if at <= t => {}
+            Some(at) => {
+                let at = to_std(self.epoch, at);
+                if shard.wake.is_none_or(|w| at < w) {
+                    shard.wake = Some(at);
+                    self.timers.push(Reverse((at, k)));
+                }
+            }
+        }
+    }
+
+    /// Sends packets held for next hops that just resolved, and the ARP
+    /// requests the neighbour table wants.
+    fn send_link<D: PacketDevice>(&mut self, dev: &mut D, now: Instant) {
+        let mut l = self.link.borrow_mut();
+        if l.resolved.is_empty() && l.want_ask.is_empty() {
+            return;
+        }
+        for ip in std::mem::take(&mut l.resolved) {
+            let Some((packets, mac)) = l.take_held(ip) else {
+                continue;
+            };
+            for p in packets {
+                let Some(tx) = dev.transmit(now) else { break };
+                tx.consume(ETH + p.len(), |buf| {
+                    l.write_eth(buf, mac, smoltcp::wire::EthernetProtocol::Ipv4);
+                    buf[ETH..].copy_from_slice(&p);
+                    l.tx_frames += 1;
+                    l.capture(now, buf);
+                });
+            }
+        }
+        for ip in std::mem::take(&mut l.want_ask) {
+            let Some(tx) = dev.transmit(now) else { break };
+            tx.consume(Link::ARP_LEN, |buf| {
+                l.write_arp_request(buf, ip);
+                l.arp_requests += 1;
+                l.tx_frames += 1;
+                l.capture(now, buf);
+            });
+        }
+    }
+
+    /// Runs the stack: with `ingress`, a bounded number of received frames;
+    /// always due timers, egress of dirty shards, then one device flush.
+    fn drive<D: PacketDevice>(&mut self, dev: &mut D, now: Instant, ingress: bool) -> Result<(), TransportError> {
+        if ingress {
+            for _ in 0..self.config.ingress_budget {
+                let Some((rx, tx)) = dev.receive(now) else {
+                    break;
+                };
+                rx.consume(|frame| self.on_frame(frame, tx, now));
+            }
+        }
+        while let Some(&Reverse((at, k))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let s = &mut self.shards[k as usize];
+            if s.wake == Some(at) {
+                s.wake = None;
+                s.sweep = true;
+                self.mark(k);
+            }
+        }
+        self.send_link(dev, now);
+        let dirty = std::mem::take(&mut self.dirty);
+        for k in dirty {
+            self.egress(dev, k, now);
+            if std::mem::take(&mut self.shards[k as usize].sweep) {
+                let ids: Vec<ConnId> = self.shards[k as usize]
+                    .members
+                    .iter()
+                    .filter_map(|m| match m.owner {
+                        Owner::Conn(id) => Some(id),
+                        _ => None,
+                    })
+                    .collect();
+                for id in ids {
+                    self.queue(id);
+                }
+            }
+        }
+        dev.flush().map_err(|e| TransportError::Backend {
+            backend: "stack",
+            what: "device flush failed",
+            source: Box::new(e),
+        })?;
+        if let Some(p) = self.link.borrow_mut().pcap.as_mut() {
+            let _ = p.flush();
+        }
+        Ok(())
+    }
+
+    /// Closing connections past their linger, half-open handshakes past
+    /// their deadline.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.closing.peek() {
+            if at > now {
+                break;
+            }
+            self.closing.pop();
+            let Some(c) = self.conns.get(id) else { continue };
+            if matches!(c.state, State::Closing(d) if d <= now) {
+                let p = c.place;
+                self.socket(p).abort();
+                self.mark(p.shard);
+                self.remove_conn(id, CloseReason::Local);
+            }
+        }
+        for li in 0..self.listeners.len() {
+            let n = self.expire_half_open(li, now, self.config.handshake_timeout, usize::MAX);
+            self.handshake_timeouts += n as u64;
+        }
+    }
+
+    /// The earliest time something is due (a shard timer, a linger, a
+    /// handshake deadline).
+    fn next_due(&self) -> Option<Instant> {
+        let mut t = self.timers.peek().map(|r| r.0.0);
+        let mut min = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(r) = self.closing.peek() {
+            min(r.0.0);
+        }
+        for l in &self.listeners {
+            if let Some(&(_, since)) = l.half_open.front() {
+                min(since + self.config.handshake_timeout);
+            }
+        }
+        t
+    }
+
+    fn pick_port(&mut self, remote: Ipv4Addr, remote_port: u16) -> Option<u16> {
+        // The whole range above the well-known ports: tens of thousands of
+        // connections from one address to one server port.
+        for _ in 0..64_512 {
+            let p = self.next_port;
+            self.next_port = if self.next_port == u16::MAX {
+                1024
+            } else {
+                self.next_port + 1
+            };
+            let key = FlowKey {
+                remote,
+                remote_port,
+                local_port: p,
+            };
+            if !self.flows.contains(&key) && self.listener_of(p).is_none() {
+                return Some(p);
+            }
+        }
+        None
     }
 }
 
 impl<D: PacketDevice> StackTransport<D> {
     /// Builds a stack on `dev`. `now` becomes the stack's time origin.
-    pub fn new(mut dev: D, config: StackConfig, now: Instant) -> Result<Self, StackError> {
-        let caps = dev.capabilities();
-        let own_tcp_check = caps.rx_checksum_offload;
-        let mac = config.mac.unwrap_or(caps.mac);
-        let taps = RefCell::new(Taps::default());
-        if let Some(p) = &config.pcap {
-            let w = pcap::PcapWriter::create(p, now).map_err(|source| StackError::Pcap {
-                path: p.display().to_string(),
-                source,
-            })?;
-            taps.borrow_mut().pcap = Some(w);
+    pub fn new(dev: D, config: StackConfig, now: Instant) -> Result<Self, StackError> {
+        if config.shard_size == 0 {
+            return Err(StackError::Setting("shard_size must be at least 1"));
         }
-        let mut icfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        icfg.random_seed = config.seed;
-        let iface = {
-            let mut a = Adapter {
-                dev: &mut dev,
-                now,
-                own_tcp_check,
-                taps: &taps,
-            };
-            let mut iface = Interface::new(icfg, &mut a, ts(now, now));
-            iface.update_ip_addrs(|addrs| {
-                // One address: the capacity (IFACE_MAX_ADDR_COUNT) is larger.
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(config.ip), config.prefix_len));
-            });
-            if let Some(gw) = config.gateway {
-                iface
-                    .routes_mut()
-                    .add_default_ipv4_route(gw)
-                    .map_err(|_| StackError::Gateway(gw))?;
-            }
-            iface
-        };
+        if config.rx_buffer == 0 || config.tx_buffer == 0 {
+            return Err(StackError::Setting("socket buffers must not be empty"));
+        }
+        let dcaps = dev.capabilities();
+        let own_tcp_check = dcaps.rx_checksum_offload;
+        let mac = config.mac.unwrap_or(dcaps.mac);
+        let mut link = Link::new(mac, config.ip, config.prefix_len, config.gateway);
+        if let Some(p) = &config.pcap {
+            link.pcap = Some(
+                pcap::PcapWriter::create(p, now).map_err(|source| StackError::Pcap {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+            );
+        }
         let (waker, device_waker): (Arc<dyn Wake>, bool) = match dev.waker() {
             Some(w) => (w, true),
             None => (Arc::new(SliceWaker), false),
         };
         let seed = config.seed;
-        Ok(Self {
-            dev,
-            iface,
-            sockets: SocketSet::new(Vec::new()),
+        let mut core = Core {
+            shards: Vec::new(),
+            flows: Flows::default(),
             conns: ConnTable::new(),
             listeners: Vec::new(),
             pending: Vec::new(),
-            taps,
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            room: Vec::new(),
+            timers: BinaryHeap::new(),
+            closing: BinaryHeap::new(),
+            link: RefCell::new(link),
+            caps: link::ip_caps(&dcaps, own_tcp_check),
             epoch: now,
             now,
-            next_port: 49_152 + (seed % 16_000) as u16,
+            next_port: 1024 + (seed % 64_000) as u16,
             own_tcp_check,
+            members: 0,
             backlog_full: 0,
+            syn_dropped: 0,
+            syn_evicted: 0,
+            handshake_timeouts: 0,
+            config,
+        };
+        // Shard 0: the control interface, never given a socket.
+        core.new_shard()?;
+        Ok(Self {
+            dev,
+            core,
             waker,
             device_waker,
-            config,
         })
     }
 
@@ -379,228 +1050,58 @@ impl<D: PacketDevice> StackTransport<D> {
 
     /// Counters.
     pub fn stats(&self) -> StackStats {
-        let t = self.taps.borrow();
+        let c = &self.core;
+        let l = c.link.borrow();
         StackStats {
-            rx_frames: t.rx_frames,
-            tx_frames: t.tx_frames,
-            rx_partial_csum: t.rx_partial_csum,
-            rx_corrupt: t.rx_corrupt,
-            backlog_full: self.backlog_full,
-            syn_dropped: t.syn_dropped,
-            pcap_errors: t.pcap_errors,
+            rx_frames: l.rx_frames,
+            tx_frames: l.tx_frames,
+            rx_partial_csum: l.rx_partial_csum,
+            rx_corrupt: l.rx_corrupt,
+            backlog_full: c.backlog_full,
+            syn_dropped: c.syn_dropped,
+            syn_evicted: c.syn_evicted,
+            handshake_timeouts: c.handshake_timeouts,
+            arp_requests: l.arp_requests,
+            arp_held_dropped: l.held_dropped,
+            no_route: l.no_route,
+            pcap_errors: l.pcap_errors,
+            shards: c.shards.len() as u64,
+            flows: c.flows.len() as u64,
         }
     }
 
     /// Open connections (connecting, open or closing).
     pub fn connection_count(&self) -> usize {
-        self.conns.len()
+        self.core.conns.len()
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
-        new_socket(&self.config)
+    #[doc(hidden)]
+    pub fn debug_state(&mut self) -> String {
+        let mut out = String::new();
+        let t = ts(self.core.epoch, self.core.now);
+        for (k, sh) in self.core.shards.iter_mut().enumerate() {
+            let pa = sh.iface.poll_at(t, &sh.sockets);
+            out += &format!("shard {k} dirty {} wake {:?} poll_at {:?} now {:?}\n", sh.dirty, sh.wake.map(|w| w - self.core.epoch), pa, t);
+            for m in &sh.members {
+                let s = sh.sockets.get::<tcp::Socket<'_>>(m.handle);
+                out += &format!("  {:?} {:?} sendq {} recvq {} \n", m.owner, s.state(), s.send_queue(), s.recv_queue());
+            }
+        }
+        out += &format!("timers {:?}\n", self.core.timers.iter().map(|r| r.0.0 - self.core.epoch).collect::<Vec<_>>());
+        out
     }
 
-    fn sockets_in_use(&self) -> usize {
-        self.sockets.iter().count()
-    }
-
-    /// Takes a socket in as a connection. `None` only when the table is
-    /// full (2^32 connections, far beyond `max_sockets`); the caller then
-    /// drops the socket.
-    fn insert(&mut self, handle: SocketHandle, state: State, peer: SocketAddr) -> Option<ConnId> {
-        self.conns
-            .insert(Conn {
-                handle,
-                state,
-                peer,
-                write_blocked: false,
-                finished: false,
-                paused: false,
-            })
-            .ok()
-    }
-
-    /// Drops a connection and its socket, and queues its Closed event.
-    fn remove(&mut self, index: usize, reason: CloseReason) {
-        let Some((id, c)) = self.conns.remove_at(index) else {
-            return;
-        };
-        self.sockets.remove(c.handle);
-        self.pending.push(Event::Closed(id, reason));
+    /// Half-open handshakes, all listeners together.
+    pub fn half_open_count(&self) -> usize {
+        self.core.listeners.iter().map(|l| l.half).sum()
     }
 
     fn conn(&self, id: ConnId) -> Result<&Conn, TransportError> {
-        self.conns
+        self.core
+            .conns
             .get(id)
             .filter(|c| !matches!(c.state, State::Closing(_)))
             .ok_or(TransportError::UnknownConn(id))
-    }
-
-    /// Runs smoltcp: with `ingress`, timers and a bounded number of received
-    /// frames; always egress, then one device flush.
-    fn drive(&mut self, now: Instant, ingress: bool) -> Result<(), TransportError> {
-        let t = ts(self.epoch, now);
-        let mut a = Adapter {
-            dev: &mut self.dev,
-            now,
-            own_tcp_check: self.own_tcp_check,
-            taps: &self.taps,
-        };
-        if ingress {
-            self.iface.poll_maintenance(t);
-        }
-        let budget = if ingress {
-            self.config.ingress_budget
-        } else {
-            0
-        };
-        for _ in 0..budget {
-            if self.iface.poll_ingress_single(t, &mut a, &mut self.sockets)
-                == smoltcp::iface::PollIngressSingleResult::None
-            {
-                break;
-            }
-            if !self.listeners.is_empty() {
-                rearm(
-                    &mut self.sockets,
-                    &mut self.listeners,
-                    &self.config,
-                    &mut self.backlog_full,
-                    &self.taps,
-                );
-            }
-        }
-        // poll_egress does a bounded amount of work per call; a few rounds
-        // drain what the ingress just made sendable.
-        for _ in 0..4 {
-            if self.iface.poll_egress(t, &mut a, &mut self.sockets)
-                == smoltcp::iface::PollResult::None
-            {
-                break;
-            }
-        }
-        self.dev.flush().map_err(|e| TransportError::Backend {
-            backend: "stack",
-            what: "device flush failed",
-            source: Box::new(e),
-        })?;
-        if let Some(p) = self.taps.borrow_mut().pcap.as_mut() {
-            let _ = p.flush();
-        }
-        Ok(())
-    }
-
-    fn scan_listeners(&mut self, events: &mut Events) {
-        for li in 0..self.listeners.len() {
-            let mut k = 0;
-            while k < self.listeners[li].armed.len() {
-                let h = self.listeners[li].armed[k];
-                let s = self.sockets.get::<tcp::Socket<'_>>(h);
-                match s.state() {
-                    tcp::State::Listen | tcp::State::SynReceived => k += 1,
-                    tcp::State::Closed => {
-                        // A handshake that failed (RST): listen again.
-                        let port = self.listeners[li].port;
-                        let s = self.sockets.get_mut::<tcp::Socket<'_>>(h);
-                        let _ = s.listen(port);
-                        k += 1;
-                    }
-                    _ => {
-                        let peer = s.remote_endpoint().map(to_std);
-                        // Ordered removal keeps the listening socket last (rearm's fast path).
-                        self.listeners[li].armed.remove(k);
-                        let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                        let Some(conn) = self.insert(h, State::Open, peer) else {
-                            self.sockets.remove(h);
-                            continue;
-                        };
-                        let listener = SocketAddr::V4(SocketAddrV4::new(
-                            self.config.ip,
-                            self.listeners[li].port,
-                        ));
-                        events.push(Event::Accepted {
-                            conn,
-                            peer,
-                            listener,
-                        });
-                    }
-                }
-            }
-        }
-        rearm(
-            &mut self.sockets,
-            &mut self.listeners,
-            &self.config,
-            &mut self.backlog_full,
-            &self.taps,
-        );
-    }
-
-    fn scan_conns(&mut self, now: Instant, events: &mut Events) {
-        let mut gone = Vec::new();
-        for (id, c) in self.conns.iter_mut() {
-            let i = id.index();
-            let s = self.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
-            match c.state {
-                State::Connecting => match s.state() {
-                    tcp::State::Established => {
-                        c.state = State::Open;
-                        events.push(Event::Connected(id));
-                    }
-                    tcp::State::Closed => gone.push((i, CloseReason::ConnectFailed(None))),
-                    _ => {}
-                },
-                State::Open => {
-                    if s.can_recv() && !c.paused {
-                        events.push(Event::Readable(id));
-                    } else if !s.may_recv() && s.recv_queue() == 0 {
-                        // Peer's FIN and every byte read: like EOF. The
-                        // connection stays writable (CLOSE-WAIT) for the
-                        // replies; the consumer's close() sends our FIN.
-                        if s.state() == tcp::State::Closed {
-                            gone.push((i, CloseReason::Reset(None)));
-                            continue;
-                        }
-                        if !c.finished {
-                            c.finished = true;
-                            events.push(Event::PeerFinished(id));
-                        }
-                    }
-                    if c.write_blocked && s.can_send() {
-                        c.write_blocked = false;
-                        events.push(Event::Writable(id));
-                    }
-                }
-                State::Closing(deadline) => {
-                    // Discard input so the peer's data cannot stall the FIN.
-                    while s.can_recv() {
-                        if s.recv(|b| (b.len(), ())).is_err() {
-                            break;
-                        }
-                    }
-                    let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
-                    if done || now >= deadline {
-                        if !done {
-                            s.abort();
-                        }
-                        gone.push((i, CloseReason::Local));
-                    }
-                }
-            }
-        }
-        for (i, reason) in gone {
-            self.remove(i, reason);
-        }
-    }
-
-    fn pick_port(&mut self) -> u16 {
-        let p = self.next_port;
-        self.next_port = if self.next_port >= 65_000 {
-            49_152
-        } else {
-            self.next_port + 1
-        };
-        p
     }
 }
 
@@ -608,7 +1109,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     fn capabilities(&self) -> Capabilities {
         let c = self.dev.capabilities();
         Capabilities {
-            name: self.config.name,
+            name: self.core.config.name,
             latency: LatencyClass::Bypass,
             kernel_bypass: true,
             busy_poll: !self.device_waker,
@@ -619,19 +1120,20 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
 
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         let port = addr.port();
+        let ours = self.core.config.ip;
         match addr.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip == self.config.ip => {}
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip == ours => {}
             _ => {
                 return Err(TransportError::Listen {
                     addr,
                     source: std::io::Error::new(
                         std::io::ErrorKind::AddrNotAvailable,
-                        format!("the stack's address is {}", self.config.ip),
+                        format!("the stack's address is {ours}"),
                     ),
                 });
             }
         }
-        if port == 0 || self.listeners.iter().any(|l| l.port == port) {
+        if port == 0 || self.core.listener_of(port).is_some() {
             return Err(TransportError::Listen {
                 addr,
                 source: std::io::Error::new(
@@ -640,78 +1142,114 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
                 ),
             });
         }
-        self.listeners.push(Listener {
+        self.core.listeners.push(Listener {
             port,
-            armed: Vec::new(),
+            armed: None,
+            half_open: VecDeque::new(),
+            half: 0,
         });
-        rearm(
-            &mut self.sockets,
-            &mut self.listeners,
-            &self.config,
-            &mut self.backlog_full,
-            &self.taps,
-        );
-        Ok(SocketAddr::V4(SocketAddrV4::new(self.config.ip, port)))
+        self.core.arm(self.core.listeners.len() - 1);
+        Ok(SocketAddr::V4(SocketAddrV4::new(ours, port)))
     }
 
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {
-        self.now = self.now.max(now);
+        let core = &mut self.core;
+        core.now = core.now.max(now);
         let SocketAddr::V4(v4) = addr else {
             return Err(TransportError::Unsupported {
                 backend: "stack",
                 what: "IPv6",
             });
         };
-        if self.sockets_in_use() >= self.config.max_sockets {
-            return Err(TransportError::TooManyConnections(self.conns.len()));
+        if core.members >= core.config.max_sockets || core.conns.is_full() {
+            return Err(TransportError::TooManyConnections(core.conns.len()));
         }
-        let mut s = self.new_socket();
-        let local = self.pick_port();
+        let Some(local) = core.pick_port(*v4.ip(), v4.port()) else {
+            return Err(TransportError::Connect {
+                addr,
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            });
+        };
+        let k = core.room();
+        let mut s = new_socket(&core.config);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*v4.ip()), v4.port());
-        s.connect(self.iface.context(), remote, local)
+        s.connect(core.shards[k as usize].iface.context(), remote, local)
             .map_err(|e| TransportError::Connect {
                 addr,
                 source: std::io::Error::other(format!("{e}")),
             })?;
-        let h = self.sockets.add(s);
-        match self.insert(h, State::Connecting, addr) {
-            Some(conn) => Ok(conn),
-            None => {
-                self.sockets.remove(h);
-                Err(TransportError::TooManyConnections(self.conns.len()))
+        let p = core.add(k, s);
+        let key = FlowKey {
+            remote: *v4.ip(),
+            remote_port: v4.port(),
+            local_port: local,
+        };
+        let id = match core.conns.insert(Conn {
+            place: p,
+            key,
+            state: State::Connecting,
+            peer: addr,
+            write_blocked: false,
+            paused: false,
+            finished: false,
+            queued: false,
+        }) {
+            Ok(id) => id,
+            Err(_) => {
+                core.members -= 1;
+                core.shards[k as usize].sockets.remove(p.handle);
+                return Err(TransportError::TooManyConnections(core.conns.len()));
             }
-        }
+        };
+        core.push_member(p, Owner::Conn(id));
+        core.flows.insert(key, p);
+        core.mark(k);
+        Ok(id)
     }
 
     fn poll(&mut self, now: Instant, events: &mut Events) -> Result<(), TransportError> {
-        self.now = self.now.max(now);
+        let core = &mut self.core;
+        core.now = core.now.max(now);
         events.clear();
-        self.drive(now, true)?;
-        for ev in self.pending.drain(..) {
+        core.drive(&mut self.dev, now, true)?;
+        core.expire(now);
+        for ev in core.pending.drain(..) {
             events.push(ev);
         }
-        self.scan_listeners(events);
-        self.scan_conns(now, events);
-        for ev in self.pending.drain(..) {
+        let ready = std::mem::take(&mut core.ready);
+        let mut again = Vec::new();
+        for id in ready {
+            if let Some(c) = core.conns.get_mut(id) {
+                c.queued = false;
+            }
+            if core.check(id, now, events) {
+                again.push(id);
+            }
+        }
+        for id in again {
+            core.queue(id);
+        }
+        for ev in core.pending.drain(..) {
             events.push(ev);
         }
         Ok(())
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let h = self.conn(conn)?.handle;
-        let s = self.sockets.get_mut::<tcp::Socket<'_>>(h);
-        match s.recv_slice(buf) {
-            Ok(n) => Ok(n),
-            // Finished (peer FIN) or not open: nothing to read; scan_conns
-            // reports the close on the next poll.
-            Err(_) => Ok(0),
+        let p = self.conn(conn)?.place;
+        let n = self.core.socket(p).recv_slice(buf).unwrap_or(0);
+        if n > 0 {
+            // The window opened: smoltcp may owe the peer an update.
+            self.core.mark(p.shard);
         }
+        // Finished (peer FIN) or not open: nothing to read; check()
+        // reports the close on the next poll.
+        Ok(n)
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {
-        let h = self.conn(conn)?.handle;
-        let s = self.sockets.get_mut::<tcp::Socket<'_>>(h);
+        let p = self.conn(conn)?.place;
+        let s = self.core.socket(p);
         let n = match s.send_slice(data) {
             Ok(n) => n,
             Err(_) if !s.may_send() => {
@@ -722,8 +1260,11 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
             }
             Err(_) => 0,
         };
+        if n > 0 {
+            self.core.mark(p.shard);
+        }
         if n < data.len()
-            && let Some(c) = self.conns.get_mut(conn)
+            && let Some(c) = self.core.conns.get_mut(conn)
         {
             c.write_blocked = true;
         }
@@ -731,56 +1272,59 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn flush(&mut self, now: Instant) -> Result<(), TransportError> {
-        self.now = self.now.max(now);
-        self.drive(now, false)
+        self.core.now = self.core.now.max(now);
+        self.core.drive(&mut self.dev, now, false)
     }
 
     fn pause_recv(&mut self, conn: ConnId, paused: bool) {
-        if let Some(c) = self.conns.get_mut(conn) {
+        if let Some(c) = self.core.conns.get_mut(conn) {
             c.paused = paused;
+            if !paused {
+                self.core.queue(conn);
+            }
         }
     }
 
     fn close(&mut self, conn: ConnId) {
-        let linger = self.config.close_linger;
-        let Some(c) = self.conns.get_mut(conn) else {
+        let core = &mut self.core;
+        let deadline = core.now + core.config.close_linger;
+        let Some(c) = core.conns.get_mut(conn) else {
             return;
         };
         if matches!(c.state, State::Closing(_)) {
             return;
         }
-        c.state = State::Closing(self.now + linger);
-        self.sockets.get_mut::<tcp::Socket<'_>>(c.handle).close();
+        c.state = State::Closing(deadline);
+        let p = c.place;
+        core.socket(p).close();
+        core.closing.push(Reverse((deadline, conn)));
+        core.mark(p.shard);
+        core.queue(conn);
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn).map(|c| c.peer)
+        self.core.conns.get(conn).map(|c| c.peer)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
-        let now = self.now;
-        let readable = self.conns.iter().any(|(_, c)| {
-            c.state == State::Open
-                && !c.paused
-                && self.sockets.get::<tcp::Socket<'_>>(c.handle).can_recv()
-        });
-        if readable || !self.pending.is_empty() {
+        let core = &self.core;
+        if !core.ready.is_empty() || !core.pending.is_empty() || !core.dirty.is_empty() {
             return Ok(());
         }
+        let now = core.now;
         let mut t = timeout;
-        if let Some(d) = self.iface.poll_delay(ts(self.epoch, now), &self.sockets) {
-            let d = Duration::from_micros(d.total_micros());
+        if let Some(at) = core.next_due() {
+            let d = at.saturating_duration_since(now);
             t = Some(t.map_or(d, |t| t.min(d)));
         }
-        let err = |e| TransportError::Backend {
-            backend: "stack",
-            what: "device wait failed",
-            source: Box::new(e),
-        };
         if !self.device_waker {
             t = Some(t.map_or(WAIT_SLICE, |t| t.min(WAIT_SLICE)));
         }
-        self.dev.wait(t).map_err(err)
+        self.dev.wait(t).map_err(|e| TransportError::Backend {
+            backend: "stack",
+            what: "device wait failed",
+            source: Box::new(e),
+        })
     }
 
     fn waker(&self) -> Result<Arc<dyn Wake>, TransportError> {
@@ -788,7 +1332,10 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let d = self.iface.poll_delay(ts(self.epoch, now), &self.sockets)?;
-        Some(now + Duration::from_micros(d.total_micros()))
+        let core = &self.core;
+        if !core.ready.is_empty() || !core.pending.is_empty() || !core.dirty.is_empty() {
+            return Some(now);
+        }
+        core.next_due()
     }
 }

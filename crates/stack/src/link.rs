@@ -1,0 +1,446 @@
+//! The Ethernet side of the stack: what smoltcp no longer sees now that
+//! every shard's interface is `Medium::Ip`. One neighbour (ARP) table for
+//! the whole stack, the Ethernet header on every transmitted packet, the
+//! receive checksum policy's counters and the pcap tap.
+//!
+//! ```text
+//!   shard iface ── IP packet ──► EthTx::consume ── next hop ─► neighbour? ── yes ─► 14-byte header + packet ─► device
+//!                                                                     └─ no ──► ARP request (packet held, sent on reply)
+//! ```
+//!
+//! Why our own table instead of smoltcp's: with thousands of shard
+//! interfaces, each would keep its own ARP cache, ask for the same peer
+//! thousands of times and stall for a second whenever an entry expired.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use smoltcp::phy::{self, ChecksumCapabilities, Medium};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr,
+};
+use warpwire_transport::TxToken;
+
+use crate::pcap::PcapWriter;
+
+/// Ethernet header length.
+pub(crate) const ETH: usize = 14;
+/// A neighbour entry older than this is still used, and asked for again.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+/// How often one address is asked for at most.
+const ASK_EVERY: Duration = Duration::from_millis(200);
+/// Packets held per unresolved address, and addresses held at most.
+const HOLD_PER_ADDR: usize = 4;
+const HOLD_ADDRS: usize = 256;
+/// Neighbour entries at most (a flood of spoofed on-link senders cannot grow it further).
+const MAX_NEIGHBORS: usize = 16_384;
+
+#[derive(Debug, Clone, Copy)]
+struct Neighbor {
+    mac: [u8; 6],
+    seen: Instant,
+}
+
+/// Counters, the capture, the neighbour table: shared by every token of a
+/// poll (a receive token and its reply token both touch it).
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub pcap: Option<PcapWriter>,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_partial_csum: u64,
+    pub rx_corrupt: u64,
+    pub pcap_errors: u64,
+    pub arp_requests: u64,
+    pub held_dropped: u64,
+    pub no_route: u64,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Option<Ipv4Addr>,
+    neighbors: HashMap<Ipv4Addr, Neighbor>,
+    /// Packets waiting for an ARP reply, per next hop.
+    held: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
+    /// Addresses to ask for at the next chance, and when each was last asked.
+    asked: HashMap<Ipv4Addr, Instant>,
+    pub want_ask: Vec<Ipv4Addr>,
+    /// Next hops whose held packets can go now.
+    pub resolved: Vec<Ipv4Addr>,
+}
+
+impl Link {
+    pub fn new(mac: [u8; 6], ip: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Self {
+        Self {
+            pcap: None,
+            rx_frames: 0,
+            tx_frames: 0,
+            rx_partial_csum: 0,
+            rx_corrupt: 0,
+            pcap_errors: 0,
+            arp_requests: 0,
+            held_dropped: 0,
+            no_route: 0,
+            mac,
+            ip,
+            prefix_len,
+            gateway,
+            neighbors: HashMap::new(),
+            held: HashMap::new(),
+            asked: HashMap::new(),
+            want_ask: Vec::new(),
+            resolved: Vec::new(),
+        }
+    }
+
+    pub fn capture(&mut self, now: Instant, frame: &[u8]) {
+        if let Some(p) = self.pcap.as_mut()
+            && p.write(now, frame).is_err()
+        {
+            self.pcap_errors += 1;
+        }
+    }
+
+    /// Whether `a` is in our subnet.
+    pub fn on_link(&self, a: Ipv4Addr) -> bool {
+        let bits = u32::from(self.prefix_len.min(32));
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        u32::from(a) & mask == u32::from(self.ip) & mask
+    }
+
+    fn broadcast(&self, a: Ipv4Addr) -> bool {
+        let bits = u32::from(self.prefix_len.min(32));
+        let host = if bits >= 32 { 0 } else { u32::MAX >> bits };
+        a.is_broadcast() || (host != 0 && self.on_link(a) && u32::from(a) & host == host)
+    }
+
+    /// The next hop of a packet to `dst`: the address itself on the subnet,
+    /// else the gateway.
+    fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.on_link(dst) {
+            Some(dst)
+        } else {
+            self.gateway
+        }
+    }
+
+    /// Learns (or refreshes) `ip` at `mac` from a frame it sent us.
+    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        if !self.on_link(ip) || ip == self.ip || ip.is_unspecified() || mac[0] & 1 != 0 {
+            return;
+        }
+        if self.neighbors.len() >= MAX_NEIGHBORS && !self.neighbors.contains_key(&ip) {
+            return;
+        }
+        self.neighbors.insert(ip, Neighbor { mac, seen: now });
+        if self.held.contains_key(&ip) {
+            self.resolved.push(ip);
+        }
+    }
+
+    /// Confirms `ip` at `mac` from an IP frame it sent us: refreshes an
+    /// entry with that MAC, never creates or changes one (only ARP does,
+    /// as in Linux, so a forged or damaged IP frame cannot redirect us).
+    pub fn confirm(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        if let Some(n) = self.neighbors.get_mut(&ip)
+            && n.mac == mac
+        {
+            n.seen = now;
+        }
+    }
+
+    /// Packets held for `ip`, now that it resolved.
+    pub fn take_held(&mut self, ip: Ipv4Addr) -> Option<(VecDeque<Vec<u8>>, [u8; 6])> {
+        let n = *self.neighbors.get(&ip)?;
+        Some((self.held.remove(&ip)?, n.mac))
+    }
+
+    fn want(&mut self, hop: Ipv4Addr, now: Instant) {
+        let due = self
+            .asked
+            .get(&hop)
+            .is_none_or(|&t| now.saturating_duration_since(t) >= ASK_EVERY);
+        if due {
+            if self.asked.len() > MAX_NEIGHBORS {
+                self.asked.clear();
+            }
+            self.asked.insert(hop, now);
+            self.want_ask.push(hop);
+        }
+    }
+
+    /// Writes the Ethernet header of the IP packet in `frame[ETH..]`, or,
+    /// when its next hop is unknown, keeps a copy of the packet and turns
+    /// the frame into an ARP request for the hop (padded: receivers ignore
+    /// bytes after the ARP payload). With no route (off the subnet, no
+    /// gateway) the packet is dropped and the frame becomes an ARP request
+    /// for our own address, that is a gratuitous ARP, which peers only use
+    /// to refresh our entry: a token once taken is always sent.
+    fn frame_ip(&mut self, frame: &mut [u8], now: Instant) {
+        let ip = &frame[ETH..];
+        let dst = if ip.len() >= 20 {
+            Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19])
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let dst_mac = if self.broadcast(dst) {
+            Some([0xff; 6])
+        } else {
+            match self.next_hop(dst) {
+                None => {
+                    self.no_route += 1;
+                    // Sent to nobody: an ARP request for an address on our own
+                    // subnet that is ours; peers ignore it.
+                    self.write_arp_request(frame, self.ip);
+                    return;
+                }
+                Some(hop) => match self.neighbors.get(&hop).copied() {
+                    Some(n) => {
+                        if now.saturating_duration_since(n.seen) > STALE_AFTER {
+                            self.want(hop, now);
+                        }
+                        Some(n.mac)
+                    }
+                    None => {
+                        self.hold(hop, &frame[ETH..]);
+                        self.arp_requests += 1;
+                        self.asked.insert(hop, now);
+                        self.write_arp_request(frame, hop);
+                        return;
+                    }
+                },
+            }
+        };
+        if let Some(mac) = dst_mac {
+            self.write_eth(frame, mac, EthernetProtocol::Ipv4);
+        }
+    }
+
+    fn hold(&mut self, hop: Ipv4Addr, packet: &[u8]) {
+        if !self.held.contains_key(&hop) && self.held.len() >= HOLD_ADDRS {
+            self.held_dropped += 1;
+            return;
+        }
+        let q = self.held.entry(hop).or_default();
+        if q.len() >= HOLD_PER_ADDR {
+            q.pop_front();
+            self.held_dropped += 1;
+        }
+        q.push_back(packet.to_vec());
+    }
+
+    pub fn write_eth(&self, frame: &mut [u8], dst: [u8; 6], proto: EthernetProtocol) {
+        let mut f = EthernetFrame::new_unchecked(frame);
+        EthernetRepr {
+            src_addr: EthernetAddress(self.mac),
+            dst_addr: EthernetAddress(dst),
+            ethertype: proto,
+        }
+        .emit(&mut f);
+    }
+
+    /// An ARP request for `target` into `frame` (at least 42 bytes), the rest zeroed.
+    pub fn write_arp_request(&self, frame: &mut [u8], target: Ipv4Addr) {
+        self.write_arp(
+            frame,
+            ArpOperation::Request,
+            [0xff; 6],
+            [0; 6],
+            target,
+        );
+    }
+
+    fn write_arp(
+        &self,
+        frame: &mut [u8],
+        op: ArpOperation,
+        eth_dst: [u8; 6],
+        target_mac: [u8; 6],
+        target_ip: Ipv4Addr,
+    ) {
+        self.write_eth(frame, eth_dst, EthernetProtocol::Arp);
+        let body = &mut frame[ETH..];
+        body.fill(0);
+        ArpRepr::EthernetIpv4 {
+            operation: op,
+            source_hardware_addr: EthernetAddress(self.mac),
+            source_protocol_addr: self.ip,
+            target_hardware_addr: EthernetAddress(target_mac),
+            target_protocol_addr: target_ip,
+        }
+        .emit(&mut ArpPacket::new_unchecked(&mut body[..28]));
+    }
+
+    /// Handles a received ARP frame: learns the sender, and returns whether
+    /// a reply (written by [`Link::write_arp_reply`]) is due.
+    pub fn on_arp(&mut self, frame: &[u8], now: Instant) -> Option<([u8; 6], Ipv4Addr)> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let arp = ArpPacket::new_checked(eth.payload()).ok()?;
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } = ArpRepr::parse(&arp).ok()?
+        else {
+            return None;
+        };
+        let sip = source_protocol_addr;
+        let for_us = target_protocol_addr == self.ip;
+        // Learn from anything addressed to us, and refresh entries we have
+        // from any ARP (gratuitous ones included).
+        if for_us || self.neighbors.contains_key(&sip) {
+            self.learn(sip, source_hardware_addr.0, now);
+        }
+        (for_us && operation == ArpOperation::Request).then_some((source_hardware_addr.0, sip))
+    }
+
+    pub const ARP_LEN: usize = ETH + 28;
+
+    pub fn write_arp_reply(&self, frame: &mut [u8], mac: [u8; 6], ip: Ipv4Addr) {
+        self.write_arp(
+            frame,
+            ArpOperation::Reply,
+            mac,
+            mac,
+            ip,
+        );
+    }
+}
+
+/// smoltcp's capabilities for a shard interface: IP packets of the
+/// device's frame size less the Ethernet header.
+pub(crate) fn ip_caps(dev: &warpwire_transport::DeviceCapabilities, own_tcp_check: bool) -> phy::DeviceCapabilities {
+    let mut caps = phy::DeviceCapabilities::default();
+    caps.medium = Medium::Ip;
+    caps.max_transmission_unit = dev.max_frame.saturating_sub(ETH);
+    caps.max_burst_size = Some(dev.max_burst);
+    let mut sums = ChecksumCapabilities::default();
+    use phy::Checksum;
+    // IPv4 header checksums are always complete on receive; TCP ones are
+    // checked before the demux when the device hands over partial ones.
+    sums.ipv4 = Checksum::Both;
+    sums.tcp = if own_tcp_check {
+        Checksum::Tx
+    } else {
+        Checksum::Both
+    };
+    if dev.tx_checksum_offload {
+        sums.tcp = match sums.tcp {
+            Checksum::Both => Checksum::Rx,
+            _ => Checksum::None,
+        };
+    }
+    caps.checksum = sums;
+    caps
+}
+
+/// A device token that frames smoltcp's IP packet for the wire.
+pub(crate) struct EthTx<'b, T> {
+    pub inner: T,
+    pub now: Instant,
+    pub link: &'b RefCell<Link>,
+}
+
+impl<T: TxToken> phy::TxToken for EthTx<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let (now, link) = (self.now, self.link);
+        // An ARP request needs 42 bytes; shorter IP packets do not occur
+        // (20 IP + 20 TCP at least), but pad the frame to be safe.
+        let total = (ETH + len).max(Link::ARP_LEN);
+        self.inner.consume(total, |buf| {
+            let r = f(&mut buf[ETH..ETH + len]);
+            let mut l = link.borrow_mut();
+            l.frame_ip(&mut buf[..ETH + len.max(Link::ARP_LEN - ETH)], now);
+            l.tx_frames += 1;
+            l.capture(now, buf);
+            r
+        })
+    }
+}
+
+/// The IP packet of a received frame, handed to one shard's interface.
+pub(crate) struct IpRx<'b>(pub &'b [u8]);
+
+impl phy::RxToken for IpRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+/// The device one shard sees while it processes one received packet: that
+/// packet, with the reply token of its frame.
+pub(crate) struct OneShot<'b, T> {
+    pub packet: Option<(&'b [u8], EthTx<'b, T>)>,
+    pub caps: &'b phy::DeviceCapabilities,
+}
+
+impl<'a, T: TxToken> phy::Device for OneShot<'a, T> {
+    type RxToken<'b>
+        = IpRx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = EthTx<'b, T>
+    where
+        Self: 'b;
+
+    fn receive(
+        &mut self,
+        _ts: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (p, tx) = self.packet.take()?;
+        Some((IpRx(p), tx))
+    }
+
+    fn transmit(&mut self, _ts: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        None
+    }
+
+    fn capabilities(&self) -> phy::DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+/// The device a shard transmits on: the packet device, every frame framed by [`EthTx`].
+pub(crate) struct Egress<'b, D> {
+    pub dev: &'b mut D,
+    pub now: Instant,
+    pub link: &'b RefCell<Link>,
+    pub caps: &'b phy::DeviceCapabilities,
+}
+
+impl<'a, D: warpwire_transport::PacketDevice> phy::Device for Egress<'a, D> {
+    type RxToken<'b>
+        = IpRx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = EthTx<'b, D::TxToken<'b>>
+    where
+        Self: 'b;
+
+    fn receive(
+        &mut self,
+        _ts: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, _ts: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        let (now, link) = (self.now, self.link);
+        let inner = self.dev.transmit(now)?;
+        Some(EthTx { inner, now, link })
+    }
+
+    fn capabilities(&self) -> phy::DeviceCapabilities {
+        self.caps.clone()
+    }
+}
