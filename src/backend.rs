@@ -35,6 +35,12 @@ pub struct StackSetup {
     pub mac: Option<[u8; 6]>,
     /// Capture file.
     pub pcap: Option<std::path::PathBuf>,
+    /// Receive buffer per connection (`--tcp-rx-buffer`).
+    pub rx_buffer: Option<usize>,
+    /// Send buffer per connection (`--tcp-tx-buffer`).
+    pub tx_buffer: Option<usize>,
+    /// SYN queue per port (`--tcp-backlog`).
+    pub backlog: Option<usize>,
 }
 
 #[cfg(any(feature = "xdp", feature = "dpdk"))]
@@ -53,6 +59,15 @@ impl StackSetup {
             }
         });
         sc.name = name;
+        if let Some(n) = self.rx_buffer {
+            sc.rx_buffer = n;
+        }
+        if let Some(n) = self.tx_buffer {
+            sc.tx_buffer = n;
+        }
+        if let Some(n) = self.backlog {
+            sc.backlog = n;
+        }
         sc
     }
 }
@@ -132,7 +147,21 @@ pub fn stack_setup(b: &BypassArgs) -> Result<StackSetup, BoxError> {
         gateway: b.gateway,
         mac: b.mac.as_deref().map(parse_mac).transpose()?,
         pcap: b.pcap.clone(),
+        rx_buffer: check_size("--tcp-rx-buffer", b.tcp_rx_buffer, 1024)?,
+        tx_buffer: check_size("--tcp-tx-buffer", b.tcp_tx_buffer, 1024)?,
+        backlog: check_size("--tcp-backlog", b.tcp_backlog, 1)?,
     })
+}
+
+/// A size option at least `min` and at most 1 GiB (a window scale of 14).
+#[cfg_attr(not(any(feature = "xdp", feature = "dpdk")), allow(dead_code))]
+fn check_size(flag: &str, v: Option<usize>, min: usize) -> Result<Option<usize>, BoxError> {
+    match v {
+        Some(n) if n < min || n > 1 << 30 => {
+            Err(format!("{flag} {n}: expected {min} to {}", 1usize << 30).into())
+        }
+        _ => Ok(v),
+    }
 }
 
 /// Whether transports are built for a server's workers or for a client.
@@ -350,6 +379,11 @@ impl Backend {
 fn warn_ignored_by_kernel_tcp(kind: BackendKind, b: &BypassArgs) {
     if b.iface.is_some() || b.ip.is_some() {
         tracing::warn!("--iface/--ip are ignored by the {kind} transport");
+    }
+    if b.tcp_rx_buffer.is_some() || b.tcp_tx_buffer.is_some() || b.tcp_backlog.is_some() {
+        tracing::warn!(
+            "--tcp-* options set the userspace stack; the {kind} transport uses the kernel's TCP"
+        );
     }
 }
 

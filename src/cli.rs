@@ -103,6 +103,19 @@ pub struct BypassArgs {
     /// Registered memory per connection is 2 x depth x this.
     #[arg(long, env = "WARPWIRE_RDMA_BUFFER")]
     pub rdma_buffer: Option<u32>,
+    /// Userspace TCP (xdp, dpdk): receive buffer per connection, bytes; the
+    /// largest window offered [default: 262144]. Allocated untouched:
+    /// resident memory is the pages a connection's traffic reaches.
+    #[arg(long, env = "WARPWIRE_TCP_RX_BUFFER")]
+    pub tcp_rx_buffer: Option<usize>,
+    /// Userspace TCP: send buffer per connection, bytes [default: 65536].
+    #[arg(long, env = "WARPWIRE_TCP_TX_BUFFER")]
+    pub tcp_tx_buffer: Option<usize>,
+    /// Userspace TCP: half-open handshakes per listened port (the SYN
+    /// queue); beyond it the oldest stale one is evicted or the SYN dropped
+    /// for the client to retry [default: 4096].
+    #[arg(long, env = "WARPWIRE_TCP_BACKLOG")]
+    pub tcp_backlog: Option<usize>,
 }
 
 /// `warpwire bench --protocol`.

@@ -139,6 +139,9 @@ impl FileConfig {
             pcap: b.pcap.clone().or(f.pcap),
             rdma_depth: b.rdma_depth.or(f.rdma_depth),
             rdma_buffer: b.rdma_buffer.or(f.rdma_buffer),
+            tcp_rx_buffer: b.tcp_rx_buffer.or(f.tcp_rx_buffer),
+            tcp_tx_buffer: b.tcp_tx_buffer.or(f.tcp_tx_buffer),
+            tcp_backlog: b.tcp_backlog.or(f.tcp_backlog),
         }
     }
 }
@@ -358,7 +361,8 @@ mod tests {
     fn every_bypass_flag_has_a_key() {
         let file = "[bypass]\niface = \"veth0\"\nip = \"10.77.0.1/24\"\ngateway = \"10.77.0.254\"\n\
                     mac = \"02:00:00:00:00:01\"\nqueues = 2\nport = 1\ndpdk_args = \"--no-huge\"\n\
-                    pcap = \"/tmp/x.pcap\"\nrdma_depth = 8\nrdma_buffer = 4096\n";
+                    pcap = \"/tmp/x.pcap\"\nrdma_depth = 8\nrdma_buffer = 4096\n\
+                    tcp_rx_buffer = 16384\ntcp_tx_buffer = 8192\ntcp_backlog = 100\n";
         let s = serve(file, &[]);
         let b = &s.bypass;
         assert_eq!(b.iface.as_deref(), Some("veth0"));
@@ -369,6 +373,10 @@ mod tests {
         assert_eq!(b.dpdk_args.as_deref(), Some("--no-huge"));
         assert_eq!(b.pcap.as_deref(), Some(Path::new("/tmp/x.pcap")));
         assert_eq!((b.rdma_depth, b.rdma_buffer), (Some(8), Some(4096)));
+        assert_eq!(
+            (b.tcp_rx_buffer, b.tcp_tx_buffer, b.tcp_backlog),
+            (Some(16384), Some(8192), Some(100))
+        );
         let s = serve(file, &["--iface=veth9", "--queues=3"]);
         assert_eq!(
             (s.bypass.iface.as_deref(), s.bypass.queues),

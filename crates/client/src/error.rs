@@ -72,6 +72,22 @@ pub enum ClientError {
         /// How the attempt ended (refused, reset, timed out as `Local`).
         reason: CloseReason,
     },
+    /// Some connections of a load run were not established in time: each
+    /// handshake gets the connect timeout from its own start.
+    #[error(
+        "cannot connect to {addr}: {established} of {wanted} connections established, \
+         the next not within {after:?} (handshake timed out; the server's accept or SYN queue may be full)"
+    )]
+    ConnectTimeout {
+        /// The server address.
+        addr: SocketAddr,
+        /// Connections up when the run gave up.
+        established: usize,
+        /// Connections the worker wanted.
+        wanted: usize,
+        /// The per-handshake limit.
+        after: std::time::Duration,
+    },
     /// The server refused the credentials of [`crate::ClientConfig::auth`].
     #[error("authentication rejected by the server")]
     AuthRejected,

@@ -80,6 +80,10 @@ pub struct LoadReport {
     /// The client protocol ([`crate::ClientProtocol::name`]): "warpwire",
     /// "echo", "http".
     pub protocol: &'static str,
+    /// How long opening every connection took (the slowest worker's
+    /// ramp; connects are paced, a window of handshakes at a time).
+    #[serde(rename = "ramp_s", serialize_with = "secs")]
+    pub ramp: Duration,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -151,6 +155,21 @@ impl fmt::Display for LoadReport {
             self.depth,
             self.threads
         )?;
+        let ramp = self.ramp.as_secs_f64();
+        writeln!(
+            f,
+            "  connected  {} in {} ({})",
+            self.connections,
+            Human(self.ramp),
+            Si(
+                if ramp > 0.0 {
+                    self.connections as f64 / ramp
+                } else {
+                    0.0
+                },
+                "conn/s"
+            )
+        )?;
         writeln!(
             f,
             "  messages   {} in {} ({} errors, {} lost)",
@@ -203,6 +222,7 @@ mod tests {
             threads: 2,
             msg_type: MessageType::ECHO,
             protocol: "warpwire",
+            ramp: Duration::from_millis(250),
         }
     }
 
@@ -215,6 +235,7 @@ mod tests {
         assert_eq!(v["max_us"], 3000.0);
         assert_eq!(v["msg_type"], "ECHO");
         assert_eq!(v["protocol"], "warpwire");
+        assert_eq!(v["ramp_s"], 0.25);
         assert!(v.get("p50").is_none());
     }
 
@@ -231,6 +252,10 @@ mod tests {
         assert!(s.contains("p50 20.0 µs"), "{s}");
         assert!(s.contains("p99.9 1.20 ms"), "{s}");
         assert!(s.contains("mean 25.5 µs"), "{s}");
+        assert!(
+            s.contains("connected  4 in 250.00 ms (16.00 conn/s)"),
+            "{s}"
+        );
         let echo = LoadReport {
             protocol: "echo",
             ..sample()

@@ -71,7 +71,7 @@ use warpwire_transport::{
 };
 
 use demux::{FlowKey, Flows, Frame, Place};
-use link::{ETH, EthTx, Egress, Link, OneShot};
+use link::{ETH, Egress, EthTx, Link, OneShot};
 
 /// Settings of one stack instance (one per worker and device queue).
 #[derive(Debug, Clone)]
@@ -621,13 +621,12 @@ impl Core {
     }
 
     fn on_syn<T: TxToken>(&mut self, li: usize, key: FlowKey, frame: &[u8], tx: T, now: Instant) {
-        if self.listeners[li].half >= self.config.backlog
-            && self.expire_half_open(li, now, self.config.syn_evict_after, 1) == 0
-        {
-            // Full of young handshakes: drop, the client retransmits.
-            self.syn_dropped += 1;
-            return;
-        } else if self.listeners[li].half >= self.config.backlog {
+        if self.listeners[li].half >= self.config.backlog {
+            if self.expire_half_open(li, now, self.config.syn_evict_after, 1) == 0 {
+                // Full of young handshakes: drop, the client retransmits.
+                self.syn_dropped += 1;
+                return;
+            }
             self.syn_evicted += 1;
         }
         self.arm(li);
@@ -669,7 +668,9 @@ impl Core {
             )),
             caps: &self.caps,
         };
-        shard.iface.poll_ingress_single(t, &mut dev, &mut shard.sockets);
+        shard
+            .iface
+            .poll_ingress_single(t, &mut dev, &mut shard.sockets);
         if k != 0 {
             self.mark(k);
         }
@@ -710,7 +711,8 @@ impl Core {
                     if let Some(m) = self.shards[p.shard as usize].member(p.handle) {
                         m.owner = Owner::Conn(id);
                     }
-                    let listener = SocketAddr::V4(SocketAddrV4::new(self.config.ip, key.local_port));
+                    let listener =
+                        SocketAddr::V4(SocketAddrV4::new(self.config.ip, key.local_port));
                     self.pending.push(Event::Accepted {
                         conn: id,
                         peer,
@@ -811,7 +813,9 @@ impl Core {
             caps: &self.caps,
         };
         for _ in 0..EGRESS_ROUNDS {
-            if shard.iface.poll_egress(t, &mut e, &mut shard.sockets) == smoltcp::iface::PollResult::None {
+            if shard.iface.poll_egress(t, &mut e, &mut shard.sockets)
+                == smoltcp::iface::PollResult::None
+            {
                 break;
             }
         }
@@ -867,7 +871,12 @@ impl Core {
 
     /// Runs the stack: with `ingress`, a bounded number of received frames;
     /// always due timers, egress of dirty shards, then one device flush.
-    fn drive<D: PacketDevice>(&mut self, dev: &mut D, now: Instant, ingress: bool) -> Result<(), TransportError> {
+    fn drive<D: PacketDevice>(
+        &mut self,
+        dev: &mut D,
+        now: Instant,
+        ingress: bool,
+    ) -> Result<(), TransportError> {
         if ingress {
             for _ in 0..self.config.ingress_budget {
                 let Some((rx, tx)) = dev.receive(now) else {
@@ -925,7 +934,9 @@ impl Core {
                 break;
             }
             self.closing.pop();
-            let Some(c) = self.conns.get(id) else { continue };
+            let Some(c) = self.conns.get(id) else {
+                continue;
+            };
             if matches!(c.state, State::Closing(d) if d <= now) {
                 let p = c.place;
                 self.socket(p).abort();
@@ -992,12 +1003,13 @@ impl<D: PacketDevice> StackTransport<D> {
         let mac = config.mac.unwrap_or(dcaps.mac);
         let mut link = Link::new(mac, config.ip, config.prefix_len, config.gateway);
         if let Some(p) = &config.pcap {
-            link.pcap = Some(
-                pcap::PcapWriter::create(p, now).map_err(|source| StackError::Pcap {
-                    path: p.display().to_string(),
-                    source,
-                })?,
-            );
+            link.pcap =
+                Some(
+                    pcap::PcapWriter::create(p, now).map_err(|source| StackError::Pcap {
+                        path: p.display().to_string(),
+                        source,
+                    })?,
+                );
         }
         let (waker, device_waker): (Arc<dyn Wake>, bool) = match dev.waker() {
             Some(w) => (w, true),
@@ -1073,22 +1085,6 @@ impl<D: PacketDevice> StackTransport<D> {
     /// Open connections (connecting, open or closing).
     pub fn connection_count(&self) -> usize {
         self.core.conns.len()
-    }
-
-    #[doc(hidden)]
-    pub fn debug_state(&mut self) -> String {
-        let mut out = String::new();
-        let t = ts(self.core.epoch, self.core.now);
-        for (k, sh) in self.core.shards.iter_mut().enumerate() {
-            let pa = sh.iface.poll_at(t, &sh.sockets);
-            out += &format!("shard {k} dirty {} wake {:?} poll_at {:?} now {:?}\n", sh.dirty, sh.wake.map(|w| w - self.core.epoch), pa, t);
-            for m in &sh.members {
-                let s = sh.sockets.get::<tcp::Socket<'_>>(m.handle);
-                out += &format!("  {:?} {:?} sendq {} recvq {} \n", m.owner, s.state(), s.send_queue(), s.recv_queue());
-            }
-        }
-        out += &format!("timers {:?}\n", self.core.timers.iter().map(|r| r.0.0 - self.core.epoch).collect::<Vec<_>>());
-        out
     }
 
     /// Half-open handshakes, all listeners together.

@@ -247,13 +247,7 @@ impl Link {
 
     /// An ARP request for `target` into `frame` (at least 42 bytes), the rest zeroed.
     pub fn write_arp_request(&self, frame: &mut [u8], target: Ipv4Addr) {
-        self.write_arp(
-            frame,
-            ArpOperation::Request,
-            [0xff; 6],
-            [0; 6],
-            target,
-        );
+        self.write_arp(frame, ArpOperation::Request, [0xff; 6], [0; 6], target);
     }
 
     fn write_arp(
@@ -305,19 +299,16 @@ impl Link {
     pub const ARP_LEN: usize = ETH + 28;
 
     pub fn write_arp_reply(&self, frame: &mut [u8], mac: [u8; 6], ip: Ipv4Addr) {
-        self.write_arp(
-            frame,
-            ArpOperation::Reply,
-            mac,
-            mac,
-            ip,
-        );
+        self.write_arp(frame, ArpOperation::Reply, mac, mac, ip);
     }
 }
 
 /// smoltcp's capabilities for a shard interface: IP packets of the
 /// device's frame size less the Ethernet header.
-pub(crate) fn ip_caps(dev: &warpwire_transport::DeviceCapabilities, own_tcp_check: bool) -> phy::DeviceCapabilities {
+pub(crate) fn ip_caps(
+    dev: &warpwire_transport::DeviceCapabilities,
+    own_tcp_check: bool,
+) -> phy::DeviceCapabilities {
     let mut caps = phy::DeviceCapabilities::default();
     caps.medium = Medium::Ip;
     caps.max_transmission_unit = dev.max_frame.saturating_sub(ETH);

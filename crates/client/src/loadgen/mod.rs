@@ -298,6 +298,8 @@ struct WorkerResult {
     lost: u64,
     last_reply: Option<Instant>,
     finished: Instant,
+    /// How long opening this worker's connections took.
+    ramp: Duration,
 }
 
 /// Runs a load test of the warpwire protocol: `factory` builds one
@@ -477,6 +479,7 @@ fn merge(
     let (mut messages, mut errors, mut lost) = (0u64, 0u64, 0u64);
     let mut end: Option<Instant> = None;
     let mut finished = measure_start;
+    let ramp = results.iter().map(|r| r.ramp).max().unwrap_or_default();
     for r in &results {
         hist.add(&r.hist)
             .map_err(|e| ClientError::Histogram(Box::new(e)))?;
@@ -524,6 +527,7 @@ fn merge(
         threads,
         msg_type: cfg.msg_type,
         protocol,
+        ramp,
     })
 }
 

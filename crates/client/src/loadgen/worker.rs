@@ -1,6 +1,7 @@
 //! One load-generator worker: a transport, its share of the connections,
 //! and the per-connection pipelines.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -149,7 +150,7 @@ where
     T: Transport,
     F: Fn() -> Result<T, TransportError>,
 {
-    let (mut transport, mut conns) = match setup(protocol, factory, cfg, indices) {
+    let (mut transport, mut conns, ramp) = match setup(protocol, factory, cfg, indices) {
         Ok(s) => s,
         Err(e) => {
             shared.abort.store(true, Ordering::SeqCst);
@@ -289,6 +290,7 @@ where
         lost: tally.lost,
         last_reply: tally.last_reply,
         finished: Instant::now(),
+        ramp,
     })
 }
 
@@ -318,57 +320,102 @@ fn publish(shared: &Shared, tally: &Tally, published: &mut (u64, u64)) {
     *published = (tally.messages, tally.errors);
 }
 
-/// Builds the transport and connects every connection of this worker.
+/// Handshakes one worker keeps in flight while it opens its connections:
+/// enough to fill a round trip many times over, few enough that a server's
+/// accept queue (Linux: `somaxconn`, 4096) or SYN queue never overflows,
+/// which would cost a one-second SYN retransmission per dropped SYN.
+pub(crate) const CONNECT_WINDOW: usize = 256;
+
+/// Builds the transport and connects every connection of this worker,
+/// at most [`CONNECT_WINDOW`] handshakes at a time, each within
+/// `connect_timeout` of its own start. Returns how long that took.
 fn setup<P, T, F>(
     protocol: &P,
     factory: &F,
     cfg: &LoadConfig,
     indices: &[usize],
-) -> Result<(T, Vec<Conn<P>>), ClientError>
+) -> Result<(T, Vec<Conn<P>>, Duration), ClientError>
 where
     P: ClientProtocol,
     T: Transport,
     F: Fn() -> Result<T, TransportError>,
 {
     let mut t = factory().map_err(ClientError::Transport)?;
-    let now = Instant::now();
+    let begin = Instant::now();
     let depth = cfg.pipeline_depth;
-    let mut conns = Vec::with_capacity(indices.len());
-    for _ in indices {
-        let id = t.connect(cfg.addr, now).map_err(ClientError::Transport)?;
-        conns.push(Conn {
-            id,
-            connected: false,
-            closed: false,
-            proto: protocol.open(),
-            out: BytesMut::with_capacity(depth * (cfg.effective_body_size() + 24)),
-            ring: vec![None; depth],
-            next_id: 1,
-            low: 1,
-            outstanding: 0,
-            quota: None,
-            next_send: now,
-        });
-    }
-    let deadline = now + cfg.connect_timeout;
-    let mut events = Events::with_capacity(64);
-    while conns.iter().any(|c| !c.connected) {
+    let wanted = indices.len();
+    let mut conns: Vec<Conn<P>> = Vec::with_capacity(wanted);
+    let mut by_slot: Vec<Option<usize>> = Vec::new();
+    // Handshakes in flight, oldest first (entries already up are skipped).
+    let mut started: VecDeque<(usize, Instant)> = VecDeque::new();
+    let (mut up, mut in_flight) = (0usize, 0usize);
+    let mut events = Events::with_capacity(256);
+    while up < wanted {
         let now = Instant::now();
-        if now >= deadline {
-            return Err(ClientError::Timeout);
+        while conns.len() < wanted && in_flight < CONNECT_WINDOW {
+            let id = t.connect(cfg.addr, now).map_err(ClientError::Transport)?;
+            let i = conns.len();
+            if by_slot.len() <= id.index() {
+                by_slot.resize(id.index() + 1, None);
+            }
+            by_slot[id.index()] = Some(i);
+            conns.push(Conn {
+                id,
+                connected: false,
+                closed: false,
+                proto: protocol.open(),
+                out: BytesMut::with_capacity(depth * (cfg.effective_body_size() + 24)),
+                ring: vec![None; depth],
+                next_id: 1,
+                low: 1,
+                outstanding: 0,
+                quota: None,
+                next_send: now,
+            });
+            started.push_back((i, now));
+            in_flight += 1;
         }
-        t.wait(Some((deadline - now).min(MAX_SLEEP)))
-            .map_err(ClientError::Transport)?;
+        while let Some(&(i, t0)) = started.front() {
+            if conns[i].connected {
+                started.pop_front();
+                continue;
+            }
+            if now.saturating_duration_since(t0) >= cfg.connect_timeout {
+                return Err(ClientError::ConnectTimeout {
+                    addr: cfg.addr,
+                    established: up,
+                    wanted,
+                    after: cfg.connect_timeout,
+                });
+            }
+            break;
+        }
+        if events.is_empty() {
+            let wait = started.front().map_or(MAX_SLEEP, |&(_, t0)| {
+                (t0 + cfg.connect_timeout).saturating_duration_since(now)
+            });
+            t.wait(Some(wait.min(MAX_SLEEP)))
+                .map_err(ClientError::Transport)?;
+        }
         t.poll(Instant::now(), &mut events)
             .map_err(ClientError::Transport)?;
         for ev in events.iter() {
+            let (Event::Connected(id) | Event::Closed(id, _)) = *ev else {
+                continue;
+            };
+            let Some(i) = by_slot.get(id.index()).copied().flatten() else {
+                continue;
+            };
+            if conns[i].id != id {
+                continue;
+            }
             match *ev {
-                Event::Connected(id) => {
-                    if let Some(c) = conns.iter_mut().find(|c| c.id == id) {
-                        c.connected = true;
-                    }
+                Event::Connected(_) if !conns[i].connected => {
+                    conns[i].connected = true;
+                    up += 1;
+                    in_flight -= 1;
                 }
-                Event::Closed(id, reason) if conns.iter().any(|c| c.id == id) => {
+                Event::Closed(_, reason) => {
                     return Err(ClientError::ConnectFailed {
                         addr: cfg.addr,
                         reason,
@@ -378,7 +425,7 @@ where
             }
         }
     }
-    Ok((t, conns))
+    Ok((t, conns, begin.elapsed()))
 }
 
 /// Tops the connection's pipeline up to its depth (within quota and pace).
