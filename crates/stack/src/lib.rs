@@ -268,7 +268,7 @@ struct Core {
     listeners: Vec<Listener>,
     pending: Vec<Event>,
     ready: Vec<ConnId>,
-    dirty: Vec<u32>,
+    dirty: VecDeque<u32>,
     room: Vec<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     closing: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -496,7 +496,7 @@ impl Core {
         let s = &mut self.shards[k as usize];
         if !s.dirty {
             s.dirty = true;
-            self.dirty.push(k);
+            self.dirty.push_back(k);
         }
     }
 
@@ -824,7 +824,7 @@ impl Core {
             // More to send than the device took: next drive.
             Some(at) if at <= t && !shard.dirty => {
                 shard.dirty = true;
-                self.dirty.push(k);
+                self.dirty.push_back(k);
             }
             Some(at) if at <= t => {}
             Some(at) => {
@@ -841,6 +841,7 @@ impl Core {
     /// requests the neighbour table wants.
     fn send_link<D: PacketDevice>(&mut self, dev: &mut D, now: Instant) {
         let mut l = self.link.borrow_mut();
+        l.retry_held(now);
         if l.resolved.is_empty() && l.want_ask.is_empty() {
             return;
         }
@@ -898,8 +899,16 @@ impl Core {
             }
         }
         self.send_link(dev, now);
-        let dirty = std::mem::take(&mut self.dirty);
-        for k in dirty {
+        // Dirty shards in order; once the device has no transmit buffer
+        // left, the rest wait (still dirty, first in line) for the next
+        // drive instead of each running smoltcp's egress for nothing.
+        self.link.borrow_mut().tx_exhausted = false;
+        let mut left = self.dirty.len();
+        while left > 0 && !self.link.borrow().tx_exhausted {
+            let Some(k) = self.dirty.pop_front() else {
+                break;
+            };
+            left -= 1;
             self.egress(dev, k, now);
             if std::mem::take(&mut self.shards[k as usize].sweep) {
                 let ids: Vec<ConnId> = self.shards[k as usize]
@@ -957,6 +966,9 @@ impl Core {
         let mut min = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
         if let Some(r) = self.closing.peek() {
             min(r.0.0);
+        }
+        if let Some(at) = self.link.borrow().next_retry() {
+            min(at);
         }
         for l in &self.listeners {
             if let Some(&(_, since)) = l.half_open.front() {
@@ -1023,7 +1035,7 @@ impl<D: PacketDevice> StackTransport<D> {
             listeners: Vec::new(),
             pending: Vec::new(),
             ready: Vec::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             room: Vec::new(),
             timers: BinaryHeap::new(),
             closing: BinaryHeap::new(),

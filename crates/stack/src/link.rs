@@ -32,9 +32,12 @@ pub(crate) const ETH: usize = 14;
 const STALE_AFTER: Duration = Duration::from_secs(60);
 /// How often one address is asked for at most.
 const ASK_EVERY: Duration = Duration::from_millis(200);
-/// Packets held per unresolved address, and addresses held at most.
-const HOLD_PER_ADDR: usize = 4;
+/// Packets held per unresolved address (Linux's `unres_qlen` is 101: a
+/// client opening many connections at once to a new peer sends that many
+/// SYNs before the ARP reply), addresses held at most, and bytes in all.
+const HOLD_PER_ADDR: usize = 256;
 const HOLD_ADDRS: usize = 256;
+const HOLD_BYTES: usize = 1 << 20;
 /// Neighbour entries at most (a flood of spoofed on-link senders cannot grow it further).
 const MAX_NEIGHBORS: usize = 16_384;
 
@@ -57,6 +60,8 @@ pub(crate) struct Link {
     pub arp_requests: u64,
     pub held_dropped: u64,
     pub no_route: u64,
+    /// The device had no transmit buffer for an egress this drive.
+    pub tx_exhausted: bool,
     mac: [u8; 6],
     ip: Ipv4Addr,
     prefix_len: u8,
@@ -64,6 +69,7 @@ pub(crate) struct Link {
     neighbors: HashMap<Ipv4Addr, Neighbor>,
     /// Packets waiting for an ARP reply, per next hop.
     held: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
+    held_bytes: usize,
     /// Addresses to ask for at the next chance, and when each was last asked.
     asked: HashMap<Ipv4Addr, Instant>,
     pub want_ask: Vec<Ipv4Addr>,
@@ -83,12 +89,14 @@ impl Link {
             arp_requests: 0,
             held_dropped: 0,
             no_route: 0,
+            tx_exhausted: false,
             mac,
             ip,
             prefix_len,
             gateway,
             neighbors: HashMap::new(),
             held: HashMap::new(),
+            held_bytes: 0,
             asked: HashMap::new(),
             want_ask: Vec::new(),
             resolved: Vec::new(),
@@ -155,10 +163,34 @@ impl Link {
         }
     }
 
+    /// Asks again for next hops whose packets are still held after
+    /// [`ASK_EVERY`] (the first request may have gone out before the link
+    /// was up, as with a memif peer still connecting).
+    pub fn retry_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let hops: Vec<Ipv4Addr> = self.held.keys().copied().collect();
+        for hop in hops {
+            self.want(hop, now);
+        }
+    }
+
+    /// When held packets next call for an ARP request.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.held
+            .keys()
+            .filter_map(|h| self.asked.get(h))
+            .min()
+            .map(|&t| t + ASK_EVERY)
+    }
+
     /// Packets held for `ip`, now that it resolved.
     pub fn take_held(&mut self, ip: Ipv4Addr) -> Option<(VecDeque<Vec<u8>>, [u8; 6])> {
         let n = *self.neighbors.get(&ip)?;
-        Some((self.held.remove(&ip)?, n.mac))
+        let q = self.held.remove(&ip)?;
+        self.held_bytes -= q.iter().map(Vec::len).sum::<usize>();
+        Some((q, n.mac))
     }
 
     fn want(&mut self, hop: Ipv4Addr, now: Instant) {
@@ -223,15 +255,20 @@ impl Link {
     }
 
     fn hold(&mut self, hop: Ipv4Addr, packet: &[u8]) {
-        if !self.held.contains_key(&hop) && self.held.len() >= HOLD_ADDRS {
+        if (!self.held.contains_key(&hop) && self.held.len() >= HOLD_ADDRS)
+            || self.held_bytes + packet.len() > HOLD_BYTES
+        {
             self.held_dropped += 1;
             return;
         }
         let q = self.held.entry(hop).or_default();
-        if q.len() >= HOLD_PER_ADDR {
-            q.pop_front();
+        if q.len() >= HOLD_PER_ADDR
+            && let Some(old) = q.pop_front()
+        {
+            self.held_bytes -= old.len();
             self.held_dropped += 1;
         }
+        self.held_bytes += packet.len();
         q.push_back(packet.to_vec());
     }
 
@@ -427,7 +464,10 @@ impl<'a, D: warpwire_transport::PacketDevice> phy::Device for Egress<'a, D> {
 
     fn transmit(&mut self, _ts: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
         let (now, link) = (self.now, self.link);
-        let inner = self.dev.transmit(now)?;
+        let Some(inner) = self.dev.transmit(now) else {
+            link.borrow_mut().tx_exhausted = true;
+            return None;
+        };
         Some(EthTx { inner, now, link })
     }
 
