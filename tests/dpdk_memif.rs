@@ -212,6 +212,37 @@ fn two_warpwire_processes_over_memif() {
     let _ = std::fs::remove_file(&payload);
 }
 
+/// Ten thousand connections from one DPDK client into one DPDK worker over
+/// memif, each echoing once: the userspace stack's demux and listen
+/// backlog at the scale servers live at (issue 12), in bounded time.
+#[test]
+#[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn ten_thousand_connections_over_memif() {
+    let m = Memif::start(&["--max-connections", "20000", "--workers", "1"]);
+    let started = Instant::now();
+    let bench = m.ok(
+        "bench",
+        &[
+            "--connections",
+            "10000",
+            "--depth",
+            "1",
+            "--count",
+            "10000",
+            "--json",
+        ],
+    );
+    common::assert_bench_clean(&bench);
+    let v: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(v["messages"].as_u64(), Some(10_000), "{bench}");
+    eprintln!(
+        "10,000 connections over memif, each echoing once, in {:?} (ramp {} s)",
+        started.elapsed(),
+        v["ramp_s"]
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
 /// net_memif has no RSS: a server with `--queues 2` configures the port
 /// without the RSS mode (asking for it would fail) and serves both queues;
 /// a warpwire client on one queue reaches worker 0.
