@@ -627,7 +627,13 @@ fn ten_thousand_kernel_connections_and_a_syn_flood() {
     let p = Pair::new("k");
     // One client address, 10,000 connections: the whole port range.
     sh(&[
-        "ip", "netns", "exec", &p.b, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535",
+        "ip",
+        "netns",
+        "exec",
+        &p.b,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_local_port_range=1024 65535",
     ]);
     let server = p.serve(&["--max-connections", "20000"]);
     let started = Instant::now();
@@ -659,7 +665,13 @@ fn ten_thousand_kernel_connections_and_a_syn_flood() {
     let before = rss_kib(&server);
     // The server's MAC, read in its namespace.
     let o = Command::new("ip")
-        .args(["netns", "exec", &p.a, "cat", &format!("/sys/class/net/{}/address", p.va)])
+        .args([
+            "netns",
+            "exec",
+            &p.a,
+            "cat",
+            &format!("/sys/class/net/{}/address", p.va),
+        ])
         .output()
         .unwrap();
     let mac = String::from_utf8(o.stdout).unwrap();
@@ -690,7 +702,9 @@ for i in range(20000):
         vb = p.vb
     );
     let o = Command::new("ip")
-        .args(["netns", "exec", &p.b, "timeout", "60", "python3", "-c", &flood])
+        .args([
+            "netns", "exec", &p.b, "timeout", "60", "python3", "-c", &flood,
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

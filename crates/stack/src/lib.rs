@@ -268,6 +268,7 @@ struct Core {
     listeners: Vec<Listener>,
     pending: Vec<Event>,
     ready: Vec<ConnId>,
+    spare: Vec<ConnId>,
     dirty: VecDeque<u32>,
     room: Vec<u32>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
@@ -276,6 +277,8 @@ struct Core {
     caps: phy::DeviceCapabilities,
     epoch: Instant,
     now: Instant,
+    /// `now` of the drive in progress, in smoltcp's clock.
+    t: smoltcp::time::Instant,
     next_port: u16,
     own_tcp_check: bool,
     members: usize,
@@ -347,6 +350,9 @@ impl Wake for SliceWaker {
 /// Longest sleep on a device without a waker.
 const WAIT_SLICE: Duration = Duration::from_millis(1);
 
+/// smoltcp's delayed-ACK timer on every socket.
+const ACK_DELAY: Duration = Duration::from_millis(1);
+
 /// Egress rounds per dirty shard per drive: each round sends at most one
 /// segment per socket, and a shard with more to send stays dirty for the
 /// next drive. More rounds send larger bursts, which a jittery link
@@ -361,7 +367,9 @@ fn new_socket(cfg: &StackConfig) -> tcp::Socket<'static> {
     s.set_nagle_enabled(false);
     // Requests and replies piggyback ACKs; a short delay still coalesces
     // pure ACKs under streaming without costing request latency.
-    s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(1)));
+    s.set_ack_delay(Some(smoltcp::time::Duration::from_micros(
+        ACK_DELAY.as_micros() as u64,
+    )));
     s
 }
 
@@ -655,7 +663,7 @@ impl Core {
     }
 
     fn deliver<T: TxToken>(&mut self, k: u32, frame: &[u8], tx: T, now: Instant) {
-        let t = self.ts(now);
+        let t = self.t;
         let shard = &mut self.shards[k as usize];
         let mut dev = OneShot {
             packet: Some((
@@ -737,6 +745,14 @@ impl Core {
     /// Reports what changed on one connection; `true`: check it again at
     /// the next poll (unread input: events are level-triggered).
     fn check(&mut self, id: ConnId, now: Instant, events: &mut Events) -> bool {
+        let again = self.check_inner(id, now, events);
+        if !again && let Some(c) = self.conns.get_mut(id) {
+            c.queued = false;
+        }
+        again
+    }
+
+    fn check_inner(&mut self, id: ConnId, now: Instant, events: &mut Events) -> bool {
         let Some(c) = self.conns.get_mut(id) else {
             return false;
         };
@@ -803,7 +819,7 @@ impl Core {
 
     /// Egress of one shard, then its next wake-up.
     fn egress<D: PacketDevice>(&mut self, dev: &mut D, k: u32, now: Instant) {
-        let t = self.ts(now);
+        let t = self.t;
         let shard = &mut self.shards[k as usize];
         shard.dirty = false;
         let mut e = Egress {
@@ -812,16 +828,33 @@ impl Core {
             link: &self.link,
             caps: &self.caps,
         };
+        let mut more = true;
         for _ in 0..EGRESS_ROUNDS {
             if shard.iface.poll_egress(t, &mut e, &mut shard.sockets)
                 == smoltcp::iface::PollResult::None
             {
+                more = false;
                 break;
             }
         }
+        if more || self.link.borrow().tx_exhausted {
+            // More to send than the rounds or the device took: next drive.
+            if !shard.dirty {
+                shard.dirty = true;
+                self.dirty.push_back(k);
+            }
+            return;
+        }
+        // Every timer smoltcp can have started by this egress is at least
+        // ACK_DELAY away (retransmissions: a second or more), so a wake-up
+        // already due within ACK_DELAY covers it: smoltcp's poll_at, a walk
+        // over the shard's sockets, runs about once per ACK_DELAY per busy
+        // shard instead of after every send.
+        if shard.wake.is_some_and(|w| w <= now + ACK_DELAY) {
+            return;
+        }
         match shard.iface.poll_at(t, &shard.sockets) {
             None => {}
-            // More to send than the device took: next drive.
             Some(at) if at <= t && !shard.dirty => {
                 shard.dirty = true;
                 self.dirty.push_back(k);
@@ -878,6 +911,7 @@ impl Core {
         now: Instant,
         ingress: bool,
     ) -> Result<(), TransportError> {
+        self.t = self.ts(now);
         if ingress {
             for _ in 0..self.config.ingress_budget {
                 let Some((rx, tx)) = dev.receive(now) else {
@@ -959,6 +993,25 @@ impl Core {
         }
     }
 
+    /// Whether the next poll has something to report or send at once:
+    /// events queued, shards to egress, or a connection in the ready list
+    /// with input still unread (a connection stays listed after a Readable
+    /// until a poll finds it drained, but only unread input is work).
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty()
+            || !self.dirty.is_empty()
+            || self.ready.iter().any(|&id| {
+                self.conns.get(id).is_some_and(|c| {
+                    c.state == State::Open
+                        && !c.paused
+                        && self.shards[c.place.shard as usize]
+                            .sockets
+                            .get::<tcp::Socket<'static>>(c.place.handle)
+                            .can_recv()
+                })
+            })
+    }
+
     /// The earliest time something is due (a shard timer, a linger, a
     /// handshake deadline).
     fn next_due(&self) -> Option<Instant> {
@@ -1035,6 +1088,7 @@ impl<D: PacketDevice> StackTransport<D> {
             listeners: Vec::new(),
             pending: Vec::new(),
             ready: Vec::new(),
+            spare: Vec::new(),
             dirty: VecDeque::new(),
             room: Vec::new(),
             timers: BinaryHeap::new(),
@@ -1043,6 +1097,7 @@ impl<D: PacketDevice> StackTransport<D> {
             caps: link::ip_caps(&dcaps, own_tcp_check),
             epoch: now,
             now,
+            t: ts(now, now),
             next_port: 1024 + (seed % 64_000) as u16,
             own_tcp_check,
             members: 0,
@@ -1224,19 +1279,17 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         for ev in core.pending.drain(..) {
             events.push(ev);
         }
-        let ready = std::mem::take(&mut core.ready);
-        let mut again = Vec::new();
-        for id in ready {
-            if let Some(c) = core.conns.get_mut(id) {
-                c.queued = false;
-            }
+        // The ready list is swapped with a spare (no allocation per poll);
+        // check() keeps a connection listed (level-triggered) or unlists it.
+        let spare = std::mem::take(&mut core.spare);
+        let mut ready = std::mem::replace(&mut core.ready, spare);
+        for &id in &ready {
             if core.check(id, now, events) {
-                again.push(id);
+                core.ready.push(id);
             }
         }
-        for id in again {
-            core.queue(id);
-        }
+        ready.clear();
+        core.spare = ready;
         for ev in core.pending.drain(..) {
             events.push(ev);
         }
@@ -1316,7 +1369,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
         let core = &self.core;
-        if !core.ready.is_empty() || !core.pending.is_empty() || !core.dirty.is_empty() {
+        if core.has_work() {
             return Ok(());
         }
         let now = core.now;
@@ -1341,7 +1394,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
 
     fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let core = &self.core;
-        if !core.ready.is_empty() || !core.pending.is_empty() || !core.dirty.is_empty() {
+        if core.has_work() {
             return Some(now);
         }
         core.next_due()

@@ -38,6 +38,8 @@ const ASK_EVERY: Duration = Duration::from_millis(200);
 const HOLD_PER_ADDR: usize = 256;
 const HOLD_ADDRS: usize = 256;
 const HOLD_BYTES: usize = 1 << 20;
+/// How long the one-entry caches in front of the table stay valid.
+const CACHE_FOR: Duration = Duration::from_secs(1);
 /// Neighbour entries at most (a flood of spoofed on-link senders cannot grow it further).
 const MAX_NEIGHBORS: usize = 16_384;
 
@@ -75,6 +77,12 @@ pub(crate) struct Link {
     pub want_ask: Vec<Ipv4Addr>,
     /// Next hops whose held packets can go now.
     pub resolved: Vec<Ipv4Addr>,
+    /// The last neighbour confirmed by a received frame, and until when
+    /// the same peer's frames skip the table (a second).
+    confirmed: Option<(Ipv4Addr, [u8; 6], Instant)>,
+    /// The last next hop looked up for a transmitted frame, until the
+    /// table changes or the time given passes.
+    last_hop: Option<(Ipv4Addr, [u8; 6], Instant)>,
 }
 
 impl Link {
@@ -100,6 +108,8 @@ impl Link {
             asked: HashMap::new(),
             want_ask: Vec::new(),
             resolved: Vec::new(),
+            confirmed: None,
+            last_hop: None,
         }
     }
 
@@ -147,6 +157,8 @@ impl Link {
             return;
         }
         self.neighbors.insert(ip, Neighbor { mac, seen: now });
+        self.last_hop = None;
+        self.confirmed = None;
         if self.held.contains_key(&ip) {
             self.resolved.push(ip);
         }
@@ -156,10 +168,18 @@ impl Link {
     /// entry with that MAC, never creates or changes one (only ARP does,
     /// as in Linux, so a forged or damaged IP frame cannot redirect us).
     pub fn confirm(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        if let Some((i, m, until)) = self.confirmed
+            && i == ip
+            && m == mac
+            && now < until
+        {
+            return;
+        }
         if let Some(n) = self.neighbors.get_mut(&ip)
             && n.mac == mac
         {
             n.seen = now;
+            self.confirmed = Some((ip, mac, now + CACHE_FOR));
         }
     }
 
@@ -232,25 +252,36 @@ impl Link {
                     self.write_arp_request(frame, self.ip);
                     return;
                 }
-                Some(hop) => match self.neighbors.get(&hop).copied() {
-                    Some(n) => {
-                        if now.saturating_duration_since(n.seen) > STALE_AFTER {
-                            self.want(hop, now);
-                        }
-                        Some(n.mac)
-                    }
-                    None => {
-                        self.hold(hop, &frame[ETH..]);
-                        self.arp_requests += 1;
-                        self.asked.insert(hop, now);
-                        self.write_arp_request(frame, hop);
-                        return;
-                    }
+                Some(hop) => match self.last_hop {
+                    Some((h, mac, until)) if h == hop && now < until => Some(mac),
+                    _ => self.lookup(hop, now, frame),
                 },
             }
         };
         if let Some(mac) = dst_mac {
             self.write_eth(frame, mac, EthernetProtocol::Ipv4);
+        }
+    }
+
+    /// The table's answer for `hop`; with none, the packet in `frame` is
+    /// held and the frame becomes an ARP request.
+    fn lookup(&mut self, hop: Ipv4Addr, now: Instant, frame: &mut [u8]) -> Option<[u8; 6]> {
+        match self.neighbors.get(&hop).copied() {
+            Some(n) => {
+                if now.saturating_duration_since(n.seen) > STALE_AFTER {
+                    self.want(hop, now);
+                } else {
+                    self.last_hop = Some((hop, n.mac, now + CACHE_FOR));
+                }
+                Some(n.mac)
+            }
+            None => {
+                self.hold(hop, &frame[ETH..]);
+                self.arp_requests += 1;
+                self.asked.insert(hop, now);
+                self.write_arp_request(frame, hop);
+                None
+            }
         }
     }
 

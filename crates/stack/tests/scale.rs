@@ -147,7 +147,7 @@ fn twenty_thousand_connections_opened_used_and_closed_in_random_order() {
         }
         // Close a random half of the finished ones, in random order.
         done.shuffle(&mut rng);
-        let k = done.len() / 2 + usize::from(rng.gen_bool(0.5) && !done.is_empty());
+        let k = done.len() / 2 + usize::from(rng.random_bool(0.5) && !done.is_empty());
         for c in done.drain(..k.min(done.len())) {
             cli.close(c);
         }
@@ -248,8 +248,8 @@ fn a_syn_flood_from_spoofed_sources_is_bounded_and_real_clients_get_in() {
     // 40 waves of 500 spoofed SYNs, 20 ms apart; 5 real connects per wave.
     for _ in 0..40 {
         inject(cli.device_mut(), now, 500, |_, b| {
-            let src = Ipv4Addr::new(10, 77, 9, rng.gen_range(3..250));
-            syn_frame(b, src, rng.gen_range(1024..65535), spoof_mac, srv_mac);
+            let src = Ipv4Addr::new(10, 77, 9, rng.random_range(3..250));
+            syn_frame(b, src, rng.random_range(1024..65535), spoof_mac, srv_mac);
         });
         for _ in 0..5 {
             cli.connect(SocketAddr::from((SERVER, PORT)), now).unwrap();
