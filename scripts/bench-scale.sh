@@ -50,11 +50,12 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 KIDLE=$(( $(ulimit -n) - 1000 < 50000 ? $(ulimit -n) - 1000 : 50000 ))
 
 if [ -n "${BASELINE:-}" ]; then
-    # Built in the same target directory (dependencies reused); the copy
-    # above keeps this revision's binary apart.
+    # Its own target directory, kept under target/ for the next run: cargo
+    # names a workspace's artifacts by their path relative to the workspace,
+    # so two checkouts sharing one target directory overwrite each other's.
     git worktree add -q --detach "$DIR/base" "$BASELINE"
-    (cd "$DIR/base" && CARGO_TARGET_DIR=$OLDPWD/target cargo build -q --release --features xdp,dpdk --bin warpwire) >&2
-    cp target/release/warpwire "$DIR/warpwire-base"
+    (cd "$DIR/base" && CARGO_TARGET_DIR=$OLDPWD/target/baseline cargo build -q --release --features xdp,dpdk --bin warpwire) >&2
+    cp target/baseline/release/warpwire "$DIR/warpwire-base"
     BASE_BIN=$DIR/warpwire-base
 fi
 

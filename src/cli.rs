@@ -104,11 +104,11 @@ pub struct BypassArgs {
     #[arg(long, env = "WARPWIRE_RDMA_BUFFER")]
     pub rdma_buffer: Option<u32>,
     /// Userspace TCP (xdp, dpdk): receive buffer per connection, bytes; the
-    /// largest window offered [default: 262144]. Allocated untouched:
+    /// largest window offered [default: 65536]. Allocated untouched:
     /// resident memory is the pages a connection's traffic reaches.
     #[arg(long, env = "WARPWIRE_TCP_RX_BUFFER")]
     pub tcp_rx_buffer: Option<usize>,
-    /// Userspace TCP: send buffer per connection, bytes [default: 65536].
+    /// Userspace TCP: send buffer per connection, bytes [default: 16384].
     #[arg(long, env = "WARPWIRE_TCP_TX_BUFFER")]
     pub tcp_tx_buffer: Option<usize>,
     /// Userspace TCP: half-open handshakes per listened port (the SYN

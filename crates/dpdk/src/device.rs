@@ -56,6 +56,10 @@ pub struct DpdkStats {
     /// Frames not sent because the stack asked for more bytes than an
     /// mbuf holds (more than `capabilities().max_frame`).
     pub tx_oversize: u64,
+    /// Immediate replies (the transmit half of a receive) dropped because
+    /// no transmit buffer was free: a receive never waits for transmit
+    /// room, or two full peers would each wait for the other.
+    pub tx_no_room: u64,
     /// Received frames dropped because the driver flagged a bad IPv4 or
     /// L4 checksum (with receive checksum offload on).
     pub rx_bad_checksum: u64,
@@ -303,6 +307,8 @@ impl DpdkDevice {
             pending: &mut self.pending,
             capacity: self.tx_capacity,
             oversize: &mut self.stats.tx_oversize,
+            room: true,
+            no_room: &mut self.stats.tx_no_room,
         }
     }
 }
@@ -341,11 +347,22 @@ pub struct DpdkTxToken<'a> {
     pending: &'a mut Vec<Mbuf>,
     capacity: usize,
     oversize: &'a mut u64,
+    /// A stashed mbuf and queue room back this token (always, except for
+    /// the reply token of a receive made while the transmit side was full).
+    room: bool,
+    no_room: &'a mut u64,
 }
 
 impl TxToken for DpdkTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        // Tokens exist only with a stashed mbuf (receive/transmit check).
+        if !self.room {
+            // The reply half of a receive made with the transmit side full:
+            // dropped (TCP retransmits or re-ACKs), counted.
+            *self.no_room += 1;
+            let mut scratch = vec![0u8; len];
+            return f(&mut scratch);
+        }
+        // Tokens with room exist only with a stashed mbuf (receive/transmit check).
         let m = match self.stash.last() {
             Some(&m) if len <= self.capacity => m,
             _ => {
@@ -391,15 +408,18 @@ impl PacketDevice for DpdkDevice {
     }
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if self.pending.len() >= self.max_pending || !self.ensure_stash() {
-            return None;
-        }
+        // Receiving never waits for transmit room: with both ends of a link
+        // full, each would wait for the other to receive. Without room the
+        // reply token drops what is written to it (counted).
+        let room = self.pending.len() < self.max_pending && self.ensure_stash();
         let mbuf = self.next_rx()?;
         let tx = DpdkTxToken {
             stash: &mut self.stash,
             pending: &mut self.pending,
             capacity: self.tx_capacity,
             oversize: &mut self.stats.tx_oversize,
+            room,
+            no_room: &mut self.stats.tx_no_room,
         };
         Some((
             DpdkRxToken {

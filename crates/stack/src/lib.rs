@@ -115,9 +115,9 @@ pub struct StackConfig {
 }
 
 /// Default receive buffer per connection (see [`StackConfig::new`]).
-pub const DEFAULT_RX_BUFFER: usize = 256 * 1024;
+pub const DEFAULT_RX_BUFFER: usize = 64 * 1024;
 /// Default send buffer per connection.
-pub const DEFAULT_TX_BUFFER: usize = 64 * 1024;
+pub const DEFAULT_TX_BUFFER: usize = 16 * 1024;
 /// Default SYN queue per listened port.
 pub const DEFAULT_BACKLOG: usize = 4096;
 
@@ -129,12 +129,15 @@ impl StackConfig {
             prefix_len,
             gateway: None,
             mac: None,
-            // Receive: 256 KiB (window scaling negotiated). Measured on veth,
-            // 50 MB from a kernel client into the AF_XDP server took 33 s
-            // with 64 KiB and about 5 s with 256 KiB. Send: 64 KiB, which a
-            // request/response server rarely fills. Both are allocated
-            // zeroed and untouched, so an idle connection's resident memory
-            // is the pages its traffic touched (docs/benchmarks.md).
+            // 64 KiB receive, 16 KiB send, by measurement (docs/benchmarks.md,
+            // "Socket buffers"): over memif, 64 B echo at 10 connections and
+            // one connection's 16 KiB bulk at depth 16 ran the same as with
+            // 256/64 KiB (within 2 %), while 50,000 busy connections may
+            // touch all of both buffers (smoltcp's receive ring does not
+            // rewind when empty): 4 GB at most instead of 16 GB. Both are
+            // allocated zeroed and untouched, so an idle connection's
+            // resident memory is only the pages its traffic reached. Paths
+            // with a larger bandwidth-delay product raise --tcp-rx-buffer.
             rx_buffer: DEFAULT_RX_BUFFER,
             tx_buffer: DEFAULT_TX_BUFFER,
             backlog: DEFAULT_BACKLOG,

@@ -168,6 +168,7 @@ pub struct XdpTxToken<'a> {
     frames: &'a mut TxFrames<FrameDesc>,
     capacity: usize,
     oversize: &'a mut u64,
+    no_room: &'a mut u64,
 }
 
 impl TxToken for XdpTxToken<'_> {
@@ -178,15 +179,20 @@ impl TxToken for XdpTxToken<'_> {
             None
         };
         let Some(mut desc) = desc else {
-            // Too big for a frame (the stack exceeded max_frame). Tokens are
-            // only handed out with a free frame, so that is the only way
-            // here: the frame cannot be sent; count it, never panic.
-            *self.oversize += 1;
-            warn!(
-                len,
-                capacity = self.capacity,
-                "transmit frame larger than a UMEM frame; not sent"
-            );
+            if len > self.capacity {
+                // Too big for a frame (the stack exceeded max_frame): it
+                // cannot be sent; count it, never panic.
+                *self.oversize += 1;
+                warn!(
+                    len,
+                    capacity = self.capacity,
+                    "transmit frame larger than a UMEM frame; not sent"
+                );
+            } else {
+                // The reply half of a receive made with no frame free:
+                // dropped (TCP retransmits or re-ACKs), counted.
+                *self.no_room += 1;
+            }
             let mut scratch = vec![0u8; len];
             return f(&mut scratch);
         };
@@ -214,11 +220,11 @@ impl PacketDevice for XdpDevice {
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let io = &mut *self.io;
+        // Receiving never waits for a free transmit frame (two full peers
+        // would each wait for the other): without one, the reply token
+        // drops what is written to it (counted in `tx_no_room`).
         if io.tx.frames.free() == 0 {
             io.tx.reap();
-            if io.tx.frames.free() == 0 {
-                return None;
-            }
         }
         let rx = &mut io.rx;
         if rx.head == rx.len {
@@ -255,6 +261,7 @@ impl PacketDevice for XdpDevice {
                 frames: &mut io.tx.frames,
                 capacity: self.frame_capacity,
                 oversize: &mut self.stats.tx_oversize,
+                no_room: &mut self.stats.tx_no_room,
             },
         ))
     }
@@ -272,6 +279,7 @@ impl PacketDevice for XdpDevice {
             frames: &mut io.tx.frames,
             capacity: self.frame_capacity,
             oversize: &mut self.stats.tx_oversize,
+            no_room: &mut self.stats.tx_no_room,
         })
     }
 

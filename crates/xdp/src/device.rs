@@ -80,6 +80,10 @@ pub struct XdpStats {
     /// Frames not sent because the stack asked for more bytes than a UMEM
     /// frame holds (more than `capabilities().max_frame`).
     pub tx_oversize: u64,
+    /// Immediate replies (the transmit half of a receive) dropped because
+    /// no transmit frame was free: a receive never waits for transmit room,
+    /// or two full peers would each wait for the other.
+    pub tx_no_room: u64,
 }
 
 /// Counters kept by the kernel for the socket (`XDP_STATISTICS`).
