@@ -174,6 +174,13 @@ SETUP_KERNEL=$(ip netns exec "$L" timeout 300 "$BIN" bench 127.0.0.1:7077 --tran
 
 # --- 4. kernel idle memory -------------------------------------------------
 echo "== idle memory, kernel: $KIDLE connections on loopback" >&2
+# A fresh server, so its RSS before the connections is its own baseline.
+stop "$SP"
+ip netns exec "$L" "$BIN" serve --transport socket --listen 127.0.0.1:7077 --workers 1 \
+    --max-connections 100000 >"$DIR/ls2.log" 2>&1 &
+SP=$!
+PIDS+=("$SP")
+wait_log "$DIR/ls2.log"
 meminfo() { awk -v k="$1" '$1 == k":" {print $2}' /proc/meminfo; }
 tcp_pages() { ip netns exec "$L" awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i+1)}' /proc/net/sockstat; }
 base=$(rss_kb "$SP")
