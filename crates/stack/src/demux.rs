@@ -107,12 +107,21 @@ pub struct Place {
 }
 
 /// The flow table: one entry per connection and half-open handshake.
+/// Generic over the hasher only so that tests can force every key into the
+/// same bucket chain.
 #[derive(Debug, Default)]
-pub struct Flows {
-    map: HashMap<FlowKey, Place, foldhash::quality::RandomState>,
+pub struct Flows<S = foldhash::quality::RandomState> {
+    map: HashMap<FlowKey, Place, S>,
 }
 
-impl Flows {
+impl<S: std::hash::BuildHasher> Flows<S> {
+    /// An empty table hashing with `hasher`.
+    pub fn with_hasher(hasher: S) -> Self {
+        Self {
+            map: HashMap::with_hasher(hasher),
+        }
+    }
+
     /// Where `key` lives.
     pub fn get(&self, key: &FlowKey) -> Option<Place> {
         self.map.get(key).copied()
@@ -156,6 +165,7 @@ impl Flows {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::hash::BuildHasherDefault;
 
     fn frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 54];
@@ -203,6 +213,21 @@ mod tests {
         assert_eq!(classify(&f[..10], US), Frame::Drop);
     }
 
+    /// A hasher with two outputs: collisions on nearly every insert.
+    #[derive(Default)]
+    struct TwoBuckets(u64);
+
+    impl std::hash::Hasher for TwoBuckets {
+        fn finish(&self) -> u64 {
+            self.0 & 1
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 ^= u64::from(*b);
+            }
+        }
+    }
+
     fn place(i: u32) -> Place {
         Place {
             shard: i,
@@ -218,13 +243,14 @@ mod tests {
         }
 
         /// The flow table against a model: random 4-tuples drawn from a
-        /// small space (so keys collide and repeat), inserted, looked up
-        /// and removed in random order; a segment is never routed to
-        /// another flow's place.
+        /// small space (so keys repeat), inserted, looked up and removed in
+        /// random order, with a hasher that puts every key in one of two
+        /// buckets (so every lookup walks colliding entries); a segment is
+        /// never routed to another flow's place.
         #[test]
         fn flows_match_a_model(ops in proptest::collection::vec(
             (0u8..3, 0u8..4, 0u16..4, 0u16..3, 0u32..1000), 1..400)) {
-            let mut flows = Flows::default();
+            let mut flows = Flows::with_hasher(BuildHasherDefault::<TwoBuckets>::default());
             let mut model = std::collections::BTreeMap::new();
             for (op, ip, rport, lport, shard) in ops {
                 let key = FlowKey {
