@@ -677,7 +677,17 @@ fn ten_thousand_kernel_connections_and_a_syn_flood() {
     let mac = String::from_utf8(o.stdout).unwrap().trim().to_owned();
     let flood = format!(
         r#"
-import random, socket, struct
+import errno, random, socket, struct, time
+def send(frame):
+    # A full veth queue answers ENOBUFS: wait for it to drain.
+    while True:
+        try:
+            s.send(frame)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            time.sleep(0.0005)
 def csum(b):
     if len(b) % 2: b += b"\0"
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
@@ -697,7 +707,7 @@ for i in range(20000):
     tcp = struct.pack("!HHIIBBHHH", sport, 7077, rng.getrandbits(32), 0, 5 << 4, 0x02, 8192, 0, 0)
     c = csum(src + dst + struct.pack("!BBH", 0, 6, 20) + tcp)
     tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
-    s.send(dst_mac + src_mac + b"\x08\x00" + ip + tcp + b"\0" * 6)
+    send(dst_mac + src_mac + b"\x08\x00" + ip + tcp + b"\0" * 6)
 "#,
         vb = p.vb
     );
