@@ -258,9 +258,12 @@ pub fn pings_beside_slow_calls(
 /// The check of issue 14 on any transport: 8 connections call `slow_type`
 /// (a handler that sleeps 50 ms on the application workers) continuously
 /// while a bystander on the same, only I/O worker sends 100 PINGs; the
-/// PINGs' p99 must stay under 5 ms and the slow calls must have run in
-/// parallel (about 190 in the 1.2 s if they did; at least 100). A summary
-/// line, or what failed.
+/// PINGs' p99 must stay under 10 ms (a PING queued behind one handler
+/// would wait 50 ms) and the slow calls must have run in parallel (about
+/// 190 in the 1.2 s if they did; at least 100). A summary line, or what
+/// failed. The bound was 5 ms until a full parallel test run on 2 cores
+/// measured 5.3 ms over AF_XDP once (0.2-0.7 ms alone): with 100 PINGs,
+/// p99 is the second-worst one, and the other tests' load reaches it.
 pub fn check_pings_beside_slow_calls(addr: SocketAddr, slow_type: u8) -> Result<String, String> {
     let (pings, n) = pings_beside_slow_calls(addr, slow_type, 8, 100)?;
     let p99 = pings.quantile(0.99);
@@ -272,8 +275,8 @@ pub fn check_pings_beside_slow_calls(addr: SocketAddr, slow_type: u8) -> Result<
     if n < 100 {
         return Err(format!("the handlers did not run in parallel: {summary}"));
     }
-    if p99 >= Duration::from_millis(5) {
-        return Err(format!("ping p99 over 5 ms: {summary}"));
+    if p99 >= Duration::from_millis(10) {
+        return Err(format!("ping p99 over 10 ms: {summary}"));
     }
     Ok(summary)
 }

@@ -5,7 +5,7 @@
 //! - The toy line protocol (`warpwire_engine::testing::Upper`) is served
 //!   as it is over epoll, io_uring and the simulated link.
 //! - A handler that sleeps 50 ms, called continuously from 8 connections,
-//!   leaves PINGs on the same (only) I/O worker fast: p99 under 5 ms.
+//!   leaves PINGs on the same (only) I/O worker fast: p99 under 10 ms.
 //!
 //! Needs root: `#[ignore]`d so an unprivileged `cargo test` lists them as
 //! ignored, never as passed; scripts/test.sh runs them as root.
