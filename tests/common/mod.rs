@@ -51,6 +51,17 @@ pub fn sha256_file(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// A `bench --count N --json` run in which every one of the `n` requests
+/// was answered and checked, nothing lost; prints how long it took and the
+/// connection ramp, labelled `what`.
+#[allow(dead_code)]
+pub fn assert_each_answered(json: &str, n: u64, what: &str, took: std::time::Duration) {
+    assert_bench_clean(json);
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["messages"].as_u64(), Some(n), "{json}");
+    eprintln!("{what} in {took:?} (ramp {} s)", v["ramp_s"]);
+}
+
 /// Asserts that a `warpwire bench --json` report had no errors and lost nothing.
 pub fn assert_bench_clean(json: &str) {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();

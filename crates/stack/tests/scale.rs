@@ -166,19 +166,7 @@ fn twenty_thousand_connections_opened_used_and_closed_in_random_order() {
 
 /// Writes a raw TCP SYN from `src:sport` to the server into a device frame.
 fn syn_frame(buf: &mut [u8], src: Ipv4Addr, sport: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) {
-    buf.fill(0);
-    buf[0..6].copy_from_slice(&dst_mac);
-    buf[6..12].copy_from_slice(&src_mac);
-    buf[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut buf[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&SERVER.octets());
-    let sum = checksum(&buf[14..34], 0);
-    buf[24..26].copy_from_slice(&sum.to_be_bytes());
+    ipv4_frame(buf, src_mac, dst_mac, src, 6, 20);
     let tcp = &mut buf[34..54];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&PORT.to_be_bytes());
@@ -194,6 +182,31 @@ fn syn_frame(buf: &mut [u8], src: Ipv4Addr, sport: u16, src_mac: [u8; 6], dst_ma
     pseudo += 6 + 20;
     let sum = checksum(&buf[34..54], pseudo);
     buf[50..52].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Zeroes `buf` and writes an Ethernet header and an IPv4 header (with its
+/// checksum) from `src` to the server, protocol `proto`, `payload` bytes.
+fn ipv4_frame(
+    buf: &mut [u8],
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    proto: u8,
+    payload: u16,
+) {
+    buf.fill(0);
+    buf[0..6].copy_from_slice(&dst_mac);
+    buf[6..12].copy_from_slice(&src_mac);
+    buf[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut buf[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(20 + payload).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&SERVER.octets());
+    let sum = checksum(&buf[14..34], 0);
+    buf[24..26].copy_from_slice(&sum.to_be_bytes());
 }
 
 fn checksum(data: &[u8], init: u32) -> u16 {
@@ -407,18 +420,7 @@ fn arp(b: &mut [u8], op: u8, smac: [u8; 6], sip: Ipv4Addr, tmac: [u8; 6], tip: I
 }
 
 fn ping(b: &mut [u8], src: Ipv4Addr, smac: [u8; 6], dmac: [u8; 6]) {
-    b.fill(0);
-    b[0..6].copy_from_slice(&dmac);
-    b[6..12].copy_from_slice(&smac);
-    b[12..14].copy_from_slice(&[0x08, 0x00]);
-    b[14] = 0x45;
-    b[16..18].copy_from_slice(&36u16.to_be_bytes());
-    b[22] = 64;
-    b[23] = 1;
-    b[26..30].copy_from_slice(&src.octets());
-    b[30..34].copy_from_slice(&SERVER.octets());
-    let sum = checksum(&b[14..34], 0);
-    b[24..26].copy_from_slice(&sum.to_be_bytes());
+    ipv4_frame(b, smac, dmac, src, 1, 16);
     b[34] = 8;
     b[38..42].copy_from_slice(&[0, 7, 0, 1]);
     b[42..50].copy_from_slice(b"warpwire");
