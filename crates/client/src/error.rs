@@ -149,6 +149,7 @@ fn describe(reason: &CloseReason) -> String {
         CloseReason::Reset(e) => format!("reset ({})", os(e)),
         CloseReason::PeerClosed => "closed by the peer".into(),
         CloseReason::Local => "gave up (timed out)".into(),
+        CloseReason::Tls(f) => f.to_string(),
     }
 }
 

@@ -60,6 +60,9 @@ pub struct WorkerCounters {
     /// Accepts the transport could not make for lack of descriptors or
     /// memory (it backs off after each).
     pub accept_errors: AtomicU64,
+    /// The transport's own counters ([`warpwire_transport::Transport::counters`]:
+    /// TLS handshakes and failures, ...), as last read by the worker.
+    pub transport: std::sync::Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl WorkerCounters {
@@ -184,6 +187,34 @@ impl Metrics {
         }
     }
 
+    /// The transports' own counters, one family per name (all counters
+    /// since start), in the order the first worker reported them.
+    fn render_transport_counters(&self, out: &mut String) {
+        let per_worker: Vec<Vec<(&'static str, u64)>> = self
+            .workers
+            .iter()
+            .map(|w| w.transport.lock().map(|v| v.clone()).unwrap_or_default())
+            .collect();
+        let mut names: Vec<&'static str> = Vec::new();
+        for (name, _) in per_worker.iter().flatten() {
+            if !names.contains(name) {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let _ = writeln!(out, "# TYPE warpwire_{name} counter");
+            for (i, w) in per_worker.iter().enumerate() {
+                if let Some((_, v)) = w.iter().find(|(n, _)| *n == name) {
+                    let _ = writeln!(
+                        out,
+                        "warpwire_{name}{{worker=\"{i}\",transport=\"{}\"}} {v}",
+                        self.transport
+                    );
+                }
+            }
+        }
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
@@ -216,6 +247,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_transport_counters(&mut out);
         let _ = writeln!(
             out,
             "# HELP warpwire_service_seconds Request service time, batch polled to reply \

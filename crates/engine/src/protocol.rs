@@ -42,7 +42,7 @@ use crate::metrics::WorkerCounters;
 pub use crate::pool::{Done, Outcome, Work};
 
 /// Who a new connection is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The transport's id of the connection.
     pub conn: ConnId,
@@ -54,6 +54,10 @@ pub struct ConnInfo {
     pub protocol: &'static str,
     /// The worker serving it.
     pub worker: usize,
+    /// The peer's identity as a layer below established it (the subject
+    /// of a client certificate that mutual TLS verified): the protocol
+    /// counts the connection as authenticated as this user.
+    pub identity: Option<std::sync::Arc<str>>,
 }
 
 /// What `step` did.

@@ -151,11 +151,17 @@ impl Protocol for Warpwire {
         }
     }
 
-    fn open(&self, _: &mut Local, info: &ConnInfo, ctx: &mut Ctx<'_>) -> Conn {
+    fn open(&self, local: &mut Local, info: &ConnInfo, ctx: &mut Ctx<'_>) -> Conn {
         let c = &self.config;
         let mut session_id = [0u8; 16];
         rand::rng().fill_bytes(&mut session_id);
-        ctx.set_eligible(!c.require_auth);
+        // A client certificate verified by mutual TLS authenticates the
+        // connection as its subject, as a successful AUTH would.
+        let user = info.identity.as_deref().map(str::to_owned);
+        if let Some(u) = &user {
+            tracing::info!(worker = local.worker, conn = %info.conn, user = u, "authenticated by client certificate");
+        }
+        ctx.set_eligible(!c.require_auth || user.is_some());
         Conn {
             id: info.conn,
             decoder: Decoder::new(DecoderConfig {
@@ -163,7 +169,7 @@ impl Protocol for Warpwire {
                 ..DecoderConfig::default()
             }),
             session_id,
-            user: None,
+            user,
             unauthenticated: 0,
             auth_failures: 0,
             limit: Limit::new(c.conn_rate, c.conn_burst, ctx.now),

@@ -108,6 +108,67 @@ pub enum CloseReason {
     ConnectFailed(Option<i32>),
     /// [`Transport::close`] completed.
     Local,
+    /// The TLS layer ended the connection: its handshake failed or did
+    /// not finish in time, or a record could not be authenticated.
+    Tls(TlsFailure),
+}
+
+/// Why a TLS layer ended a connection, in terms a user can act on. The
+/// TLS layer (warpwire-tls) logs the details with the peer; this is what
+/// travels with [`CloseReason::Tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The handshake did not finish within its deadline.
+    HandshakeTimeout,
+    /// The peer does not speak TLS (plaintext on a TLS port, or a
+    /// plaintext server answering a TLS client).
+    NotTls,
+    /// The peer's certificate has expired (or is not valid yet).
+    CertificateExpired,
+    /// The peer's certificate chain does not lead to a trusted CA.
+    UnknownIssuer,
+    /// The peer's certificate is not valid for the name asked for.
+    NameMismatch,
+    /// The peer's certificate does not match the pinned fingerprint.
+    PinMismatch,
+    /// The peer's certificate is otherwise unacceptable.
+    BadCertificate,
+    /// The peer sent no certificate where one is required (mutual TLS).
+    NoCertificate,
+    /// No protocol version, cipher suite or ALPN protocol in common.
+    Incompatible,
+    /// The peer sent this fatal alert (its description code, RFC 8446
+    /// section 6).
+    AlertReceived(u8),
+    /// Any other violation of the TLS protocol (a bad record, a MAC
+    /// failure, an unexpected message).
+    Protocol,
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HandshakeTimeout => f.write_str("TLS handshake timed out"),
+            Self::NotTls => f.write_str("the peer does not speak TLS (a plaintext port?)"),
+            Self::CertificateExpired => {
+                f.write_str("TLS: the certificate has expired or is not valid yet")
+            }
+            Self::UnknownIssuer => {
+                f.write_str("TLS: the certificate is not signed by a trusted CA")
+            }
+            Self::NameMismatch => f.write_str("TLS: the certificate is not valid for this name"),
+            Self::PinMismatch => {
+                f.write_str("TLS: the certificate does not match the pinned fingerprint")
+            }
+            Self::BadCertificate => f.write_str("TLS: the certificate was refused"),
+            Self::NoCertificate => f.write_str("TLS: no client certificate was presented"),
+            Self::Incompatible => {
+                f.write_str("TLS: no protocol version, cipher suite or ALPN protocol in common")
+            }
+            Self::AlertReceived(code) => write!(f, "TLS: the peer sent alert {code}"),
+            Self::Protocol => f.write_str("TLS protocol error"),
+        }
+    }
 }
 
 /// Something [`Transport::poll`] observed.
@@ -362,6 +423,18 @@ pub trait Transport {
     fn accept_errors(&self) -> u64 {
         0
     }
+
+    /// The authenticated identity of a connection's peer, when a layer
+    /// below the protocol established one (the subject of a client
+    /// certificate verified by mutual TLS).
+    fn peer_identity(&self, _conn: ConnId) -> Option<&str> {
+        None
+    }
+
+    /// Counters of the layers this transport adds (TLS handshakes, ...),
+    /// each reported as `(name, value)`, values since the instance was
+    /// made. For metrics.
+    fn counters(&self, _report: &mut dyn FnMut(&'static str, u64)) {}
 }
 
 #[cfg(test)]

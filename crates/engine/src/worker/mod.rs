@@ -497,6 +497,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             listener,
             protocol,
             worker: self.core.index,
+            identity: self.core.t.peer_identity(conn).map(Into::into),
         };
         let mut out = output::Output::default();
         let mut ctx = Ctx::new(now, self.core.index, out.replies_mut(), &mut self.core);
@@ -712,6 +713,10 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             .counters()
             .accept_errors
             .store(accept_errors, Ordering::Relaxed);
+        if let Ok(mut v) = self.core.counters().transport.lock() {
+            v.clear();
+            self.core.t.counters(&mut |name, n| v.push((name, n)));
+        }
         let idle = self.core.shared.config.idle_timeout;
         let mut idle_ids = Vec::new();
         let mut stuck = Vec::new();
