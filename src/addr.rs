@@ -27,6 +27,11 @@ impl HostPort {
         }
     }
 
+    /// The host as given (a name or an address literal).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The addresses the host resolves to, in the resolver's order, without
     /// duplicates. An address literal resolves to itself without a lookup.
     pub fn resolve(&self) -> Result<Vec<SocketAddr>, String> {

@@ -51,6 +51,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Manage the users file of hashed tokens.
     Users(UsersArgs),
+    /// Write a development CA, server and client certificate for TLS.
+    Certs(crate::tls::CertsArgs),
 }
 
 /// Transport selection, shared by serve, client, bench and probe.
@@ -152,8 +154,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WARPWIRE_LISTEN")]
     pub listen: Option<HostPort>,
     /// Another listen address and the protocol it serves, PROTOCOL=IP:PORT
-    /// (protocols: warpwire, echo, http, resp); repeatable, or comma-separated in the
-    /// environment. Replaces the config file's `[[server.listeners]]`.
+    /// (protocols: warpwire, echo, http, resp), PROTOCOL+tls=IP:PORT for
+    /// TLS; repeatable, or comma-separated in the environment. Replaces
+    /// the config file's `[[server.listeners]]`.
     #[arg(
         long = "listener",
         value_name = "PROTOCOL=ADDR",
@@ -168,6 +171,8 @@ pub struct ServeArgs {
     pub select: SelectArgs,
     #[command(flatten)]
     pub bypass: BypassArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
     /// Largest metadata + body per frame, bytes [default: 1048576].
     #[arg(long, env = "WARPWIRE_MAX_FRAME")]
     pub max_frame: Option<u32>,
@@ -294,6 +299,8 @@ pub struct ClientArgs {
     pub select: SelectArgs,
     #[command(flatten)]
     pub bypass: BypassArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
     /// Per-request (and connect) timeout.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -381,6 +388,8 @@ pub struct BenchArgs {
     pub select: SelectArgs,
     #[command(flatten)]
     pub bypass: BypassArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
     /// Connections.
     #[arg(short, long, default_value_t = 1)]
     pub connections: usize,

@@ -54,7 +54,17 @@ fn connect_to(file: &FileConfig, a: &ClientArgs, addr: SocketAddr) -> Result<Cli
             ..cfg
         }
     };
-    backend.run(Role::Client, ConnectWith { addr, cfg })
+    let connect = ConnectWith { addr, cfg };
+    match a.tls.client(a.addr.host(), warpwire_tls::alpn_for("warpwire"))? {
+        Some(tls) => backend.run(
+            Role::Client,
+            crate::tls::WithClientTls {
+                tls,
+                inner: connect,
+            },
+        ),
+        None => backend.run(Role::Client, connect),
+    }
 }
 
 /// `client`'s code generic over the transport.
@@ -458,11 +468,18 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
             p.errors
         ));
     };
+    let alpn = warpwire_tls::alpn_for(match a.protocol {
+        BenchProtocol::Warpwire => "warpwire",
+        BenchProtocol::Echo => "echo",
+        BenchProtocol::Http => "http",
+        BenchProtocol::Resp => "resp",
+    });
+    let tls = a.tls.client(a.addr.host(), alpn)?;
     let report = match a.protocol {
-        BenchProtocol::Warpwire => load(&Warpwire::default(), &backend, &mut cfg, progress)?,
-        BenchProtocol::Echo => load(&Echo::default(), &backend, &mut cfg, progress)?,
-        BenchProtocol::Http => load(&Http::default(), &backend, &mut cfg, progress)?,
-        BenchProtocol::Resp => load(&resp, &backend, &mut cfg, progress)?,
+        BenchProtocol::Warpwire => load(&Warpwire::default(), &backend, tls, &mut cfg, progress)?,
+        BenchProtocol::Echo => load(&Echo::default(), &backend, tls, &mut cfg, progress)?,
+        BenchProtocol::Http => load(&Http::default(), &backend, tls, &mut cfg, progress)?,
+        BenchProtocol::Resp => load(&resp, &backend, tls, &mut cfg, progress)?,
     };
     bar.finish_and_clear();
     if a.json {
@@ -481,6 +498,7 @@ fn bench_at(file: &FileConfig, a: &BenchArgs, addr: SocketAddr) -> Result<(), Bo
 fn load<P: LoadProtocol>(
     protocol: &P,
     backend: &Backend,
+    tls: Option<warpwire_tls::ClientTls>,
     cfg: &mut LoadConfig,
     progress: impl Fn(&Progress) + Sync,
 ) -> Result<LoadReport, BoxError> {
@@ -488,14 +506,15 @@ fn load<P: LoadProtocol>(
     if backend.facts().client_one_thread {
         cfg.threads = 1;
     }
-    backend.run(
-        Role::Client,
-        LoadWith {
-            protocol,
-            cfg,
-            progress,
-        },
-    )
+    let run = LoadWith {
+        protocol,
+        cfg,
+        progress,
+    };
+    match tls {
+        Some(tls) => backend.run(Role::Client, crate::tls::WithClientTls { tls, inner: run }),
+        None => backend.run(Role::Client, run),
+    }
 }
 
 /// `bench`'s code generic over the transport.

@@ -10,6 +10,7 @@ mod dpdk;
 mod probe;
 mod serve;
 mod settings;
+mod tls;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             cli::Command::Bench(a) => client_cmd::bench(&file, a),
             cli::Command::Probe(a) => probe::run(&file, a),
             cli::Command::Users(a) => serve::users(a),
+            cli::Command::Certs(a) => tls::certs(a),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

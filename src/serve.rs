@@ -69,6 +69,7 @@ struct ServeWith {
     server: Server,
     http: HttpConfig,
     resp: RespConfig,
+    tls: Option<crate::tls::ServerSetup>,
 }
 
 impl UseTransport for ServeWith {
@@ -81,12 +82,20 @@ impl UseTransport for ServeWith {
     {
         let (http, resp) = (self.http, self.resp);
         let require_auth = self.server.config().require_auth;
-        Ok(self.server.start_with(factory, move |parts| {
+        let protocols = move |parts: &warpwire_engine::ServerParts| {
             let http = Http::new(http, parts.metrics.clone()).with_handlers(parts.handlers.clone());
             // Redis AUTH checks the users warpwire's AUTH does.
             let resp = Resp::new(resp, parts.users.clone(), require_auth);
             Both::new(Echo, Both::new(http, resp))
-        })?)
+        };
+        Ok(match self.tls {
+            // TLS lives in the transport: the engine and the protocols
+            // see plaintext on every listener.
+            Some(tls) => self
+                .server
+                .start_with(move |i| Ok(tls.wrap(factory(i)?)), protocols)?,
+            None => self.server.start_with(factory, protocols)?,
+        })
     }
 }
 
@@ -127,6 +136,11 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
         signal_hook::flag::register(sig, stop.clone())?;
     }
 
+    let tls = crate::tls::ServerSetup::new(&settings.tls, &cfg)?;
+    // Whether each listener, in the order the handle lists them, is TLS.
+    let tls_flags: Vec<bool> = std::iter::once(settings.tls.tls_listen == Some(true))
+        .chain(cfg.listeners.iter().map(|l| l.tls))
+        .collect();
     let data_dir = cfg.data_dir.clone();
     let mut server = Server::new(cfg);
     if let Some(dir) = &data_dir {
@@ -140,21 +154,45 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
             server,
             http: settings.http.clone(),
             resp: settings.resp.clone(),
+            tls: tls.clone(),
         },
     )?;
+    let with_tls = |i: usize| match tls_flags.get(i) {
+        Some(true) => " with TLS",
+        _ => "",
+    };
     println!(
-        "warpwire listening on {} ({})",
+        "warpwire listening on {}{} ({})",
         handle.local_addr(),
+        with_tls(0),
         selection.kind
     );
-    for (protocol, addr) in &handle.listeners()[1..] {
-        println!("{protocol} listening on {addr}");
+    for (i, (protocol, addr)) in handle.listeners().iter().enumerate().skip(1) {
+        println!("{protocol} listening on {addr}{}", with_tls(i));
+    }
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Some(t) = &tls {
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+        tracing::info!(fingerprint = %t.shared.cert().fingerprint(), mutual = t.shared.mutual(),
+            "TLS certificate loaded (SIGHUP reloads it)");
     }
     if let Some(m) = handle.metrics_addr() {
         println!("metrics on http://{m}/metrics");
     }
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if reload.swap(false, Ordering::Relaxed)
+            && let Some(t) = &tls
+        {
+            // New handshakes get the new certificate; open connections
+            // keep theirs. A bad file leaves the old one in place.
+            match t.shared.cert().reload() {
+                Ok(()) => tracing::info!(fingerprint = %t.shared.cert().fingerprint(),
+                    "SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e,
+                    "SIGHUP: TLS certificate not reloaded, the old one stays"),
+            }
+        }
     }
     tracing::info!("signal received: shutting down");
     handle.stop()?;

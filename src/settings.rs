@@ -14,6 +14,10 @@
 //! max_body = 1048576
 //! [resp]                          # the Redis protocol's limits (--resp-maxmemory, ...)
 //! maxmemory = 0
+//! [tls]                           # TLS (--tls, --tls-cert, ...; reloaded on SIGHUP)
+//! listen = true
+//! cert = "certs/server.pem"
+//! key = "certs/server-key.pem"
 //! ```
 //!
 //! Keys whose values the command line parses differently from the engine
@@ -43,6 +47,7 @@ struct RawFile {
     server: toml::Table,
     http: HttpConfig,
     resp: RespConfig,
+    tls: crate::tls::ServerTlsArgs,
 }
 
 /// What the config file says (everything unset when there is none).
@@ -67,6 +72,8 @@ pub struct FileConfig {
     pub http: HttpConfig,
     /// The `[resp]` table.
     pub resp: RespConfig,
+    /// The `[tls]` table.
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
 impl FileConfig {
@@ -110,6 +117,7 @@ impl FileConfig {
             busy_poll,
             http: raw.http,
             resp: raw.resp,
+            tls: raw.tls,
         })
     }
 
@@ -168,6 +176,8 @@ pub struct ServeSettings {
     pub http: HttpConfig,
     /// The Redis protocol's limits.
     pub resp: RespConfig,
+    /// TLS: certificates and whether the main listener speaks it.
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
 impl ServeSettings {
@@ -220,6 +230,7 @@ impl ServeSettings {
         Self {
             http,
             resp,
+            tls: a.tls.over(&file.tls),
             listen: a
                 .listen
                 .clone()
@@ -262,6 +273,10 @@ impl ServeSettings {
         top.insert("server".into(), server.into());
         top.insert("http".into(), toml::Table::try_from(&self.http)?.into());
         top.insert("resp".into(), toml::Table::try_from(&self.resp)?.into());
+        let tls = toml::Table::try_from(&self.tls)?;
+        if !tls.is_empty() {
+            top.insert("tls".into(), tls.into());
+        }
         Ok(toml::to_string(&top)?)
     }
 }

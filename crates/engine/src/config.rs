@@ -83,16 +83,26 @@ pub struct ListenerConfig {
     pub protocol: String,
     /// The address.
     pub listen: SocketAddr,
+    /// Whether connections on it speak TLS (`PROTOCOL+tls=ADDR`; the
+    /// server's `--tls-cert` and `--tls-key` serve it). The engine sees
+    /// plaintext either way: the TLS layer sits in the transport.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 impl std::str::FromStr for ListenerConfig {
     type Err = String;
 
-    /// `PROTOCOL=ADDR`, as on the command line (`echo=127.0.0.1:7007`).
+    /// `PROTOCOL=ADDR` or `PROTOCOL+tls=ADDR`, as on the command line
+    /// (`echo=127.0.0.1:7007`, `http+tls=0.0.0.0:8443`).
     fn from_str(s: &str) -> Result<Self, String> {
         let (protocol, addr) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}`: expected PROTOCOL=ADDR, e.g. echo=127.0.0.1:7007"))?;
+        let (protocol, tls) = match protocol.strip_suffix("+tls") {
+            Some(p) => (p, true),
+            None => (protocol, false),
+        };
         let listen = addr
             .parse()
             .map_err(|e| format!("`{addr}`: {e} (an IP address and port)"))?;
@@ -102,6 +112,7 @@ impl std::str::FromStr for ListenerConfig {
         Ok(Self {
             protocol: protocol.to_owned(),
             listen,
+            tls,
         })
     }
 }
@@ -200,6 +211,13 @@ mod tests {
         assert!("=127.0.0.1:1".parse::<ListenerConfig>().is_err());
         assert!("echo=localhost".parse::<ListenerConfig>().is_err());
         assert!(ServerConfig::from_toml("[[listeners]]\nprotocol = \"echo\"\n").is_err());
+        let tls: ListenerConfig = "http+tls=127.0.0.1:8443".parse().unwrap();
+        assert_eq!((tls.protocol.as_str(), tls.tls), ("http", true));
+        let c = ServerConfig::from_toml(
+            "[[listeners]]\nprotocol = \"http\"\nlisten = \"127.0.0.1:8443\"\ntls = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners, [tls]);
     }
 
     #[test]

@@ -114,6 +114,7 @@ fn both_lists_each_name_once_and_routes_by_it() {
     cfg.listeners = vec![ListenerConfig {
         protocol: "upper".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: false,
     }];
     let h = serve(cfg, |_| warpwire_socket::SocketTransport::new(), |_| b).unwrap();
     assert_eq!(h.listeners()[0].0, "echo");

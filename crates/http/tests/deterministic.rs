@@ -458,6 +458,7 @@ mod gateway {
             listeners: vec![ListenerConfig {
                 protocol: "http".into(),
                 listen: "127.0.0.1:8080".parse().unwrap(),
+                tls: false,
             }],
             ..ServerConfig::default()
         };

@@ -36,6 +36,9 @@
 pub mod certs;
 mod config;
 
+/// The rustls this crate is built on, for configurations made outside it.
+pub use rustls;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;

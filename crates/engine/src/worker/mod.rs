@@ -521,7 +521,7 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         };
         let limit = self.core.shared.config.max_connections;
         let total = self.core.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        if !self.core.shared.hooks.on_connect(&info) {
+        if !self.core.shared.hooks.on_connect(&s.info) {
             self.core.shared.connections.fetch_sub(1, Ordering::AcqRel);
             WorkerCounters::add(&self.core.counters().refused, 1);
             self.with_ctx(&mut s, now, |p, _, c, ctx| {
