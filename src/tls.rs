@@ -3,7 +3,6 @@
 //! `warpwire certs`. The TLS itself is crates/tls: a transport wrapper,
 //! so every backend and every protocol gets it from the same code.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,9 +78,10 @@ impl ServerTlsArgs {
 pub struct ServerSetup {
     /// The shared state (the reloadable certificate).
     pub shared: Arc<ServerTls>,
-    /// Each TLS listen address (as the engine will listen on it) and its
-    /// rustls configuration (ALPN of its protocol).
-    pub listeners: Vec<(SocketAddr, Arc<warpwire_tls::rustls::ServerConfig>)>,
+    /// Each TLS listener, by its place in `ServerConfig::listen_addrs`
+    /// (the order every worker listens in), and its rustls configuration
+    /// (ALPN of its protocol).
+    pub listeners: Vec<(usize, Arc<warpwire_tls::rustls::ServerConfig>)>,
 }
 
 impl ServerSetup {
@@ -89,12 +89,12 @@ impl ServerSetup {
     /// does. Certificates without a TLS listener, or a TLS listener
     /// without certificates, are errors.
     pub fn new(t: &ServerTlsArgs, cfg: &ServerConfig) -> Result<Option<Self>, BoxError> {
-        let mut tls: Vec<(SocketAddr, &str)> = Vec::new();
+        let mut tls: Vec<(usize, &str)> = Vec::new();
         if t.tls_listen == Some(true) {
-            tls.push((cfg.listen, "warpwire"));
+            tls.push((0, "warpwire"));
         }
-        for l in cfg.listeners.iter().filter(|l| l.tls) {
-            tls.push((l.listen, l.protocol.as_str()));
+        for (i, l) in cfg.listeners.iter().enumerate().filter(|(_, l)| l.tls) {
+            tls.push((i + 1, l.protocol.as_str()));
         }
         let (cert, key) = match (&t.tls_cert, &t.tls_key, tls.is_empty()) {
             (None, None, true) if t.tls_client_ca.is_none() => return Ok(None),
@@ -132,7 +132,7 @@ impl ServerSetup {
         self.listeners
             .iter()
             .fold(TlsTransport::new(t), |w, (a, c)| {
-                w.serve_tls(*a, c.clone(), timeout)
+                w.serve_tls_nth(*a, c.clone(), timeout)
             })
     }
 }

@@ -94,6 +94,13 @@ pub struct TlsStats {
     pub errors: u64,
 }
 
+/// Which listener a TLS configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Addr(SocketAddr),
+    Nth(usize),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Handshaking,
@@ -178,8 +185,10 @@ impl<T: Transport> io::Write for InnerWrite<'_, T> {
 /// connections it is told to (see the crate docs).
 pub struct TlsTransport<T> {
     inner: T,
-    /// TLS listeners: the address asked for and its configuration.
-    wanted: Vec<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// TLS listeners: which `listen` call, and its configuration.
+    wanted: Vec<(Which, Arc<rustls::ServerConfig>)>,
+    /// `listen` calls so far.
+    listen_calls: usize,
     /// TLS listeners by the address `listen` returned.
     listeners: Vec<(SocketAddr, Arc<rustls::ServerConfig>)>,
     client: Option<ClientTls>,
@@ -210,6 +219,7 @@ impl<T: Transport> TlsTransport<T> {
         Self {
             inner,
             wanted: Vec::new(),
+            listen_calls: 0,
             listeners: Vec::new(),
             client: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -226,7 +236,7 @@ impl<T: Transport> TlsTransport<T> {
         }
     }
 
-    /// Connections accepted on `addr` (as later given to
+    /// Connections accepted on `addr` (exactly as later given to
     /// [`Transport::listen`]) speak TLS with `config`.
     pub fn serve_tls(
         mut self,
@@ -234,7 +244,24 @@ impl<T: Transport> TlsTransport<T> {
         config: Arc<rustls::ServerConfig>,
         handshake_timeout: Duration,
     ) -> Self {
-        self.wanted.push((addr, config));
+        self.wanted.push((Which::Addr(addr), config));
+        self.handshake_timeout = handshake_timeout;
+        self
+    }
+
+    /// Connections accepted on the listener of the `nth` call to
+    /// [`Transport::listen`] (from 0) speak TLS with `config`. For servers
+    /// that listen in a fixed order on every worker (the engine: in
+    /// `ServerConfig::listen_addrs` order) where an address is not known
+    /// in advance: a port 0 that the first worker binds and the others
+    /// then listen on as resolved.
+    pub fn serve_tls_nth(
+        mut self,
+        nth: usize,
+        config: Arc<rustls::ServerConfig>,
+        handshake_timeout: Duration,
+    ) -> Self {
+        self.wanted.push((Which::Nth(nth), config));
         self.handshake_timeout = handshake_timeout;
         self
     }
@@ -655,7 +682,13 @@ impl<T: Transport> Transport for TlsTransport<T> {
 
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         let bound = self.inner.listen(addr)?;
-        if let Some((_, cfg)) = self.wanted.iter().find(|(a, _)| *a == addr) {
+        let nth = self.listen_calls;
+        self.listen_calls += 1;
+        if let Some((_, cfg)) = self
+            .wanted
+            .iter()
+            .find(|(w, _)| *w == Which::Addr(addr) || *w == Which::Nth(nth))
+        {
             self.listeners.push((bound, cfg.clone()));
         }
         Ok(bound)

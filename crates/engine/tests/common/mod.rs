@@ -1,9 +1,16 @@
 //! Shared helpers of the engine's integration tests: a server on loopback
 //! over the socket backend and a raw blocking client that can send anything.
+//!
+//! Test files whose crate name ends in `_tls` (messages_tls.rs,
+//! errors_tls.rs: the same tests included once more) get TLS between the
+//! two: the server's transport wrapped in warpwire-tls, the client a
+//! blocking rustls stream (rustls's own, not warpwire's code), with a
+//! development CA made for the run.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use warpwire_engine::{Server, ServerConfig, ServerHandle};
@@ -27,23 +34,150 @@ pub fn start(cfg: ServerConfig) -> ServerHandle {
     start_with(cfg, |_| {})
 }
 
+/// Whether this test binary runs its tests through TLS.
+pub fn tls() -> bool {
+    module_path!()
+        .split("::")
+        .next()
+        .is_some_and(|krate| krate.ends_with("_tls"))
+}
+
+struct TlsSetup {
+    server: Arc<warpwire_tls::rustls::ServerConfig>,
+    client: Arc<warpwire_tls::rustls::ClientConfig>,
+}
+
+fn tls_setup() -> &'static TlsSetup {
+    use warpwire_tls::certs::{DevCa, Validity};
+    use warpwire_tls::rustls;
+    static S: OnceLock<TlsSetup> = OnceLock::new();
+    S.get_or_init(|| {
+        let ca = DevCa::new("engine tests CA", Validity::days(2)).unwrap();
+        let leaf = ca.server(&["127.0.0.1".into()], Validity::days(2)).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = <rustls::pki_types::PrivateKeyDer<'static> as rustls::pki_types::pem::PemObject>::from_pem_slice(leaf.key.as_bytes())
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der.clone().into()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.pem.der.clone().into()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsSetup {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        }
+    })
+}
+
 pub fn start_with(cfg: ServerConfig, setup: impl FnOnce(&mut Server)) -> ServerHandle {
     let mut s = Server::new(cfg);
     setup(&mut s);
+    if tls() {
+        let server = tls_setup().server.clone();
+        return s
+            .start(move |_| {
+                Ok(
+                    warpwire_tls::TlsTransport::new(SocketTransport::new()?).serve_tls_nth(
+                        0,
+                        server.clone(),
+                        WAIT,
+                    ),
+                )
+            })
+            .unwrap();
+    }
     s.start(|_| SocketTransport::new()).unwrap()
 }
 
+/// A plain or TLS byte stream to the server.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<warpwire_tls::rustls::StreamOwned<warpwire_tls::rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => match s.read(buf) {
+                // A close without close_notify: the server's FIN.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Stream {
+    /// The TCP connection under it.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => &s.sock,
+        }
+    }
+}
+
 pub struct Conn {
-    pub s: TcpStream,
+    pub s: Stream,
     dec: Decoder,
 }
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
+        let s = if tls() {
+            let name = warpwire_tls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let mut c =
+                warpwire_tls::rustls::ClientConnection::new(tls_setup().client.clone(), name)
+                    .unwrap();
+            // Handshake now, as a connected client would before its
+            // first frame (an idle connection is then idle in the engine,
+            // not a handshake in progress).
+            let mut tcp = tcp;
+            let deadline = Instant::now() + WAIT;
+            while c.is_handshaking() {
+                assert!(Instant::now() < deadline, "TLS handshake not done within {WAIT:?}");
+                match c.complete_io(&mut tcp) {
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => panic!("TLS handshake: {e}"),
+                }
+            }
+            Stream::Tls(Box::new(warpwire_tls::rustls::StreamOwned::new(c, tcp)))
+        } else {
+            Stream::Plain(tcp)
+        };
         Self {
             s,
             dec: Decoder::new(DecoderConfig {
