@@ -8,7 +8,7 @@
 //! close_notify, its FIN and its reset through TLS instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use warpwire_socket::SocketTransport;
@@ -58,7 +58,6 @@ fn pair() -> KernelPair<Tls, Tls> {
         server.config(&[]).unwrap(),
         Duration::from_secs(10),
     );
-    let _ = Arc::clone(&server);
     let c = TlsTransport::new(SocketTransport::new().unwrap()).with_client(client);
     KernelPair::on(s, c, addr).unwrap()
 }
