@@ -143,6 +143,9 @@ pub fn run(file: &FileConfig, a: ServeArgs) -> Result<(), BoxError> {
         .collect();
     let data_dir = cfg.data_dir.clone();
     let mut server = Server::new(cfg);
+    if tls.as_ref().is_some_and(|t| t.shared.mutual()) {
+        server.identities_from_transport();
+    }
     if let Some(dir) = &data_dir {
         let sink = warpwire_engine::DirectorySink::new(dir)
             .map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;

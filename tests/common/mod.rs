@@ -144,6 +144,8 @@ impl Server {
                 let (p, a) = l
                     .split_once(" listening on ")
                     .unwrap_or_else(|| panic!("unexpected line {l:?}"));
+                // `ADDR` or `ADDR with TLS`.
+                let a = a.split_whitespace().next().unwrap_or(a);
                 (p.to_owned(), a.parse().unwrap())
             })
             .collect();

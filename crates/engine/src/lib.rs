@@ -88,7 +88,9 @@ pub enum EngineError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// `require_auth` without a users file.
-    #[error("require_auth is set but no users file is configured")]
+    #[error(
+        "require_auth is set but no users file is configured (nor client certificates: --tls-client-ca)"
+    )]
     AuthWithoutUsers,
     /// The metrics endpoint could not be started.
     #[error("metrics endpoint on {addr}")]
@@ -177,6 +179,7 @@ pub struct Server {
     config: ServerConfig,
     handlers: Handlers,
     hooks: Arc<dyn Hooks>,
+    transport_identities: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -196,7 +199,17 @@ impl Server {
             config,
             handlers: Handlers::with_examples(),
             hooks: Arc::new(NoHooks),
+            transport_identities: false,
         }
+    }
+
+    /// The transport authenticates peers itself (mutual TLS: a verified
+    /// client certificate names the user, see
+    /// [`warpwire_transport::Transport::peer_identity`]), so
+    /// `require_auth` needs no users file.
+    pub fn identities_from_transport(&mut self) -> &mut Self {
+        self.transport_identities = true;
+        self
     }
 
     /// Sets the application's connection hooks (accept or refuse, leave,
@@ -300,7 +313,9 @@ impl Server {
     fn prepare(&self) -> Result<Prepared, EngineError> {
         let users = match &self.config.users_file {
             Some(p) => Some(UserDb::load(p)?),
-            None if self.config.require_auth => return Err(EngineError::AuthWithoutUsers),
+            None if self.config.require_auth && !self.transport_identities => {
+                return Err(EngineError::AuthWithoutUsers);
+            }
             None => None,
         };
         Ok((users, self.config.clone(), self.hooks.clone()))

@@ -2,6 +2,17 @@
 
 use crate::types::{ErrorCode, MessageType};
 
+/// Names a TLS record where a frame was expected (`0x16 0x03`: a
+/// handshake, `0x15 0x03`: an alert), the usual cause of a bad magic
+/// between a TLS and a plaintext end.
+fn tls_hint(found: &[u8; 2], arrived: u8) -> &'static str {
+    match (arrived, found) {
+        (2, [0x16, 0x03]) => " (a TLS handshake: the peer speaks TLS, this end plaintext)",
+        (2, [0x15, 0x03]) => " (a TLS alert: the peer speaks TLS, this end plaintext)",
+        _ => "",
+    }
+}
+
 /// Why a frame was refused. Every variant maps onto one protocol error code
 /// (docs/protocol.md) through [`FrameError::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -9,7 +20,8 @@ pub enum FrameError {
     /// The stream does not start with "Ww". The message shows the bytes
     /// that arrived where the magic belongs: both, or the first alone if
     /// the second had not arrived.
-    #[error("bad magic {:02x?}, expected \"Ww\"", &.found[..usize::from(*.arrived).min(2)])]
+    #[error("bad magic {:02x?}, expected \"Ww\"{}", &.found[..usize::from(*.arrived).min(2)],
+        tls_hint(.found, *.arrived))]
     BadMagic {
         /// The bytes found where the magic belongs; only the first
         /// `arrived` are meaningful, the rest are zero.
