@@ -31,11 +31,13 @@ SECONDS=0
 # vectors); QEMU, the ibverbs tools, cpio, binutils (strip, objcopy) and
 # the decompressors for the soft-RoCE guest of scripts/rdma-vm.sh;
 # redis-server and redis-tools (redis-cli, redis-benchmark) as the RESP
-# server's peers and the reference of its differential test.
+# server's peers and the reference of its differential test; openssl
+# (s_client, the TLS listeners' independent peer) and ca-certificates (the
+# system roots a TLS client trusts by default).
 PACKAGES=(iproute2 iputils-ping procps curl python3 pkg-config libelf-dev m4 clang zlib1g-dev libdpdk-dev libclang-dev
     libibverbs-dev librdmacm-dev ethtool tshark
     qemu-system-x86 rdma-core ibverbs-providers ibverbs-utils cpio binutils xz-utils zstd gzip
-    redis-server redis-tools)
+    redis-server redis-tools openssl ca-certificates)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -72,7 +74,7 @@ absent=()
 for tool in cargo rustc cargo-fmt cargo-clippy cc c++ clang pkg-config m4 git python3 ip ping ethtool \
     tshark qemu-system-x86_64 cpio strip objcopy ldd timeout sha256sum xz zstd gzip rdma \
     ibv_devices ibv_devinfo ibv_rc_pingpong apt-get dpkg-deb kill id sh curl \
-    redis-server redis-cli redis-benchmark; do
+    redis-server redis-cli redis-benchmark openssl; do
     type -P "$tool" >/dev/null 2>&1 || absent+=("program $tool")
 done
 for module in libdpdk libelf zlib libibverbs librdmacm; do
@@ -81,6 +83,7 @@ done
 for header in infiniband/verbs.h rdma/rdma_cma.h libelf.h zlib.h linux/if_xdp.h; do
     printf '#include <%s>\n' "$header" | cc -E -x c - >/dev/null 2>&1 || absent+=("C header <$header>")
 done
+[ -s /etc/ssl/certs/ca-certificates.crt ] || absent+=("system CA bundle (ca-certificates)")
 # bindgen dlopens libclang at build time.
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 ||
     absent+=("libclang shared library (libclang-dev)")
