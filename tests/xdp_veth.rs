@@ -745,3 +745,118 @@ for i in range(20000):
     let stats = p.ok_b(&["client", "10.77.0.1:7077", "stats"]);
     assert!(stats.contains("transport     xdp"), "{stats}");
 }
+
+/// A PING frame (docs/protocol.md) with request id `id`.
+fn ping_frame(id: u64) -> Vec<u8> {
+    let mut f = b"Ww\x01\x01\x00\x00\x00\x00\x00\x00\x00\x08".to_vec();
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&42u64.to_be_bytes());
+    let crc = crc32fast::hash(&f);
+    f.extend_from_slice(&crc.to_be_bytes());
+    f
+}
+
+#[test]
+#[ignore = "needs root, veth and AF_XDP: scripts/test.sh runs it as root"]
+fn tls_over_the_xdp_server() {
+    use std::io::{Read, Write};
+    let p = Pair::new("t");
+    let dir = std::env::temp_dir().join(format!("ww-xdp-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.display().to_string();
+    let o = Command::new(BIN)
+        .args(["certs", "--dir", &d, "--name", SERVER_IP])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ca, cert, key) = (
+        format!("{d}/ca.pem"),
+        format!("{d}/server.pem"),
+        format!("{d}/server-key.pem"),
+    );
+    let _srv = p.serve(&[
+        "--tls",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--listener",
+        "http+tls=0.0.0.0:8443",
+    ]);
+
+    // openssl s_client (kernel TCP in namespace B) speaking warpwire
+    // frames through TLS to the userspace stack.
+    let mut sc = Command::new("ip")
+        .args(["netns", "exec", &p.b, "timeout", "30", "openssl", "s_client"])
+        .args(["-connect", &format!("{SERVER_IP}:7077"), "-quiet"])
+        .args(["-verify_return_error", "-CAfile", &ca])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sc.stdin.as_mut().unwrap().write_all(&ping_frame(9)).unwrap();
+    let mut reply = [0u8; 32];
+    sc.stdout.as_mut().unwrap().read_exact(&mut reply).unwrap();
+    let _ = sc.kill();
+    let _ = sc.wait();
+    assert_eq!(&reply[..4], b"Ww\x01\x02", "a PONG: {reply:?}");
+    assert_eq!(&reply[12..20], &9u64.to_be_bytes());
+
+    // curl --cacert: GET, and 256 KiB POSTed and echoed.
+    let body = dir.join("body");
+    let data: Vec<u8> = (0..262_144u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&body, &data).unwrap();
+    let curl = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &p.b, "curl", "--silent", "--show-error"])
+            .args(["--max-time", "30", "--cacert", &ca])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    assert_eq!(curl(&[&format!("https://{SERVER_IP}:8443/ping")]), b"pong\n");
+    let echoed = curl(&[
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("https://{SERVER_IP}:8443/echo"),
+    ]);
+    assert!(echoed == data, "256 KiB through TLS came back different");
+
+    // The project's client over TLS: kernel TCP, then AF_XDP at both ends.
+    let tls = ["--tls-ca", ca.as_str()];
+    let xdp_tls = [
+        "--transport",
+        "xdp",
+        "--iface",
+        p.vb.as_str(),
+        "--ip",
+        XDP_CLIENT_IP,
+        "--tls-ca",
+        ca.as_str(),
+    ];
+    for via in [&tls[..], &xdp_tls[..]] {
+        assert_eq!(
+            ok_in_b(&p, via, "client", &["echo", "sealed"]).trim(),
+            "sealed"
+        );
+        let out = ok_in_b(&p, via, "bench", &["-c", "8", "-d", "4", "--count", "4000", "--json"]);
+        common::assert_bench_clean(&out);
+    }
+    // 8 MB of DATA through TLS into the stack, acknowledged whole.
+    let file = dir.join("data");
+    std::fs::write(&file, vec![0x5au8; 8 << 20]).unwrap();
+    let out = ok_in_b(
+        &p,
+        &tls,
+        "client",
+        &["data", "--file", file.to_str().unwrap()],
+    );
+    assert!(out.contains("8388608"), "{out}");
+    // Plaintext to the TLS port is refused with a clear error.
+    let e = err_in_b(&p, &[], &["ping", "-c", "1"]);
+    assert!(e.contains("TLS"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
