@@ -55,7 +55,10 @@ fn connect_to(file: &FileConfig, a: &ClientArgs, addr: SocketAddr) -> Result<Cli
         }
     };
     let connect = ConnectWith { addr, cfg };
-    match a.tls.client(a.addr.host(), warpwire_tls::alpn_for("warpwire"))? {
+    match a
+        .tls
+        .client(a.addr.host(), warpwire_tls::alpn_for("warpwire"))?
+    {
         Some(tls) => backend.run(
             Role::Client,
             crate::tls::WithClientTls {

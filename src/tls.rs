@@ -66,8 +66,14 @@ impl ServerTlsArgs {
             tls_listen: self.tls_listen.or(file.tls_listen),
             tls_cert: self.tls_cert.clone().or_else(|| file.tls_cert.clone()),
             tls_key: self.tls_key.clone().or_else(|| file.tls_key.clone()),
-            tls_client_ca: self.tls_client_ca.clone().or_else(|| file.tls_client_ca.clone()),
-            tls_min_version: self.tls_min_version.clone().or_else(|| file.tls_min_version.clone()),
+            tls_client_ca: self
+                .tls_client_ca
+                .clone()
+                .or_else(|| file.tls_client_ca.clone()),
+            tls_min_version: self
+                .tls_min_version
+                .clone()
+                .or_else(|| file.tls_min_version.clone()),
             tls_handshake_timeout: self.tls_handshake_timeout.or(file.tls_handshake_timeout),
         }
     }
@@ -99,17 +105,17 @@ impl ServerSetup {
         let (cert, key) = match (&t.tls_cert, &t.tls_key, tls.is_empty()) {
             (None, None, true) if t.tls_client_ca.is_none() => return Ok(None),
             (_, _, true) => {
-                return Err("--tls-cert/--tls-key/--tls-client-ca given, but no listener speaks \
+                return Err(
+                    "--tls-cert/--tls-key/--tls-client-ca given, but no listener speaks \
                             TLS: add --tls (the main --listen) or --listener PROTOCOL+tls=ADDR"
-                    .into());
+                        .into(),
+                );
             }
             (Some(c), Some(k), false) => (c, k),
             _ => {
-                return Err(
-                    "a TLS listener needs --tls-cert and --tls-key (PEM files; \
+                return Err("a TLS listener needs --tls-cert and --tls-key (PEM files; \
                             `warpwire certs` makes a development set)"
-                        .into(),
-                );
+                    .into());
             }
         };
         let shared = ServerTls::new(&ServerOptions {

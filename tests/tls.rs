@@ -230,7 +230,12 @@ fn openssl_and_curl_talk_to_the_tls_listeners_beside_plaintext_ones() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "pong");
     // Without the CA: curl refuses the certificate (exit 60).
     let o = curl(&[&url]);
-    assert_eq!(o.status.code(), Some(60), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(60),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Plain HTTP to the TLS port: an alert and a close, never an answer.
     let o = curl(&[&format!("http://{https}/ping")]);
     assert!(!o.status.success());
@@ -260,7 +265,11 @@ fn the_client_and_bench_over_tls_and_what_they_refuse() {
     let ca = d.p("ca.pem");
     let ok = |args: &[&str]| {
         let o = run(args);
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let err = |args: &[&str]| {
@@ -268,15 +277,48 @@ fn the_client_and_bench_over_tls_and_what_they_refuse() {
         assert!(!o.status.success(), "{args:?} succeeded");
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    assert_eq!(ok(&["client", &addr, "--tls-ca", &ca, "echo", "hi"]).trim(), "hi");
+    assert_eq!(
+        ok(&["client", &addr, "--tls-ca", &ca, "echo", "hi"]).trim(),
+        "hi"
+    );
     let pin = format!("sha256:{fp}");
-    ok(&["client", &addr, "--tls-ca", &ca, "--tls-pin", &pin, "ping", "-c", "1"]);
+    ok(&[
+        "client",
+        &addr,
+        "--tls-ca",
+        &ca,
+        "--tls-pin",
+        &pin,
+        "ping",
+        "-c",
+        "1",
+    ]);
     let e = err(&["client", &addr, "--tls", "ping", "-c", "1"]);
     assert!(e.contains("not signed by a trusted CA"), "{e}");
-    let e = err(&["client", &addr, "--tls-ca", &ca, "--tls-server-name", "db.example", "ping", "-c", "1"]);
+    let e = err(&[
+        "client",
+        &addr,
+        "--tls-ca",
+        &ca,
+        "--tls-server-name",
+        "db.example",
+        "ping",
+        "-c",
+        "1",
+    ]);
     assert!(e.contains("not valid for this name"), "{e}");
     let wrong = format!("sha256:{}", "ab".repeat(32));
-    let e = err(&["client", &addr, "--tls-ca", &ca, "--tls-pin", &wrong, "ping", "-c", "1"]);
+    let e = err(&[
+        "client",
+        &addr,
+        "--tls-ca",
+        &ca,
+        "--tls-pin",
+        &wrong,
+        "ping",
+        "-c",
+        "1",
+    ]);
     assert!(e.contains("pinned fingerprint"), "{e}");
     // Plaintext to the TLS port: the reply is a TLS alert, named as such.
     let e = err(&["client", &addr, "ping", "-c", "1"]);
@@ -284,14 +326,38 @@ fn the_client_and_bench_over_tls_and_what_they_refuse() {
 
     // TLS to a plaintext server.
     let plain = Server::start(&[]);
-    let e = err(&["client", &plain.addr.to_string(), "--tls-ca", &ca, "--tls-server-name", "localhost", "ping", "-c", "1"]);
+    let e = err(&[
+        "client",
+        &plain.addr.to_string(),
+        "--tls-ca",
+        &ca,
+        "--tls-server-name",
+        "localhost",
+        "ping",
+        "-c",
+        "1",
+    ]);
     assert!(e.contains("does not speak TLS"), "{e}");
 
     // The load generator over TLS: warpwire frames, and HTTP.
-    let out = ok(&["bench", &addr, "--tls-ca", &ca, "-c", "4", "-d", "8", "--count", "4000", "--json"]);
+    let out = ok(&[
+        "bench", &addr, "--tls-ca", &ca, "-c", "4", "-d", "8", "--count", "4000", "--json",
+    ]);
     common::assert_bench_clean(&out);
     let https = format!("localhost:{}", s.listeners[0].1.port());
-    let out = ok(&["bench", &https, "--tls-ca", &ca, "--protocol", "http", "-c", "2", "--count", "1000", "--json"]);
+    let out = ok(&[
+        "bench",
+        &https,
+        "--tls-ca",
+        &ca,
+        "--protocol",
+        "http",
+        "-c",
+        "2",
+        "--count",
+        "1000",
+        "--json",
+    ]);
     common::assert_bench_clean(&out);
 }
 
@@ -315,8 +381,16 @@ fn mutual_tls_authenticates_by_certificate_and_refuses_without_one() {
     // With the client certificate: authenticated as its CN, so ECHO
     // (refused before AUTH under --require-auth) is served.
     let o = run(&[
-        "client", &addr, "--tls-ca", &ca, "--tls-cert", &d.p("client.pem"), "--tls-key",
-        &d.p("client-key.pem"), "echo", "as warpwire",
+        "client",
+        &addr,
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &d.p("client.pem"),
+        "--tls-key",
+        &d.p("client-key.pem"),
+        "echo",
+        "as warpwire",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "as warpwire");
@@ -371,7 +445,10 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
         }
         ok
     };
-    assert!(served(&new_ca), "the new certificate is not served after SIGHUP");
+    assert!(
+        served(&new_ca),
+        "the new certificate is not served after SIGHUP"
+    );
     assert!(!s_client_brief(s.addr, &["-CAfile", &old_ca]).0);
     // The connection made before the reload goes on.
     assert_pong(&before.ping(2), 2);
@@ -390,12 +467,26 @@ fn a_server_without_certificates_for_its_tls_listener_refuses_to_start() {
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("--tls-cert"), "{e}");
-    let o = run(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem", "--tls-key", "y.pem"]);
+    let o = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "x.pem",
+        "--tls-key",
+        "y.pem",
+    ]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("no listener speaks TLS"), "{e}");
     let o = run(&[
-        "serve", "--listen", "127.0.0.1:0", "--tls", "--tls-cert", "/nonexistent.pem", "--tls-key",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls",
+        "--tls-cert",
+        "/nonexistent.pem",
+        "--tls-key",
         "/nonexistent-key.pem",
     ]);
     assert!(!o.status.success());

@@ -787,7 +787,9 @@ fn tls_over_the_xdp_server() {
     // openssl s_client (kernel TCP in namespace B) speaking warpwire
     // frames through TLS to the userspace stack.
     let mut sc = Command::new("ip")
-        .args(["netns", "exec", &p.b, "timeout", "30", "openssl", "s_client"])
+        .args([
+            "netns", "exec", &p.b, "timeout", "30", "openssl", "s_client",
+        ])
         .args(["-connect", &format!("{SERVER_IP}:7077"), "-quiet"])
         .args(["-verify_return_error", "-CAfile", &ca])
         .stdin(Stdio::piped())
@@ -795,7 +797,11 @@ fn tls_over_the_xdp_server() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    sc.stdin.as_mut().unwrap().write_all(&ping_frame(9)).unwrap();
+    sc.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(&ping_frame(9))
+        .unwrap();
     let mut reply = [0u8; 32];
     sc.stdout.as_mut().unwrap().read_exact(&mut reply).unwrap();
     let _ = sc.kill();
@@ -817,7 +823,10 @@ fn tls_over_the_xdp_server() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o.stdout
     };
-    assert_eq!(curl(&[&format!("https://{SERVER_IP}:8443/ping")]), b"pong\n");
+    assert_eq!(
+        curl(&[&format!("https://{SERVER_IP}:8443/ping")]),
+        b"pong\n"
+    );
     let echoed = curl(&[
         "--data-binary",
         &format!("@{}", body.display()),
@@ -842,7 +851,12 @@ fn tls_over_the_xdp_server() {
             ok_in_b(&p, via, "client", &["echo", "sealed"]).trim(),
             "sealed"
         );
-        let out = ok_in_b(&p, via, "bench", &["-c", "8", "-d", "4", "--count", "4000", "--json"]);
+        let out = ok_in_b(
+            &p,
+            via,
+            "bench",
+            &["-c", "8", "-d", "4", "--count", "4000", "--json"],
+        );
         common::assert_bench_clean(&out);
     }
     // 8 MB of DATA through TLS into the stack, acknowledged whole.

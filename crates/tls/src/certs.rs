@@ -120,7 +120,11 @@ impl DevCa {
         let mut p =
             CertificateParams::new(Vec::<String>::new()).map_err(gen_err("a certificate"))?;
         for n in names {
-            let san = match n.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            let san = match n
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+            {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName(
                     n.clone()

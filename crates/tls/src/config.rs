@@ -272,12 +272,11 @@ impl ServerTls {
                 .map_err(|e| TlsError::Invalid(format!("--tls-client-ca {}: {e}", ca.display())))?,
             ),
         };
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|source| {
-            TlsError::Rustls {
+        let ticketer =
+            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|source| TlsError::Rustls {
                 what: "session ticket key",
                 source,
-            }
-        })?;
+            })?;
         Ok(Arc::new(Self {
             cert,
             client_verifier,
@@ -451,8 +450,13 @@ impl ServerCertVerifier for Pinned {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         if self.pins.contains(&got) {
             Ok(ServerCertVerified::assertion())

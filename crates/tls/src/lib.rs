@@ -301,9 +301,8 @@ impl<T: Transport> TlsTransport<T> {
 
     /// Whether the connection's handshake resumed a session.
     pub fn resumed(&self, conn: ConnId) -> bool {
-        self.get(conn).is_some_and(|c| {
-            c.tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-        })
+        self.get(conn)
+            .is_some_and(|c| c.tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
     }
 
     fn get(&self, conn: ConnId) -> Option<&Conn> {
@@ -358,7 +357,8 @@ impl<T: Transport> TlsTransport<T> {
             }
         };
         self.handshaking += 1;
-        self.deadlines.push_back((now + self.handshake_timeout, conn));
+        self.deadlines
+            .push_back((now + self.handshake_timeout, conn));
         self.insert(Conn::new(conn, tls, peer, Some(listener), false));
     }
 
@@ -372,7 +372,9 @@ impl<T: Transport> TlsTransport<T> {
             return;
         }
         let result = pump(&mut self.inner, c);
-        let c = self.conns[conn.index()].as_deref_mut().expect("present");
+        let Some(c) = self.conns[conn.index()].as_deref_mut() else {
+            return;
+        };
         if let Err(e) = result {
             self.fail(conn, e);
             return;
@@ -601,9 +603,10 @@ impl Failure {
         };
         match e {
             E::InvalidCertificate(c) => match c {
-                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-                    TlsFailure::CertificateExpired
-                }
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => TlsFailure::CertificateExpired,
                 C::UnknownIssuer => TlsFailure::UnknownIssuer,
                 C::NotValidForName | C::NotValidForNameContext { .. } => TlsFailure::NameMismatch,
                 C::ApplicationVerificationFailure => TlsFailure::PinMismatch,

@@ -58,7 +58,9 @@ struct Pki {
 
 fn pki(dir: &Dir, valid: Validity) -> Pki {
     let ca = DevCa::new("test CA", Validity::days(2)).unwrap();
-    let leaf = ca.server(&["127.0.0.1".into(), "localhost".into()], valid).unwrap();
+    let leaf = ca
+        .server(&["127.0.0.1".into(), "localhost".into()], valid)
+        .unwrap();
     let ca_file = dir.write("ca.pem", &ca.pem.cert);
     let server = dir.pem("server", &leaf);
     Pki {
@@ -99,7 +101,8 @@ fn server(o: &ServerOptions, alpn: &[&[u8]], timeout: Duration) -> (Tls, SocketA
 }
 
 fn client(o: &ClientOptions) -> Tls {
-    TlsTransport::new(SocketTransport::new().unwrap()).with_client(ClientTls::new(o, "127.0.0.1").unwrap())
+    TlsTransport::new(SocketTransport::new().unwrap())
+        .with_client(ClientTls::new(o, "127.0.0.1").unwrap())
 }
 
 /// Polls both until `done` says so (it sees each side's events), or
@@ -157,7 +160,12 @@ fn an_untrusted_ca_is_refused() {
     let other = DevCa::new("another CA", Validity::days(2)).unwrap();
     let other_file = d.write("other.pem", &other.pem.cert);
     let (s, addr) = server(&server_opts(&p), &[], WAIT);
-    refused(s, client(&client_opts(&other_file)), addr, TlsFailure::UnknownIssuer);
+    refused(
+        s,
+        client(&client_opts(&other_file)),
+        addr,
+        TlsFailure::UnknownIssuer,
+    );
 }
 
 #[test]
@@ -177,7 +185,12 @@ fn an_expired_certificate_is_refused() {
     let d = Dir::new("expired");
     let p = pki(&d, Validity::expired());
     let (s, addr) = server(&server_opts(&p), &[], WAIT);
-    refused(s, client(&client_opts(&p.ca_file)), addr, TlsFailure::CertificateExpired);
+    refused(
+        s,
+        client(&client_opts(&p.ca_file)),
+        addr,
+        TlsFailure::CertificateExpired,
+    );
 }
 
 #[test]
@@ -281,7 +294,11 @@ fn plaintext_to_a_tls_port_gets_an_alert_and_a_close() {
         read_to_close(&mut t)
     });
     // A TLS alert record (content type 21), then the close.
-    assert_eq!(got.first(), Some(&21), "expected an alert record, got {got:?}");
+    assert_eq!(
+        got.first(),
+        Some(&21),
+        "expected an alert record, got {got:?}"
+    );
     assert!(!seen.iter().any(|e| matches!(e, Event::Accepted { .. })));
     assert_eq!((s.stats().failed, s.stats().not_tls), (1, 1));
 }
@@ -295,25 +312,33 @@ fn tls_to_a_plaintext_port_is_reported_as_such() {
     let mut c = client(&client_opts(&p.ca_file));
     let id = c.connect(addr, Instant::now()).unwrap();
     let mut got = None;
-    drive(&mut plain, &mut c, "the client's refusal", |s, _, sv, cv| {
-        for e in sv {
-            if let Event::Readable(conn) = e {
-                let mut buf = [0u8; 4096];
-                while s.recv(*conn, &mut buf).unwrap() > 0 {}
-                // What a warpwire server says to bytes it cannot parse.
-                s.send(*conn, b"Ww\x01\xff\x00\x00\x00\x00\x00\x00\x00\x10BAD_MAGIC.......")
+    drive(
+        &mut plain,
+        &mut c,
+        "the client's refusal",
+        |s, _, sv, cv| {
+            for e in sv {
+                if let Event::Readable(conn) = e {
+                    let mut buf = [0u8; 4096];
+                    while s.recv(*conn, &mut buf).unwrap() > 0 {}
+                    // What a warpwire server says to bytes it cannot parse.
+                    s.send(
+                        *conn,
+                        b"Ww\x01\xff\x00\x00\x00\x00\x00\x00\x00\x10BAD_MAGIC.......",
+                    )
                     .unwrap();
-                s.close(*conn);
+                    s.close(*conn);
+                }
             }
-        }
-        for e in cv {
-            if let Event::Closed(conn, why) = e {
-                assert_eq!(*conn, id);
-                got = Some(*why);
+            for e in cv {
+                if let Event::Closed(conn, why) = e {
+                    assert_eq!(*conn, id);
+                    got = Some(*why);
+                }
             }
-        }
-        got.is_some()
-    });
+            got.is_some()
+        },
+    );
     assert_eq!(got, Some(CloseReason::Tls(TlsFailure::NotTls)));
 }
 
@@ -353,7 +378,10 @@ fn handshakes_in_progress_are_bounded() {
         drop(idle);
         start.elapsed() < Duration::from_secs(2)
     });
-    assert!(closed_at_once, "the connection past the bound was not closed at once");
+    assert!(
+        closed_at_once,
+        "the connection past the bound was not closed at once"
+    );
     assert_eq!(s.stats().refused, 1);
 }
 
@@ -452,9 +480,13 @@ fn a_second_connection_resumes_the_session() {
 }
 
 /// rustls's own blocking client, handshaken.
-fn rustls_client(addr: SocketAddr, ca: &Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+fn rustls_client(
+    addr: SocketAddr,
+    ca: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let cfg = ClientTls::new(&client_opts(ca), "127.0.0.1").unwrap();
-    let mut conn = rustls::ClientConnection::new(cfg.config.clone(), cfg.server_name.clone()).unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(cfg.config.clone(), cfg.server_name.clone()).unwrap();
     let mut tcp = TcpStream::connect(addr).unwrap();
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).unwrap();
@@ -489,7 +521,10 @@ fn serve_one(s: &mut Tls, peer: impl FnOnce() + Send + 'static) -> (Vec<u8>, Vec
         if ended && h.is_finished() {
             break;
         }
-        assert!(Instant::now() < deadline, "no end within {WAIT:?}; saw {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no end within {WAIT:?}; saw {seen:?}"
+        );
         s.wait(Some(Duration::from_millis(1))).unwrap();
     }
     h.join().unwrap();

@@ -163,7 +163,10 @@ impl Conn {
             let mut tcp = tcp;
             let deadline = Instant::now() + WAIT;
             while c.is_handshaking() {
-                assert!(Instant::now() < deadline, "TLS handshake not done within {WAIT:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "TLS handshake not done within {WAIT:?}"
+                );
                 match c.complete_io(&mut tcp) {
                     Ok(_) => {}
                     Err(e)
