@@ -667,6 +667,20 @@ fn flush_tls<T: Transport>(inner: &mut T, c: &mut Conn) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `bufs` without their first `skip` bytes.
+fn remaining<'a>(bufs: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
+    let mut out = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        out.push(io::IoSlice::new(&b[skip..]));
+        skip = 0;
+    }
+    out
+}
+
 fn tls_error(conn: ConnId, what: impl std::fmt::Display) -> TransportError {
     TransportError::Io {
         conn,
@@ -849,18 +863,31 @@ impl<T: Transport> Transport for TlsTransport<T> {
             Phase::Failed(f) => return Err(tls_error(conn, f)),
             _ => return Ok(0),
         }
-        let slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
         let want: usize = bufs.iter().map(|b| b.len()).sum();
-        let n = io::Write::write_vectored(&mut c.tls.writer(), &slices)
-            .map_err(|e| tls_error(conn, e))?;
-        if n < want {
-            c.want_write = true;
+        let mut taken = 0;
+        // rustls takes what fits its buffer (encrypted at once); the inner
+        // connection takes what it can of that. Go on while the inner one
+        // drains everything: a `Writable` comes only from an inner
+        // connection that refused bytes, so stopping with room left in
+        // both would wait for an event that never comes.
+        loop {
+            let slices = remaining(bufs, taken);
+            let n = io::Write::write_vectored(&mut c.tls.writer(), &slices)
+                .map_err(|e| tls_error(conn, e))?;
+            taken += n;
+            if let Err(e) = flush_tls(&mut self.inner, c) {
+                self.fail(conn, e);
+                return Err(tls_error(conn, "the connection failed"));
+            }
+            if taken == want {
+                return Ok(taken);
+            }
+            if n == 0 || c.tls.wants_write() {
+                // The inner connection is full: its `Writable` wakes us.
+                c.want_write = true;
+                return Ok(taken);
+            }
         }
-        if let Err(e) = flush_tls(&mut self.inner, c) {
-            self.fail(conn, e);
-            return Err(tls_error(conn, "the connection failed"));
-        }
-        Ok(n)
     }
 
     fn flush(&mut self, now: Instant) -> Result<(), TransportError> {

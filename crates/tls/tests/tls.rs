@@ -585,3 +585,44 @@ fn a_forged_record_ends_the_connection_with_a_tls_error() {
     );
     assert_eq!(s.stats().errors, 1);
 }
+
+#[test]
+fn a_short_send_is_always_followed_by_writable() {
+    // rustls takes at most its buffer (64 KiB) per write; when the inner
+    // connection then drains all of it, no inner `Writable` will come, so
+    // the TLS layer must take more itself rather than leave the caller
+    // waiting.
+    let d = Dir::new("short");
+    let p = pki(&d, Validity::days(2));
+    let (mut s, addr) = server(&server_opts(&p), &[], WAIT);
+    let mut c = client(&client_opts(&p.ca_file));
+    let id = c.connect(addr, Instant::now()).unwrap();
+    let data = vec![0xa5u8; 1 << 20];
+    let (mut sent, mut got) = (0usize, 0usize);
+    let mut connected = false;
+    drive(&mut s, &mut c, "1 MiB sent and received", |s, c, sv, cv| {
+        for e in sv {
+            if let Event::Readable(conn) = e {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match s.recv(*conn, &mut buf).unwrap() {
+                        0 => break,
+                        n => got += n,
+                    }
+                }
+            }
+        }
+        for e in cv {
+            if matches!(e, Event::Connected(_) | Event::Writable(_)) {
+                connected = true;
+                // As the engine does: one send; a short one waits for
+                // the next `Writable`.
+                if sent < data.len() {
+                    sent += c.send(id, &data[sent..]).unwrap();
+                }
+            }
+        }
+        connected && got == data.len()
+    });
+    assert_eq!(sent, data.len());
+}
