@@ -5,14 +5,15 @@
 #      SERVER_CPUS) listening twice, plaintext and TLS
 #      (`--listener warpwire+tls=...`); the load generator pinned to
 #      CLIENT_CPUS. 64 B ECHO at depth 1 (p50 added by TLS) and depth 32
-#      (goal: TLS >= 0.9x plaintext msg/s), 64 KiB ECHO at depth 16 (bulk,
+#      (goal: TLS >= 0.9x plaintext msg/s), 64 KiB ECHO at depth 16 (bulk
+#      both ways) and 64 KiB DATA at depth 16 (bulk one way, acknowledged;
 #      goal >= 0.7x bytes/s), and connection set-up: 1,000 connections
 #      opened by one client thread, plaintext TCP, TLS full handshakes
 #      (--tls-no-resume) and TLS with resumption (the first connections
 #      are full handshakes, the rest resume their tickets).
 #   2. veth, AF_XDP server busy-polling (needs root; skipped otherwise,
 #      saying so): the same server layout in namespace A, kernel clients in
-#      namespace B, 64 B depth 1 and 32 and 64 KiB depth 16.
+#      namespace B, the same four loads.
 #
 # Every cell runs ROUNDS times, plaintext and TLS interleaved (plain, tls,
 # plain, tls, ...); the table gives medians and the ratio of the medians.
@@ -108,7 +109,7 @@ run() {
     while [ "$1" != "--" ]; do prefix+=("$1"); shift; done
     shift
     local addr=$PLAIN tls=()
-    if [ "$mode" = tls ]; then
+    if [ "$mode" != plain ]; then
         addr=$TLS
         tls=(--tls-ca "$CA" --tls-server-name localhost)
     fi
@@ -133,6 +134,7 @@ CELLS=(
     "64B-d1|--depth 1 --size 64 --duration $DURATION --warmup 1s"
     "64B-d32|--depth 32 --size 64 --duration $DURATION --warmup 1s"
     "64KiB-d16|--depth 16 --size 65536 --duration $DURATION --warmup 1s"
+    "64KiB-DATA-d16|--type data --depth 16 --size 65536 --duration $DURATION --warmup 1s"
 )
 cells() { # PART PREFIX...
     local part=$1

@@ -59,6 +59,9 @@ pub use config::{
 /// TLS connection is closed at once (`tls_handshakes_refused_total`).
 pub const DEFAULT_MAX_HANDSHAKES: usize = 4096;
 
+/// Bytes of ciphertext one read of an inner connection takes at most.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// How long a closing connection may take to hand its last ciphertext to
 /// the inner transport before it is closed regardless.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
@@ -133,22 +136,11 @@ struct Conn {
     /// The poll in which `Readable` was last reported.
     readable_epoch: u64,
     watched: bool,
-}
-
-/// Reads ciphertext from the inner transport for rustls.
-struct InnerRead<'a, T> {
-    inner: &'a mut T,
-    conn: ConnId,
-}
-
-impl<T: Transport> io::Read for InnerRead<'_, T> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inner.recv(self.conn, buf) {
-            Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
-            Ok(n) => Ok(n),
-            Err(e) => Err(io::Error::other(e)),
-        }
-    }
+    /// Ciphertext read from the inner connection that rustls did not take
+    /// yet (it holds at most about a record's worth undecrypted), from
+    /// `kept_from` on.
+    kept: Vec<u8>,
+    kept_from: usize,
 }
 
 /// Hands rustls's ciphertext to the inner transport.
@@ -210,6 +202,8 @@ pub struct TlsTransport<T> {
     stats: TlsStats,
     /// The time the last poll was given (close deadlines).
     now: Instant,
+    /// Where one read of an inner connection lands before rustls takes it.
+    scratch: Box<[u8]>,
 }
 
 impl<T: Transport> TlsTransport<T> {
@@ -233,6 +227,7 @@ impl<T: Transport> TlsTransport<T> {
             inner_events: Events::with_capacity(1024),
             stats: TlsStats::default(),
             now: Instant::now(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -371,7 +366,7 @@ impl<T: Transport> TlsTransport<T> {
         if c.id != conn || matches!(c.phase, Phase::Failed(_)) {
             return;
         }
-        let result = pump(&mut self.inner, c);
+        let result = pump(&mut self.inner, c, &mut self.scratch);
         let Some(c) = self.conns[conn.index()].as_deref_mut() else {
             return;
         };
@@ -433,7 +428,7 @@ impl<T: Transport> TlsTransport<T> {
         if state.peer_has_closed() {
             c.eof = true;
         }
-        if state.plaintext_bytes_to_read() > 0 {
+        if state.plaintext_bytes_to_read() > 0 || c.kept_from < c.kept.len() {
             if c.readable_epoch != epoch {
                 c.readable_epoch = epoch;
                 events.push(Event::Readable(conn));
@@ -572,6 +567,8 @@ impl Conn {
             identity: None,
             readable_epoch: 0,
             watched: false,
+            kept: Vec::new(),
+            kept_from: 0,
         }
     }
 }
@@ -634,18 +631,56 @@ impl Failure {
 
 /// Feeds rustls what the inner connection has while it wants more, and
 /// processes it.
-fn pump<T: Transport>(inner: &mut T, c: &mut Conn) -> Result<(), Failure> {
+fn pump<T: Transport>(inner: &mut T, c: &mut Conn, scratch: &mut [u8]) -> Result<(), Failure> {
     while c.tls.wants_read() {
-        let mut rd = InnerRead {
-            inner: &mut *inner,
-            conn: c.id,
-        };
-        match c.tls.read_tls(&mut rd) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(Failure::Io(e)),
+        if !feed(inner, c, scratch)? {
+            break;
         }
-        c.tls.process_new_packets().map_err(Failure::Tls)?;
+    }
+    Ok(())
+}
+
+/// Feeds rustls ciphertext: what the connection kept from an earlier
+/// read, else one read of the inner connection into `scratch` (up to 64
+/// KiB: rustls itself reads 4 KiB at a time, a system call each on kernel
+/// TCP), keeping what rustls does not take. Whether anything was fed.
+fn feed<T: Transport>(inner: &mut T, c: &mut Conn, scratch: &mut [u8]) -> Result<bool, Failure> {
+    if c.kept_from < c.kept.len() {
+        let mut rd = &c.kept[c.kept_from..];
+        let before = rd.len();
+        take(&mut c.tls, &mut rd)?;
+        let left = rd.len();
+        c.kept_from += before - left;
+        if left == 0 {
+            // Idle connections hold no buffer.
+            c.kept = Vec::new();
+            c.kept_from = 0;
+        }
+        return Ok(left < before);
+    }
+    let n = match inner.recv(c.id, scratch) {
+        Ok(0) => return Ok(false),
+        Ok(n) => n,
+        Err(e) => return Err(Failure::Io(io::Error::other(e))),
+    };
+    let mut rd = &scratch[..n];
+    take(&mut c.tls, &mut rd)?;
+    if !rd.is_empty() {
+        c.kept.extend_from_slice(rd);
+    }
+    Ok(true)
+}
+
+/// Hands rustls as much of `rd` as it takes, processing as it goes.
+/// rustls bounds what it holds (its decrypted bytes past 16 KiB, one
+/// record undecrypted) and refuses more until the reader drains it.
+fn take(tls: &mut Connection, rd: &mut &[u8]) -> Result<(), Failure> {
+    while !rd.is_empty() {
+        match tls.read_tls(rd) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        tls.process_new_packets().map_err(Failure::Tls)?;
     }
     Ok(())
 }
@@ -808,31 +843,19 @@ impl<T: Transport> Transport for TlsTransport<T> {
                 Err(e) => return Err(tls_error(conn, e)),
             }
             // Nothing decrypted: take more from the inner connection.
-            let before = c.tls.wants_read();
-            if !before {
-                return Ok(0);
-            }
-            let mut rd = InnerRead {
-                inner: &mut self.inner,
-                conn,
-            };
-            match c.tls.read_tls(&mut rd) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match feed(&mut self.inner, c, &mut self.scratch) {
+                Ok(true) => {}
+                Ok(false) => {
                     if c.eof {
                         self.watch(conn);
                     }
                     return Ok(0);
                 }
                 Err(e) => {
-                    self.fail(conn, Failure::Io(e));
-                    return Err(tls_error(conn, "the connection failed"));
+                    let msg = e.to_string();
+                    self.fail(conn, e);
+                    return Err(tls_error(conn, msg));
                 }
-            }
-            if let Err(e) = c.tls.process_new_packets() {
-                let msg = e.to_string();
-                self.fail(conn, Failure::Tls(e));
-                return Err(tls_error(conn, msg));
             }
             // Processing may have queued something to send (a key update).
             if c.tls.wants_write()
