@@ -241,6 +241,46 @@ fn ten_thousand_connections_over_memif() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
+#[test]
+#[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn tls_between_two_warpwire_processes_over_memif() {
+    // TLS over the userspace stack at both ends: the same layer as over
+    // kernel TCP, wrapped around the dpdk transport.
+    let certs = std::env::temp_dir().join(format!("ww-memif-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&certs);
+    let d = certs.display().to_string();
+    let o = Command::new(BIN)
+        .args(["certs", "--dir", &d, "--name", "10.77.0.1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ca, cert, key) = (
+        format!("{d}/ca.pem"),
+        format!("{d}/server.pem"),
+        format!("{d}/server-key.pem"),
+    );
+    let m = Memif::start(&["--tls", "--tls-cert", &cert, "--tls-key", &key, "--workers", "1"]);
+    assert_eq!(
+        m.ok("client", &["--tls-ca", &ca, "echo", "sealed over memif"]).trim(),
+        "sealed over memif"
+    );
+    let bench = m.ok(
+        "bench",
+        &["--tls-ca", &ca, "-c", "16", "-d", "8", "--count", "20000", "--json"],
+    );
+    common::assert_bench_clean(&bench);
+    // 16 MB of DATA through TLS, acknowledged whole.
+    let file = certs.join("data");
+    std::fs::write(&file, vec![0x3cu8; 16 << 20]).unwrap();
+    let out = m.ok("client", &["--tls-ca", &ca, "data", "--file", file.to_str().unwrap()]);
+    assert!(out.contains("16777216 bytes accepted"), "{out}");
+    // Plaintext to the TLS port: refused, naming TLS.
+    let o = m.run("client", &["ping", "-c", "1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("TLS"));
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
 /// net_memif has no RSS: a server with `--queues 2` configures the port
 /// without the RSS mode (asking for it would fail) and serves both queues;
 /// a warpwire client on one queue reaches worker 0.

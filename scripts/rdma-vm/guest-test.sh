@@ -483,16 +483,45 @@ cli_at "$AUTH_A" auth alice wrong-token
 err_has AUTH_FAILED
 verdict auth-wrong-token-rejected $?
 
+# --- TLS: a third server with --tls, the same layer over this transport --------
+mark
+run 60 warpwire certs --dir /tmp/certs --name "$IP"
+verdict tls-certs $RC
+mark
+start_server 7080 /tmp/serve-tls.log --tls --tls-cert /tmp/certs/server.pem \
+    --tls-key /tmp/certs/server-key.pem
+verdict serve-tls-start $?
+TLS_PID=$SERVER_PID
+
+mark
+cli_at "$IP:7080" --tls-ca /tmp/certs/ca.pem echo "sealed over $T"
+out_is "sealed over $T"
+verdict tls-echo $?
+
+mark
+head -c 4000000 /dev/zero >/tmp/tls-payload
+cli_at "$IP:7080" --tls-ca /tmp/certs/ca.pem data --file /tmp/tls-payload
+out_has "4000000 bytes accepted"
+verdict tls-data-4mb $?
+rm -f /tmp/tls-payload
+
+mark
+cli_at "$IP:7080" ping -c 1
+err_has TLS
+verdict tls-plaintext-refused $?
+
 # --- graceful shutdown ------------------------------------------------------------
 mark
-kill -TERM "$MAIN_PID" "$AUTH_PID" 2>/dev/null
+kill -TERM "$MAIN_PID" "$AUTH_PID" "$TLS_PID" 2>/dev/null
 wait "$MAIN_PID"
 M=$?
 wait "$AUTH_PID"
 S=$?
+wait "$TLS_PID"
+TS=$?
 cp /tmp/serve.log.err /tmp/err
-[ "$M" = 0 ] && [ "$S" = 0 ]
+[ "$M" = 0 ] && [ "$S" = 0 ] && [ "$TS" = 0 ]
 R=$?
-verdict serve-sigterm $R "exit $M and $S"
+verdict serve-sigterm $R "exit $M, $S and $TS"
 
 finish
