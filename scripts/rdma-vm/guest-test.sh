@@ -501,7 +501,7 @@ verdict tls-echo $?
 mark
 head -c 4000000 /dev/zero >/tmp/tls-payload
 cli_at "$IP:7080" --tls-ca /tmp/certs/ca.pem data --file /tmp/tls-payload
-out_has "4000000 bytes accepted"
+out_has "sent 4000000 bytes of DATA"
 verdict tls-data-4mb $?
 rm -f /tmp/tls-payload
 
