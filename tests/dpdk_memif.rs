@@ -259,20 +259,34 @@ fn tls_between_two_warpwire_processes_over_memif() {
         format!("{d}/server.pem"),
         format!("{d}/server-key.pem"),
     );
-    let m = Memif::start(&["--tls", "--tls-cert", &cert, "--tls-key", &key, "--workers", "1"]);
+    let m = Memif::start(&[
+        "--tls",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--workers",
+        "1",
+    ]);
     assert_eq!(
-        m.ok("client", &["--tls-ca", &ca, "echo", "sealed over memif"]).trim(),
+        m.ok("client", &["--tls-ca", &ca, "echo", "sealed over memif"])
+            .trim(),
         "sealed over memif"
     );
     let bench = m.ok(
         "bench",
-        &["--tls-ca", &ca, "-c", "16", "-d", "8", "--count", "20000", "--json"],
+        &[
+            "--tls-ca", &ca, "-c", "16", "-d", "8", "--count", "20000", "--json",
+        ],
     );
     common::assert_bench_clean(&bench);
     // 16 MB of DATA through TLS, acknowledged whole.
     let file = certs.join("data");
     std::fs::write(&file, vec![0x3cu8; 16 << 20]).unwrap();
-    let out = m.ok("client", &["--tls-ca", &ca, "data", "--file", file.to_str().unwrap()]);
+    let out = m.ok(
+        "client",
+        &["--tls-ca", &ca, "data", "--file", file.to_str().unwrap()],
+    );
     // The last frame's ACK confirms every frame before it.
     assert!(out.contains("sent 16777216 bytes of DATA"), "{out}");
     // Plaintext to the TLS port: refused, naming TLS.

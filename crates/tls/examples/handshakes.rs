@@ -35,9 +35,7 @@ fn thread_cpu() -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map_or(2000, |s| s.parse().unwrap());
+    let n: usize = std::env::args().nth(1).map_or(2000, |s| s.parse().unwrap());
     let dir = std::env::temp_dir().join(format!("ww-hs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca = DevCa::new("bench CA", Validity::days(1)).unwrap();
