@@ -246,19 +246,8 @@ fn ten_thousand_connections_over_memif() {
 fn tls_between_two_warpwire_processes_over_memif() {
     // TLS over the userspace stack at both ends: the same layer as over
     // kernel TCP, wrapped around the dpdk transport.
-    let certs = std::env::temp_dir().join(format!("ww-memif-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&certs);
-    let d = certs.display().to_string();
-    let o = Command::new(BIN)
-        .args(["certs", "--dir", &d, "--name", "10.77.0.1"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (ca, cert, key) = (
-        format!("{d}/ca.pem"),
-        format!("{d}/server.pem"),
-        format!("{d}/server-key.pem"),
-    );
+    let c = common::DevCerts::new("memif", &["10.77.0.1"]);
+    let (ca, cert, key) = (c.ca.clone(), c.cert.clone(), c.key.clone());
     let m = Memif::start(&[
         "--tls",
         "--tls-cert",
@@ -281,7 +270,7 @@ fn tls_between_two_warpwire_processes_over_memif() {
     );
     common::assert_bench_clean(&bench);
     // 16 MB of DATA through TLS, acknowledged whole.
-    let file = certs.join("data");
+    let file = c.dir.join("data");
     std::fs::write(&file, vec![0x3cu8; 16 << 20]).unwrap();
     let out = m.ok(
         "client",
@@ -293,7 +282,6 @@ fn tls_between_two_warpwire_processes_over_memif() {
     let o = m.run("client", &["ping", "-c", "1"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("TLS"));
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// net_memif has no RSS: a server with `--queues 2` configures the port

@@ -12,31 +12,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{BIN, Server};
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("ww-cli-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Self(d)
-    }
-    fn p(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{BIN, DevCerts, Server};
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -44,17 +24,6 @@ fn run(args: &[&str]) -> Output {
         .env("WARPWIRE_LOG", "warn")
         .output()
         .unwrap()
-}
-
-/// `warpwire certs --dir DIR`; the server certificate's fingerprint.
-fn certs(dir: &Path) -> String {
-    let o = run(&["certs", "--dir", &dir.display().to_string()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
-    out.lines()
-        .find_map(|l| l.strip_prefix("server certificate: sha256:"))
-        .expect("the fingerprint line")
-        .to_owned()
 }
 
 /// A PING frame (docs/protocol.md) with request id `id`.
@@ -157,14 +126,8 @@ fn curl(args: &[&str]) -> Output {
         .expect("curl is installed by scripts/test.sh")
 }
 
-fn tls_server(d: &Dir, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--tls",
-        "--tls-cert",
-        &*Box::leak(d.p("server.pem").into_boxed_str()),
-        "--tls-key",
-        &*Box::leak(d.p("server-key.pem").into_boxed_str()),
-    ];
+fn tls_server(d: &DevCerts, extra: &[&str]) -> Server {
+    let mut args = vec!["--tls", "--tls-cert", &d.cert, "--tls-key", &d.key];
     args.extend_from_slice(extra);
     Server::start(&args)
 }
@@ -180,8 +143,7 @@ fn metric(metrics: &str, name: &str) -> u64 {
 
 #[test]
 fn openssl_and_curl_talk_to_the_tls_listeners_beside_plaintext_ones() {
-    let d = Dir::new("peers");
-    certs(&d.0);
+    let d = DevCerts::new("peers", &[]);
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -198,7 +160,7 @@ fn openssl_and_curl_talk_to_the_tls_listeners_beside_plaintext_ones() {
             &metrics_port,
         ],
     );
-    let ca = d.p("ca.pem");
+    let ca = d.path("ca.pem");
     // warpwire frames through openssl's TLS.
     let mut sc = SClient::start(s.addr, &["-CAfile", &ca, "-alpn", "warpwire/1"]);
     assert_pong(&sc.ping(7), 7);
@@ -258,11 +220,11 @@ fn openssl_and_curl_talk_to_the_tls_listeners_beside_plaintext_ones() {
 
 #[test]
 fn the_client_and_bench_over_tls_and_what_they_refuse() {
-    let d = Dir::new("client");
-    let fp = certs(&d.0);
+    let d = DevCerts::new("client", &[]);
+    let fp = d.fingerprint.clone();
     let s = tls_server(&d, &["--listener", "http+tls=127.0.0.1:0"]);
     let addr = format!("localhost:{}", s.addr.port());
-    let ca = d.p("ca.pem");
+    let ca = d.path("ca.pem");
     let ok = |args: &[&str]| {
         let o = run(args);
         assert!(
@@ -363,19 +325,17 @@ fn the_client_and_bench_over_tls_and_what_they_refuse() {
 
 #[test]
 fn tls_1_2_only_when_allowed() {
-    let d = Dir::new("tls12");
-    certs(&d.0);
+    let d = DevCerts::new("tls12", &[]);
     let s = tls_server(&d, &["--tls-min-version", "1.2"]);
-    let (ok, text) = s_client_brief(s.addr, &["-CAfile", &d.p("ca.pem"), "-tls1_2"]);
+    let (ok, text) = s_client_brief(s.addr, &["-CAfile", &d.path("ca.pem"), "-tls1_2"]);
     assert!(ok, "{text}");
     assert!(text.contains("TLSv1.2"), "{text}");
 }
 
 #[test]
 fn mutual_tls_authenticates_by_certificate_and_refuses_without_one() {
-    let d = Dir::new("mtls");
-    certs(&d.0);
-    let ca = d.p("ca.pem");
+    let d = DevCerts::new("mtls", &[]);
+    let ca = d.path("ca.pem");
     let s = tls_server(&d, &["--tls-client-ca", &ca, "--require-auth"]);
     let addr = format!("localhost:{}", s.addr.port());
     // With the client certificate: authenticated as its CN, so ECHO
@@ -386,9 +346,9 @@ fn mutual_tls_authenticates_by_certificate_and_refuses_without_one() {
         "--tls-ca",
         &ca,
         "--tls-cert",
-        &d.p("client.pem"),
+        &d.path("client.pem"),
         "--tls-key",
-        &d.p("client-key.pem"),
+        &d.path("client-key.pem"),
         "echo",
         "as warpwire",
     ]);
@@ -409,19 +369,19 @@ fn mutual_tls_authenticates_by_certificate_and_refuses_without_one() {
 
 #[test]
 fn sighup_reloads_the_certificate_and_keeps_open_connections() {
-    let d = Dir::new("reload");
-    let first = certs(&d.0);
+    let d = DevCerts::new("reload", &[]);
+    let first = d.fingerprint.clone();
     let s = tls_server(&d, &[]);
-    let old_ca = d.p("ca.pem");
+    let old_ca = d.path("ca.pem");
     let mut before = SClient::start(s.addr, &["-CAfile", &old_ca]);
     assert_pong(&before.ping(1), 1);
 
     // A new set in its place (a new CA too), then SIGHUP.
-    let d2 = Dir::new("reload2");
-    let second = certs(&d2.0);
+    let d2 = DevCerts::new("reload2", &[]);
+    let second = d2.fingerprint.clone();
     assert_ne!(first, second);
     for f in ["server.pem", "server-key.pem"] {
-        std::fs::copy(d2.p(f), d.p(f)).unwrap();
+        std::fs::copy(d2.path(f), d.path(f)).unwrap();
     }
     let hup = |pid: u32| {
         assert!(
@@ -433,7 +393,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
         );
     };
     hup(s.child.id());
-    let new_ca = d2.p("ca.pem");
+    let new_ca = d2.path("ca.pem");
     let served = |ca: &str| {
         let mut ok = false;
         for _ in 0..50 {
@@ -454,7 +414,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     assert_pong(&before.ping(2), 2);
 
     // A broken file: the reload fails, the certificate in use stays.
-    std::fs::write(d.p("server.pem"), "not a certificate").unwrap();
+    std::fs::write(d.path("server.pem"), "not a certificate").unwrap();
     hup(s.child.id());
     std::thread::sleep(Duration::from_millis(300));
     assert!(served(&new_ca), "a failed reload dropped the certificate");

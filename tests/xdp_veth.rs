@@ -132,6 +132,18 @@ impl Pair {
         c
     }
 
+    /// A client's options for its own AF_XDP socket on B's veth end.
+    fn xdp_client(&self) -> [&str; 6] {
+        [
+            "--transport",
+            "xdp",
+            "--iface",
+            &self.vb,
+            "--ip",
+            XDP_CLIENT_IP,
+        ]
+    }
+
     fn run_b(&self, args: &[&str]) -> Output {
         self.cmd(&self.b, args).output().unwrap()
     }
@@ -451,14 +463,7 @@ fn xdp_server_with_kernel_and_xdp_clients() {
     assert!(String::from_utf8_lossy(&heard.stdout).contains("to the listener"));
 
     // (2) Bypass at both ends: the client's own AF_XDP socket on the peer veth.
-    let xdp = [
-        "--transport",
-        "xdp",
-        "--iface",
-        p.vb.as_str(),
-        "--ip",
-        XDP_CLIENT_IP,
-    ];
+    let xdp = p.xdp_client();
     battery(&p, &xdp);
 
     // A crash leaves the XDP program attached; the restart must cope. It
@@ -761,19 +766,9 @@ fn ping_frame(id: u64) -> Vec<u8> {
 fn tls_over_the_xdp_server() {
     use std::io::{Read, Write};
     let p = Pair::new("t");
-    let dir = std::env::temp_dir().join(format!("ww-xdp-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let d = dir.display().to_string();
-    let o = Command::new(BIN)
-        .args(["certs", "--dir", &d, "--name", SERVER_IP])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (ca, cert, key) = (
-        format!("{d}/ca.pem"),
-        format!("{d}/server.pem"),
-        format!("{d}/server-key.pem"),
-    );
+    let c = common::DevCerts::new("xdp", &[SERVER_IP]);
+    let dir = &c.dir;
+    let (ca, cert, key) = (c.ca.clone(), c.cert.clone(), c.key.clone());
     let _srv = p.serve(&[
         "--tls",
         "--tls-cert",
@@ -836,16 +831,8 @@ fn tls_over_the_xdp_server() {
 
     // The project's client over TLS: kernel TCP, then AF_XDP at both ends.
     let tls = ["--tls-ca", ca.as_str()];
-    let xdp_tls = [
-        "--transport",
-        "xdp",
-        "--iface",
-        p.vb.as_str(),
-        "--ip",
-        XDP_CLIENT_IP,
-        "--tls-ca",
-        ca.as_str(),
-    ];
+    let mut xdp_tls = p.xdp_client().to_vec();
+    xdp_tls.extend_from_slice(&["--tls-ca", ca.as_str()]);
     for via in [&tls[..], &xdp_tls[..]] {
         assert_eq!(
             ok_in_b(&p, via, "client", &["echo", "sealed"]).trim(),
@@ -873,5 +860,4 @@ fn tls_over_the_xdp_server() {
     // Plaintext to the TLS port is refused with a clear error.
     let e = err_in_b(&p, &[], &["ping", "-c", "1"]);
     assert!(e.contains("TLS"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -305,3 +305,57 @@ pub fn hostile_battery(prefix: &[&str], addr: &str, server: u32, load: &HostileL
     );
     assert!(report_field(&out, "acked") > 0, "{out}");
 }
+
+/// `warpwire certs` into a temporary directory, removed on drop: a
+/// development CA and a server certificate for `names` (the default set
+/// when empty).
+pub struct DevCerts {
+    /// The directory.
+    pub dir: std::path::PathBuf,
+    /// ca.pem, server.pem and server-key.pem in it.
+    pub ca: String,
+    /// The server certificate.
+    pub cert: String,
+    /// Its key.
+    pub key: String,
+    /// The server certificate's SHA-256 fingerprint (hex).
+    pub fingerprint: String,
+}
+
+impl DevCerts {
+    pub fn new(tag: &str, names: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("ww-certs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = dir.display().to_string();
+        let mut args = vec!["certs", "--dir", &d];
+        for n in names {
+            args.extend_from_slice(&["--name", n]);
+        }
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let fingerprint = out
+            .lines()
+            .find_map(|l| l.strip_prefix("server certificate: sha256:"))
+            .expect("the fingerprint line")
+            .to_owned();
+        Self {
+            ca: format!("{d}/ca.pem"),
+            cert: format!("{d}/server.pem"),
+            key: format!("{d}/server-key.pem"),
+            dir,
+            fingerprint,
+        }
+    }
+
+    /// A file in the directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for DevCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
