@@ -5,18 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{BIN, Server};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("WARPWIRE_LOG", "warn")
-        .output()
-        .unwrap()
-}
+use common::run;
 
 fn ok(args: &[&str]) -> String {
     let o = run(args);

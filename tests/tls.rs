@@ -16,15 +16,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{BIN, DevCerts, Server};
+use common::{DevCerts, Server};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("WARPWIRE_LOG", "warn")
-        .output()
-        .unwrap()
-}
+use common::run;
 
 /// A PING frame (docs/protocol.md) with request id `id`.
 fn ping(id: u64) -> Vec<u8> {

@@ -306,6 +306,15 @@ pub fn hostile_battery(prefix: &[&str], addr: &str, server: u32, load: &HostileL
     assert!(report_field(&out, "acked") > 0, "{out}");
 }
 
+/// The binary with `args`, logging warnings only; its output.
+pub fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("WARPWIRE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 /// `warpwire certs` into a temporary directory, removed on drop: a
 /// development CA and a server certificate for `names` (the default set
 /// when empty).
