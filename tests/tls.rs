@@ -4,8 +4,9 @@
 //! the project's client and bench over TLS; every refusal a user meets
 //! (untrusted CA, wrong name, pins, TLS 1.2 unless allowed, plaintext to
 //! a TLS port and TLS to a plaintext one, mutual TLS without a
-//! certificate); and the certificate reloaded on SIGHUP while a
-//! connection made before it keeps working.
+//! certificate); redis-cli over TLS authenticated by its certificate; and
+//! the certificate reloaded on SIGHUP while a connection made before it
+//! keeps working.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -446,4 +447,51 @@ fn a_server_without_certificates_for_its_tls_listener_refuses_to_start() {
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("/nonexistent.pem"), "{e}");
+}
+
+#[test]
+fn redis_cli_over_tls_and_a_client_certificate_instead_of_auth() {
+    let d = DevCerts::new("redis", &[]);
+    let s = tls_server(
+        &d,
+        &[
+            "--listener",
+            "resp+tls=127.0.0.1:0",
+            "--tls-client-ca",
+            &d.ca,
+            "--require-auth",
+        ],
+    );
+    let port = s.listeners[0].1.port().to_string();
+    let cli = |extra: &[&str], cmd: &[&str]| {
+        let o = Command::new("timeout")
+            .args(["10", "redis-cli", "-h", "127.0.0.1", "-p", &port])
+            .args(["--tls", "--cacert", &d.ca, "--sni", "localhost"])
+            .args(extra)
+            .args(cmd)
+            .output()
+            .expect("redis-cli is installed by scripts/test.sh");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let cert = [
+        "--cert",
+        &d.path("client.pem"),
+        "--key",
+        &d.path("client-key.pem"),
+    ];
+    // The certificate authenticates: no AUTH needed under --require-auth.
+    let (ok, out) = cli(&cert, &["SET", "tls:k", "v"]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = cli(&cert, &["GET", "tls:k"]);
+    assert!(ok && out.trim() == "v", "{out}");
+    // Without a certificate the handshake is refused.
+    let (_, out) = cli(&[], &["PING"]);
+    assert!(!out.contains("PONG"), "{out}");
 }

@@ -176,6 +176,9 @@ pub(crate) struct Client {
     pub(crate) id: u64,
     pub(crate) resp3: bool,
     pub(crate) authed: bool,
+    /// Authenticated by the transport (a client certificate verified by
+    /// mutual TLS): AUTH is not needed, and RESET keeps it.
+    pub(crate) transport_authed: bool,
     pub(crate) name: Option<Bytes>,
     pub(crate) subs: HashSet<Bytes>,
     /// QUIT or a protocol error: nothing more is read or run.
@@ -217,7 +220,7 @@ impl Protocol for Resp {
         }
     }
 
-    fn open(&self, _: &mut RespLocal, _: &ConnInfo, _: &mut Ctx<'_>) -> RespConn {
+    fn open(&self, _: &mut RespLocal, info: &ConnInfo, _: &mut Ctx<'_>) -> RespConn {
         self.clients.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
         RespConn {
@@ -227,7 +230,8 @@ impl Protocol for Resp {
             client: Client {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 resp3: false,
-                authed: !self.require_auth,
+                authed: !self.require_auth || info.identity.is_some(),
+                transport_authed: info.identity.is_some(),
                 name: None,
                 subs: HashSet::new(),
                 done: false,

@@ -174,7 +174,7 @@ pub(super) fn reset(r: &Resp, c: &mut Client, _: &[&[u8]], ctx: &mut Ctx<'_>) {
     ctx.set_eligible(false);
     c.resp3 = false;
     c.name = None;
-    c.authed = !r.require_auth;
+    c.authed = !r.require_auth || c.transport_authed;
     out(ctx, c).simple("RESET");
 }
 
