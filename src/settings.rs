@@ -416,6 +416,34 @@ mod tests {
     }
 
     #[test]
+    fn tls_table_then_flags_and_back() {
+        let file = "[tls]\nlisten = true\ncert = \"c.pem\"\nkey = \"k.pem\"\nhandshake_timeout = \"3s\"\n\
+                    [[server.listeners]]\nprotocol = \"http\"\nlisten = \"127.0.0.1:8443\"\ntls = true\n";
+        let s = serve(
+            file,
+            &["--tls-key", "other.pem", "--tls-min-version", "1.2"],
+        );
+        assert_eq!(s.tls.tls_listen, Some(true));
+        assert_eq!(
+            s.tls.tls_cert.as_deref(),
+            Some(std::path::Path::new("c.pem"))
+        );
+        assert_eq!(
+            s.tls.tls_key.as_deref(),
+            Some(std::path::Path::new("other.pem"))
+        );
+        assert_eq!(s.tls.tls_min_version.as_deref(), Some("1.2"));
+        assert_eq!(s.tls.tls_handshake_timeout, Some(Duration::from_secs(3)));
+        assert!(s.server.listeners[0].tls);
+        let s = serve(file, &["--tls=false"]);
+        assert_eq!(s.tls.tls_listen, Some(false));
+        let again = serve(&s.to_toml().unwrap(), &[]);
+        assert_eq!(again.tls, s.tls);
+        assert_eq!(again.server.listeners, s.server.listeners);
+        assert!(FileConfig::parse("[tls]\ncrt = \"x\"").is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors_in_every_table() {
         for bad in [
             "trasnport = \"x\"",
