@@ -366,17 +366,26 @@ impl<T: Transport> TlsTransport<T> {
         if c.id != conn || matches!(c.phase, Phase::Failed(_)) {
             return;
         }
-        let result = pump(&mut self.inner, c, &mut self.scratch);
-        let Some(c) = self.conns[conn.index()].as_deref_mut() else {
-            return;
-        };
-        if let Err(e) = result {
-            self.fail(conn, e);
-            return;
-        }
-        if let Err(e) = flush_tls(&mut self.inner, c) {
-            self.fail(conn, e);
-            return;
+        // Read, then send what that produced; again while ciphertext kept
+        // from the read waits for rustls, which took no more while it had
+        // handshake messages to send (nothing else would bring it back:
+        // the inner connection may have nothing new to report).
+        loop {
+            let kept = c.kept.len() - c.kept_from;
+            if let Err(e) = pump(&mut self.inner, c, &mut self.scratch) {
+                self.fail(conn, e);
+                return;
+            }
+            if let Err(e) = flush_tls(&mut self.inner, c) {
+                self.fail(conn, e);
+                return;
+            }
+            let left = c.kept.len() - c.kept_from;
+            // Done when nothing is kept, rustls wants nothing, or the
+            // round took nothing (no spinning on what rustls refuses).
+            if left == 0 || !c.tls.wants_read() || (left == kept && kept > 0) {
+                break;
+            }
         }
         if c.phase == Phase::Handshaking && !c.tls.is_handshaking() {
             c.phase = Phase::Open;
