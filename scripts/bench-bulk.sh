@@ -4,53 +4,85 @@
 # same path, interleaved ROUNDS times:
 #   loopback: socket client -> socket server, beside iperf3 on loopback;
 #   veth:     kernel -> kernel (socket), kernel -> xdp, xdp -> xdp, beside
-#             iperf3 over the same veth pair.
+#             iperf3 over the same veth pair;
+#   impaired: the same through warpwire-impair (crates/impair) in a middle
+#             namespace, the wire of tests/xdp_veth.rs: 1 % loss, 1 %
+#             reordering, 1 % duplication, 0.1 % corruption, 200 us delay;
+#             kernel -> kernel (socket) and kernel -> xdp beside iperf3
+#             through the same bridge (GRO/TSO/GSO off on the bridged
+#             ends, so every side sends wire-sized frames). A smaller file
+#             (IMPAIRED_MB), this wire being slow. IMPAIRED=0 skips it.
 #
 # Needs root (namespaces, AF_XDP). Installs iperf3 with apt when missing
 # (no daemon started). Creates two namespaces (ww-k*-PID), a veth pair and
 # a temporary file, and removes them and every process it started (by
 # pid) on exit; traffic never leaves them.
 #
-#   scripts/bench-bulk.sh            # FILE_MB=500 ROUNDS=3
+#   scripts/bench-bulk.sh            # FILE_MB=500 ROUNDS=3 IMPAIRED_MB=50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/bench.sh
 . scripts/lib/bench.sh
 FILE_MB=${FILE_MB:-500}
 ROUNDS=${ROUNDS:-3}
+IMPAIRED=${IMPAIRED:-1}
+IMPAIRED_MB=${IMPAIRED_MB:-50}
 [ "$(id -u)" -eq 0 ] || { echo "bench-bulk.sh needs root (namespaces, AF_XDP)"; exit 1; }
 
-ww_apt_install iperf3
+ww_apt_install iperf3 ethtool
 
 cargo build --release --features xdp --bin warpwire >&2
+cargo build --release -p warpwire-impair --bin warpwire-impair >&2
 BIN=$PWD/target/release/warpwire
+IMPAIR=$PWD/target/release/warpwire-impair
 ID=$$
 A=ww-ka-$ID B=ww-kb-$ID VA=wka$ID VB=wkb$ID
+# The impaired wire: A2 -- (M0) M (M1) -- B2, the bridge in M.
+A2=ww-kc-$ID B2=ww-kd-$ID M=ww-km-$ID VA2=wkc$ID VB2=wkd$ID M0=wk0$ID M1=wk1$ID
 TMP=$(mktemp -d /tmp/ww-bench-bulk.XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    ip netns del "$A" 2>/dev/null || true
-    ip netns del "$B" 2>/dev/null || true
+    for ns in "$A" "$B" "$A2" "$B2" "$M"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
 head -c "$((FILE_MB * 1000000))" /dev/urandom >"$TMP/data.bin"
 cat "$TMP/data.bin" >/dev/null # in the page cache for every round
+head -c "$((IMPAIRED_MB * 1000000))" "$TMP/data.bin" >"$TMP/small.bin"
 
 ww_veth_pair "$A" "$B" "$VA" "$VB"
+if [ "$IMPAIRED" = 1 ]; then
+    for ns in "$A2" "$B2" "$M"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip link add "$VA2" netns "$A2" type veth peer name "$M0" netns "$M"
+    ip link add "$M1" netns "$M" type veth peer name "$VB2" netns "$B2"
+    ip -n "$A2" addr add 10.77.0.1/24 dev "$VA2"
+    ip -n "$B2" addr add 10.77.0.2/24 dev "$VB2"
+    for x in "$A2:$VA2" "$B2:$VB2" "$M:$M0" "$M:$M1"; do
+        ip -n "${x%%:*}" link set "${x#*:}" up
+        ip netns exec "${x%%:*}" ethtool -K "${x#*:}" gro off tso off gso off >/dev/null
+    done
+    ip netns exec "$M" "$IMPAIR" --a "$M0" --b "$M1" --loss 0.01 --reorder 0.01 \
+        --duplicate 0.01 --corrupt 0.001 --delay 200us --seed 7 --duration 1800s \
+        >"$TMP/impair.log" 2>&1 &
+    PIDS+=("$!")
+    sleep 0.5
+fi
 
 # MB/s of one iperf3 run: server in $1 (a namespace or "-"), on $2.
 iperf() {
-    local ns=$1 ip=$2 pre=() out
+    local ns=$1 ip=$2 cns=${3:-$B} pre=() out
     [ "$ns" = - ] || pre=(ip netns exec "$ns")
     "${pre[@]}" iperf3 -s -B "$ip" -p 17191 -1 >/dev/null 2>&1 &
     local srv=$!
     PIDS+=("$srv")
     sleep 0.3
     local cpre=()
-    [ "$ns" = - ] || cpre=(ip netns exec "$B")
+    [ "$ns" = - ] || cpre=(ip netns exec "$cns")
     out=$("${cpre[@]}" timeout 60 iperf3 -c "$ip" -p 17191 -t 3 -J)
     wait "$srv" 2>/dev/null || true
     python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f" % (r["end"]["sum_received"]["bits_per_second"]/8e6))' <<<"$out"
@@ -59,13 +91,13 @@ iperf() {
 # MB/s of one `client data --file`: $1 the client's namespace ("-": none),
 # $2 the server address, then client options.
 upload() {
-    local ns=$1 addr=$2 pre=() t0 t1
+    local ns=$1 addr=$2 pre=() t0 t1 file=${UPLOAD_FILE:-$TMP/data.bin} mb=${UPLOAD_MB:-$FILE_MB}
     shift 2
     [ "$ns" = - ] || pre=(ip netns exec "$ns")
     t0=$(date +%s.%N)
-    "${pre[@]}" timeout 300 "$BIN" client "$addr" "$@" data --file "$TMP/data.bin" >/dev/null
+    "${pre[@]}" timeout 300 "$BIN" client "$addr" --timeout 60s "$@" data --file "$file" >/dev/null
     t1=$(date +%s.%N)
-    python3 -c "print('%.0f' % ($FILE_MB / ($t1 - $t0)))"
+    python3 -c "print('%.0f' % ($mb / ($t1 - $t0)))"
 }
 
 start_server() { # namespace ("-": none), listen address, serve options
@@ -100,15 +132,31 @@ for r in $(seq "$ROUNDS"); do
     add "veth warpwire xdp <- socket" "$(upload "$B" 10.77.0.1:7077 --transport socket)"
     add "veth warpwire xdp <- xdp" "$(upload "$B" 10.77.0.1:7077 --transport xdp --iface "$VB" --ip 10.77.0.3/24)"
     stop_server
+    if [ "$IMPAIRED" = 1 ]; then
+        add "impaired iperf3" "$(iperf "$A2" 10.77.0.1 "$B2")"
+        start_server "$A2" 0.0.0.0:7077 --transport socket
+        add "impaired warpwire socket <- socket" "$(UPLOAD_FILE=$TMP/small.bin UPLOAD_MB=$IMPAIRED_MB upload "$B2" 10.77.0.1:7077 --transport socket)"
+        stop_server
+        start_server "$A2" 0.0.0.0:7077 --transport xdp --iface "$VA2" --ip 10.77.0.1/24
+        add "impaired warpwire xdp <- socket" "$(UPLOAD_FILE=$TMP/small.bin UPLOAD_MB=$IMPAIRED_MB upload "$B2" 10.77.0.1:7077 --transport socket)"
+        stop_server
+    fi
 done
 
 echo "# bench-bulk.sh, $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, FILE_MB=$FILE_MB ROUNDS=$ROUNDS"
 echo "# warpwire: client data --file (64 KiB DATA frames) into serve --workers 1; iperf3 -t 3; medians of the rounds"
+if [ "$IMPAIRED" = 1 ]; then
+    echo "# impaired: ${IMPAIRED_MB} MB through warpwire-impair (1 % loss, 1 % reorder, 1 % duplicate, 0.1 % corrupt, 200 us delay)"
+fi
 echo
 echo "| path | MB/s (median) | rounds | ratio to the path's iperf3 |"
 echo "|---|---:|---|---:|"
-for key in "loopback iperf3" "loopback warpwire socket <- socket" "veth iperf3" \
-    "veth warpwire socket <- socket" "veth warpwire xdp <- socket" "veth warpwire xdp <- xdp"; do
+KEYS=("loopback iperf3" "loopback warpwire socket <- socket" "veth iperf3"
+    "veth warpwire socket <- socket" "veth warpwire xdp <- socket" "veth warpwire xdp <- xdp")
+if [ "$IMPAIRED" = 1 ]; then
+    KEYS+=("impaired iperf3" "impaired warpwire socket <- socket" "impaired warpwire xdp <- socket")
+fi
+for key in "${KEYS[@]}"; do
     m=$(median "${SUM[$key]}")
     floor=$(median "${SUM[${key%% *} iperf3]}")
     ratio=$(python3 -c "print('%.2f' % ($m / $floor))")
