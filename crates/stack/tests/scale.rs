@@ -237,6 +237,35 @@ fn inject(
     dev.flush().unwrap();
 }
 
+/// One round of the flood test: the server polls and flushes, then the
+/// real client. Accepts and connects seen, and the server's half-open
+/// count after its round; a real client's connection closing fails.
+fn flood_round(
+    srv: &mut Stack,
+    cli: &mut Stack,
+    now: Instant,
+    ev: &mut Events,
+) -> (usize, usize, usize) {
+    srv.poll(now, ev).unwrap();
+    let accepted = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Accepted { .. }))
+        .count();
+    srv.flush(now).unwrap();
+    let half = srv.half_open_count();
+    cli.poll(now, ev).unwrap();
+    let mut connected = 0;
+    for e in ev.iter() {
+        match e {
+            Event::Connected(_) => connected += 1,
+            Event::Closed(_, why) => panic!("a real connect failed: {why:?}"),
+            _ => {}
+        }
+    }
+    cli.flush(now).unwrap();
+    (accepted, connected, half)
+}
+
 /// 20,000 SYNs from spoofed sources (addresses and ports that never
 /// answer) while a real client connects: the half-open table stays within
 /// the backlog, memory with it, and every real connection gets in.
@@ -270,40 +299,17 @@ fn a_syn_flood_from_spoofed_sources_is_bounded_and_real_clients_get_in() {
         }
         for _ in 0..200 {
             now += STEP;
-            srv.poll(now, &mut ev).unwrap();
-            accepted += ev
-                .iter()
-                .filter(|e| matches!(e, Event::Accepted { .. }))
-                .count();
-            srv.flush(now).unwrap();
-            max_half = max_half.max(srv.half_open_count());
-            cli.poll(now, &mut ev).unwrap();
-            for e in ev.iter() {
-                match e {
-                    Event::Connected(_) => connected += 1,
-                    Event::Closed(_, why) => panic!("a real connect failed: {why:?}"),
-                    _ => {}
-                }
-            }
-            cli.flush(now).unwrap();
+            let (a, c, half) = flood_round(&mut srv, &mut cli, now, &mut ev);
+            (accepted, connected) = (accepted + a, connected + c);
+            max_half = max_half.max(half);
         }
     }
     // Stragglers retry their SYN after an RTO (1 s, then 2 s).
     let until = now + Duration::from_secs(8);
     while (connected < real || accepted < real) && now < until {
         now += Duration::from_millis(1);
-        srv.poll(now, &mut ev).unwrap();
-        accepted += ev
-            .iter()
-            .filter(|e| matches!(e, Event::Accepted { .. }))
-            .count();
-        srv.flush(now).unwrap();
-        cli.poll(now, &mut ev).unwrap();
-        connected += ev
-            .iter()
-            .filter(|e| matches!(e, Event::Connected(_)))
-            .count();
-        cli.flush(now).unwrap();
+        let (a, c, _) = flood_round(&mut srv, &mut cli, now, &mut ev);
+        (accepted, connected) = (accepted + a, connected + c);
     }
     let s = srv.stats();
     println!(

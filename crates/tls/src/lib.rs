@@ -522,7 +522,7 @@ impl<T: Transport> TlsTransport<T> {
         }
     }
 
-    fn expire(&mut self, now: Instant, events: &mut Events) {
+    fn expire(&mut self, now: Instant) {
         while let Some(&(at, conn)) = self.deadlines.front() {
             if at > now {
                 break;
@@ -548,7 +548,6 @@ impl<T: Transport> TlsTransport<T> {
                 self.inner.close(conn);
             }
         }
-        let _ = events;
     }
 }
 
@@ -812,7 +811,7 @@ impl<T: Transport> Transport for TlsTransport<T> {
             }
         }
         self.inner_events = inner_events;
-        self.expire(now, events);
+        self.expire(now);
         for conn in std::mem::take(&mut self.watch) {
             if let Some(Some(c)) = self.conns.get_mut(conn.index())
                 && c.id == conn
