@@ -4,7 +4,7 @@
 #
 #   1. installs the system packages the build and the tests need (apt);
 #   2. checks formatting and runs clippy on every target and feature;
-#   3. builds every feature;
+#   3. builds every feature, and the release binary the throughput tests run;
 #   4. runs every test (unit, integration, property, golden, fuzz-corpus
 #      replay, CLI end to end) with cargo-nextest, doc tests with cargo test.
 #
@@ -123,6 +123,11 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # --- 3. build ------------------------------------------------------------------
 log "build (all features)"
 cargo build --workspace --all-targets --all-features --locked
+# The tests that bound a throughput (issue 13's 1 GB transfers) run what
+# users run: the release build. They fail, saying so, without it.
+log "release build of the binary, for the throughput tests"
+cargo build --release --all-features --locked --bin warpwire
+export WARPWIRE_RELEASE_BIN="$PWD/target/release/warpwire"
 
 # --- 4. tests ------------------------------------------------------------------
 log "golden vectors: independent Python encoder vs the Rust test vectors"

@@ -193,6 +193,9 @@ pub fn run(file: &FileConfig, a: ClientArgs) -> Result<(), BoxError> {
         }
         ClientAction::Data { text, file, chunk } => {
             let chunk = (*chunk).max(1);
+            // From the connection up to the last ACK: the transfer's own
+            // rate, without the process's or the transport's start-up.
+            let started = std::time::Instant::now();
             let (sent, acked) = match (text, file) {
                 (_, Some(f)) => {
                     let file = std::fs::File::open(f)
@@ -203,7 +206,11 @@ pub fn run(file: &FileConfig, a: ClientArgs) -> Result<(), BoxError> {
                 (Some(t), None) => stream_data(&client, t.as_bytes(), chunk)?,
                 (None, None) => return Err("give TEXT or --file".into()),
             };
-            println!("sent {sent} bytes of DATA; last ack: {acked} bytes accepted");
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "sent {sent} bytes of DATA in {secs:.3} s ({:.0} MB/s); last ack: {acked} bytes accepted",
+                sent as f64 / secs.max(1e-9) / 1e6
+            );
         }
         ClientAction::Stats => {
             let s = client.stats()?;

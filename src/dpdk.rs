@@ -135,9 +135,12 @@ impl DpdkRuntime {
         self.stack_on(dev, queue)
     }
 
-    /// A transport on `queue`, driven by the calling thread as it is (a
-    /// client: EAL's main lcore).
+    /// A transport on `queue`, driven by the calling thread (a client:
+    /// EAL's main lcore), which is pinned to the main lcore's CPUs.
     pub fn transport(&self, queue: u16) -> Result<StackTransport<DpdkDevice>, TransportError> {
+        self.eal
+            .pin_to_main_lcore()
+            .map_err(wrap("cannot pin the client thread to EAL's main lcore"))?;
         let dev = DpdkDevice::new(&self.port, queue, &self.pool, DeviceConfig::default())
             .map_err(wrap("device"))?;
         self.stack_on(dev, queue)

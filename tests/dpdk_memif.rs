@@ -24,6 +24,9 @@ struct Memif {
     tag: String,
     /// EAL memory options: `--no-huge -m 256 --no-shconf`, or hugepages.
     mem: &'static str,
+    /// The binary both ends run: the test build, or the release build for
+    /// the throughput tests.
+    bin: &'static str,
 }
 
 const NO_HUGE: &str = "--no-huge -m 256 --no-shconf";
@@ -43,9 +46,24 @@ impl Memif {
         Self::start_with("n", NO_HUGE, false, extra)
     }
 
+    /// As [`Memif::start`], both ends running the release build.
+    fn start_release(extra: &[&str]) -> Self {
+        Self::launch("r", NO_HUGE, false, common::release_bin(), extra)
+    }
+
     /// Starts the server; with `via_config` its EAL arguments come from a
     /// `--config` file instead of `--dpdk-args`.
     fn start_with(name: &str, mem: &'static str, via_config: bool, extra: &[&str]) -> Self {
+        Self::launch(name, mem, via_config, BIN, extra)
+    }
+
+    fn launch(
+        name: &str,
+        mem: &'static str,
+        via_config: bool,
+        bin: &'static str,
+        extra: &[&str],
+    ) -> Self {
         assert!(
             common::is_root(),
             "this test needs root (scripts/test.sh runs it as root)"
@@ -59,6 +77,7 @@ impl Memif {
             server: Command::new("true").spawn().unwrap(),
             tag,
             mem,
+            bin,
         };
         let _ = m.server.wait();
         let eal = m.eal("server", 0);
@@ -74,7 +93,7 @@ impl Memif {
         args.extend_from_slice(&["--ip", "10.77.0.1/24"]);
         args.extend_from_slice(&["--listen", "0.0.0.0:7077"]);
         args.extend_from_slice(extra);
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .args(&args)
             .env("WARPWIRE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -104,7 +123,7 @@ impl Memif {
         let eal = self.eal("client", 1);
         let mut a = vec![
             "120",
-            BIN,
+            self.bin,
             cmd,
             "10.77.0.1:7077",
             "--transport",
@@ -181,35 +200,40 @@ fn two_warpwire_processes_over_memif() {
     common::assert_bench_clean(&bench);
 
     // 50 MB of DATA, hash-checked where the server stored it.
-    let payload = std::env::temp_dir().join(format!("ww-memif-payload-{}", std::process::id()));
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c 50000000 /dev/urandom > {}", payload.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    let out = m.ok("client", &["data", "--file", payload.to_str().unwrap()]);
-    eprintln!("50 MB over memif in {:?}", started.elapsed());
+    let payload = common::Payload::random("memif", 50_000_000);
+    let out = m.ok("client", &["data", "--file", payload.arg()]);
+    eprintln!("50 MB over memif: {out}");
     assert!(out.contains("sent 50000000 bytes"), "{out}");
-    let stored: Vec<_> = std::fs::read_dir(&data_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let got = stored
-        .iter()
-        .find(|f| std::fs::metadata(f).unwrap().len() == 50_000_000)
-        .unwrap_or_else(|| panic!("no 50 MB session file in {stored:?}"));
-    assert_eq!(
-        common::sha256_file(got),
-        common::sha256_file(&payload),
-        "DATA corrupted or reordered"
-    );
+    payload.assert_stored_in(&data_dir);
     drop(m);
     let _ = std::fs::remove_dir_all(&data_dir);
-    let _ = std::fs::remove_file(&payload);
+}
+
+/// Issue 13's bulk check over memif: 1 GB of DATA from a DPDK client into
+/// a DPDK server (release build, MTU 1500), SHA-256-identical where the
+/// server stored it, and failing if the transfer's rate falls 5x below
+/// the issue's target of 2 GB/s (400 MB/s). Runs alone (.config/nextest.toml):
+/// a rate bound shared with other tests would measure them.
+#[test]
+#[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn gigabyte_over_memif_arrives_intact_and_fast() {
+    const TARGET_MB_S: f64 = 2000.0;
+    let data_dir = std::env::temp_dir().join(format!("ww-memif-gb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let payload = common::Payload::random("memif-gb", 1_000_000_000);
+    let m = Memif::start_release(&["--workers", "1", "--data-dir", data_dir.to_str().unwrap()]);
+    let started = Instant::now();
+    let out = m.ok("client", &["data", "--file", payload.arg()]);
+    eprintln!("1 GB over memif, {:?} wall: {out}", started.elapsed());
+    assert!(out.contains("sent 1000000000 bytes"), "{out}");
+    let rate = common::data_rate(&out);
+    payload.assert_stored_in(&data_dir);
+    drop(m);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(
+        rate >= TARGET_MB_S / 5.0,
+        "{rate:.0} MB/s over memif: more than 5x below issue 13's target of {TARGET_MB_S} MB/s"
+    );
 }
 
 /// Ten thousand connections from one DPDK client into one DPDK worker over

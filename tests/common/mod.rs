@@ -51,6 +51,86 @@ pub fn sha256_file(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// The release build of `warpwire`, for the tests whose bound is a
+/// throughput: users run release builds, and the workspace's own crates
+/// are not optimised in the test profile. scripts/test.sh builds it and
+/// names it in `WARPWIRE_RELEASE_BIN`; without that these tests fail and
+/// say why (never a silent pass).
+pub fn release_bin() -> &'static str {
+    let path = std::env::var("WARPWIRE_RELEASE_BIN").unwrap_or_else(|_| {
+        panic!(
+            "WARPWIRE_RELEASE_BIN is not set: this throughput test needs the release binary \
+             (scripts/test.sh builds it: cargo build --release --all-features --bin warpwire)"
+        )
+    });
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "WARPWIRE_RELEASE_BIN={path} is not a file"
+    );
+    Box::leak(path.into_boxed_str())
+}
+
+/// A file of random bytes in the temp dir for DATA transfers, removed on
+/// drop.
+pub struct Payload {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub len: u64,
+    sha256: String,
+}
+
+impl Payload {
+    /// `len` bytes from /dev/urandom, named after `tag` and this process.
+    pub fn random(tag: &str, len: u64) -> Self {
+        let path = std::env::temp_dir().join(format!("ww-{tag}-payload-{}", std::process::id()));
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                &format!("head -c {len} /dev/urandom > {}", path.display()),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot write {}", path.display());
+        let sha256 = sha256_file(&path);
+        Self { path, len, sha256 }
+    }
+
+    /// The path as the CLI takes it.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// The server stored exactly these bytes: one session file in
+    /// `data_dir` of this length with the same SHA-256.
+    pub fn assert_stored_in(&self, data_dir: &std::path::Path) {
+        let stored: Vec<_> = std::fs::read_dir(data_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let got = stored
+            .iter()
+            .find(|f| std::fs::metadata(f).unwrap().len() == self.len)
+            .unwrap_or_else(|| panic!("no {}-byte session file in {stored:?}", self.len));
+        assert_eq!(sha256_file(got), self.sha256, "DATA corrupted or reordered");
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The transfer rate `client data` printed ("... in S s (R MB/s) ..."),
+/// in MB/s.
+pub fn data_rate(out: &str) -> f64 {
+    out.split_once(" s (")
+        .and_then(|(_, r)| r.split_once(" MB/s)"))
+        .and_then(|(r, _)| r.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {out:?}"))
+}
+
 /// A `bench --count N --json` run in which every one of the `n` requests
 /// was answered and checked, nothing lost; prints how long it took and the
 /// connection ramp, labelled `what`.

@@ -114,6 +114,37 @@ impl Eal {
         out
     }
 
+    /// Pins the calling thread to the CPUs of EAL's main lcore: for the
+    /// thread that called [`Eal::init`] when it goes on to poll a queue
+    /// itself (a client), since `init` leaves it unpinned.
+    ///
+    /// # Errors
+    /// [`DpdkError::Affinity`] when the thread cannot be pinned there.
+    pub fn pin_to_main_lcore(&self) -> Result<(), DpdkError> {
+        // SAFETY: EAL is live (`self`); the call reads EAL's configuration.
+        let main = unsafe { sys::rte_get_main_lcore() };
+        // SAFETY: EAL is live and `main` is its main lcore, below
+        // RTE_MAX_LCORE; the set is a plain value copied out.
+        let cpus = cpus_of(&unsafe { sys::rte_lcore_cpuset(main) });
+        // SAFETY: cpu_set_t is a plain bit array; all zeroes is an empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in &cpus {
+            // SAFETY: `set` is a valid cpu_set_t, and `cpu` fits it: EAL's
+            // rte_cpuset_t is the same cpu_set_t.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        let err = || DpdkError::Affinity {
+            eal_lcore: main,
+            cpus: cpus.clone(),
+        };
+        if cpus.is_empty() {
+            return Err(err());
+        }
+        crate::eal::set_thread_affinity(&set).map_err(|_| err())?;
+        debug!(eal_lcore = main, cpus = ?cpus, "thread pinned to EAL's main lcore");
+        Ok(())
+    }
+
     /// Registers the calling thread with DPDK as a (non-EAL) lcore and pins
     /// it to the CPUs of the `worker`-th lcore of EAL's set (round-robin
     /// when there are more workers than lcores). Call it on the thread

@@ -23,6 +23,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether [`TokenBucket::take`] at `now` would succeed (takes nothing).
+    pub fn has_token(&self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + dt * self.rate).min(self.burst) >= 1.0
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
@@ -51,6 +57,11 @@ impl Limit {
     pub fn allow(&mut self, now: Instant) -> bool {
         self.0.as_mut().is_none_or(|b| b.take(now))
     }
+
+    /// Whether [`Limit::allow`] at `now` would say yes (takes nothing).
+    pub fn would_allow(&self, now: Instant) -> bool {
+        self.0.as_ref().is_none_or(|b| b.has_token(now))
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +75,8 @@ mod tests {
         let mut b = TokenBucket::new(10.0, 5.0, t0);
         assert_eq!((0..10).filter(|_| b.take(t0)).count(), 5);
         assert!(!b.take(t0 + Duration::from_millis(50)));
+        assert!(!b.has_token(t0 + Duration::from_millis(50)));
+        assert!(b.has_token(t0 + Duration::from_millis(160)));
         assert!(b.take(t0 + Duration::from_millis(160)));
         // After a long pause, no more than the burst.
         let later = t0 + Duration::from_secs(100);

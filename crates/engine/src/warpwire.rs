@@ -96,7 +96,17 @@ pub struct Conn {
     sent_data: bool,
     /// The request whose handler runs on the application workers.
     pending: Option<Pending>,
+    /// DATA frames for a blocking sink, taken while more whole DATA frames
+    /// follow in the decoder, handed to the application workers as one
+    /// job: one wake-up per batch instead of one per frame.
+    batch: Vec<(u64, Bytes)>,
+    /// Body bytes in `batch`.
+    batch_bytes: usize,
 }
+
+/// Most body bytes of one DATA batch (the decoder holds about one largest
+/// frame, so a batch rarely reaches it).
+const DATA_BATCH_BYTES: usize = 1 << 20;
 
 /// A request handed to the application workers, answered on completion.
 struct Pending {
@@ -110,8 +120,10 @@ enum PendingKind {
     /// An application handler of this type; the job returns
     /// `Result<Option<Bytes>, HandlerError>`.
     App(MessageType),
-    /// The DATA sink; the job returns `Result<u64, HandlerError>`.
-    Data { ack: bool },
+    /// The DATA sink over a batch of frames (these request ids, in order;
+    /// only the last may ask for an ACK); the job returns one
+    /// `Result<u64, HandlerError>` per frame.
+    Data { ids: Vec<u64>, ack: bool },
 }
 
 /// Relays `body` as a BROADCAST from session `from` to every eligible
@@ -175,6 +187,8 @@ impl Protocol for Warpwire {
             limit: Limit::new(c.conn_rate, c.conn_burst, ctx.now),
             sent_data: false,
             pending: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
         }
     }
 
@@ -192,7 +206,14 @@ impl Protocol for Warpwire {
                 self.handle(local, conn, frame, ctx);
                 Step::Request
             }
-            Ok(None) => Step::NeedInput,
+            Ok(None) => {
+                // A batch is only kept open while its next frame is whole
+                // in the decoder; should one be left anyway, it goes now.
+                if !conn.batch.is_empty() && conn.pending.is_none() {
+                    self.offload_batch(local, conn, ctx, false);
+                }
+                Step::NeedInput
+            }
             Err(e) => {
                 tracing::debug!(worker = ctx.worker, conn = %conn.id, error = %e, "protocol error");
                 ctx.protocol_error(&e.to_string());
@@ -266,14 +287,26 @@ impl Protocol for Warpwire {
                     Err(_) => send_error(ctx, ErrorCode::Internal, "handler failed", Some(id)),
                 }
             }
-            (PendingKind::Data { ack }, Ok(done)) => {
-                match done.downcast::<Result<u64, HandlerError>>().map(|b| *b) {
-                    Ok(Ok(n)) if ack => {
-                        let body = DataAck { bytes_accepted: n }.encode();
-                        reply(ctx, MessageType::DATA_ACK, id, &body);
+            (PendingKind::Data { ids, ack }, Ok(done)) => {
+                match done
+                    .downcast::<Vec<Result<u64, HandlerError>>>()
+                    .map(|b| *b)
+                {
+                    Ok(results) => {
+                        let last = ids.len().saturating_sub(1);
+                        for (i, (id, r)) in ids.iter().zip(results).enumerate() {
+                            match r {
+                                Ok(n) if ack && i == last => {
+                                    let body = DataAck { bytes_accepted: n }.encode();
+                                    reply(ctx, MessageType::DATA_ACK, *id, &body);
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    send_error(ctx, ErrorCode::Internal, &e.message, Some(*id))
+                                }
+                            }
+                        }
                     }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => send_error(ctx, ErrorCode::Internal, &e.message, Some(id)),
                     Err(_) => send_error(ctx, ErrorCode::Internal, "data sink failed", Some(id)),
                 }
             }
@@ -324,6 +357,37 @@ fn send_error(ctx: &mut Ctx<'_>, code: ErrorCode, msg: &str, request_id: Option<
 }
 
 impl Warpwire {
+    /// Hands the session's DATA batch to the sink on the application
+    /// workers, one job writing the frames in order; `ack`: its last frame
+    /// asked for an ACK.
+    fn offload_batch(&self, local: &Local, s: &mut Conn, ctx: &mut Ctx<'_>, ack: bool) {
+        let batch = std::mem::take(&mut s.batch);
+        s.batch_bytes = 0;
+        let ids: Vec<u64> = batch.iter().map(|(id, _)| *id).collect();
+        let Some(&last) = ids.last() else {
+            return;
+        };
+        let sink = self.handlers.data().clone();
+        let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
+        ctx.offload(move || {
+            let info = SessionInfo {
+                session_id: &sid,
+                user: user.as_deref(),
+                worker,
+            };
+            let results: Vec<Result<u64, HandlerError>> = batch
+                .iter()
+                .map(|(_, body)| sink.on_data(&info, body))
+                .collect();
+            Box::new(results) as Done
+        });
+        s.pending = Some(Pending {
+            id: last,
+            kind: PendingKind::Data { ids, ack },
+            since: ctx.now,
+        });
+    }
+
     fn info<'a>(&self, local: &Local, conn: &'a Conn) -> SessionInfo<'a> {
         SessionInfo {
             session_id: &conn.session_id,
@@ -390,23 +454,24 @@ impl Warpwire {
             MessageType::AUTH => self.auth(local, s, &f, ctx),
             MessageType::DATA if self.handlers.data().blocking() => {
                 s.sent_data = true;
-                let sink = self.handlers.data().clone();
-                let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
-                let body = f.body.clone();
-                ctx.offload(move || {
-                    let info = SessionInfo {
-                        session_id: &sid,
-                        user: user.as_deref(),
-                        worker,
-                    };
-                    Box::new(sink.on_data(&info, &body)) as Done
-                });
                 let ack = f.flags.ack_requested();
-                s.pending = Some(Pending {
-                    id,
-                    kind: PendingKind::Data { ack },
-                    since: now,
-                });
+                s.batch_bytes += f.body.len();
+                s.batch.push((id, f.body.clone()));
+                // The next frame joins this batch if nothing can come
+                // between: it has all arrived, passes the decoder's checks,
+                // is DATA and gets past the rate limits (the session's
+                // authentication cannot change before it). Replies then
+                // still leave in request order.
+                let next_joins = !ack
+                    && s.batch_bytes < DATA_BATCH_BYTES
+                    && s.decoder
+                        .peek()
+                        .is_some_and(|h| h.msg_type == MessageType::DATA && !h.flags.is_response())
+                    && s.limit.would_allow(now)
+                    && local.global.would_allow(now);
+                if !next_joins {
+                    self.offload_batch(local, s, ctx, ack);
+                }
                 return;
             }
             MessageType::DATA => {

@@ -107,3 +107,109 @@ fn closing_mid_job_and_a_panicking_handler_are_contained() {
     assert_eq!(&r.body[..], b"still");
     h.stop().unwrap();
 }
+
+/// A blocking DATA sink that records every body it is given and the
+/// thread it ran on, and fails a body reading "fail".
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(std::thread::ThreadId, Bytes)>>>);
+
+impl warpwire_engine::DataHandler for Recorder {
+    fn on_data(&self, _: &SessionInfo<'_>, body: &Bytes) -> Result<u64, HandlerError> {
+        // Slow enough that frames pile up in the decoder behind a job.
+        std::thread::sleep(Duration::from_micros(200));
+        self.0
+            .lock()
+            .unwrap()
+            .push((std::thread::current().id(), body.clone()));
+        if &body[..] == b"fail" {
+            return Err(HandlerError::new("the sink refused it"));
+        }
+        Ok(body.len() as u64)
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+}
+
+/// DATA for a blocking sink is handed to the application workers in
+/// batches (whole frames already in the decoder), and that changes
+/// nothing a peer can see: the sink gets every body in order, a sink
+/// failure inside a batch is answered with that frame's id, frames the
+/// rate limit refuses mid-stream are never written, and every reply
+/// leaves in request order.
+#[test]
+fn data_batches_for_a_blocking_sink_keep_order_errors_and_limits() {
+    let rec = Recorder::default();
+    let h = start_with(
+        ServerConfig {
+            workers: 1,
+            app_workers: 4,
+            conn_rate: Some(1.0),
+            conn_burst: Some(250.0),
+            ..config()
+        },
+        {
+            let rec = rec.clone();
+            move |s| {
+                s.data_handler(rec);
+            }
+        },
+    );
+    let mut c = Conn::connect(h.local_addr());
+    // 400 frames in one burst: the burst of 250 passes, the rest is
+    // refused (and the 1/s refill adds at most a frame or two).
+    let mut wire = Vec::new();
+    let body = |i: u64| -> Bytes {
+        if i == 77 {
+            Bytes::from_static(b"fail")
+        } else {
+            Bytes::from(format!("{i:08}").repeat(128))
+        }
+    };
+    for i in 1..=400u64 {
+        let mut f = Frame::new(MessageType::DATA, i, body(i));
+        if i % 100 == 0 {
+            f = f.with_flags(warpwire_frame::Flags::ACK_REQUESTED);
+        }
+        wire.extend_from_slice(&f.to_bytes().unwrap());
+    }
+    c.send_raw(&wire);
+    // Replies: ERROR for 77, ACKs for 100 and 200, then RATE_LIMITED
+    // for each refused frame (id 400's included): all in request order.
+    let mut replies = Vec::new();
+    while replies.last().map(|f: &Frame| f.request_id) != Some(400) {
+        replies.push(c.recv());
+    }
+    let ids: Vec<u64> = replies.iter().map(|f| f.request_id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "replies out of order: {ids:?}"
+    );
+    assert_eq!(replies[0].request_id, 77);
+    assert_eq!(replies[0].msg_type, MessageType::ERROR);
+    let acks: Vec<u64> = replies
+        .iter()
+        .filter(|f| f.msg_type == MessageType::DATA_ACK)
+        .map(|f| f.request_id)
+        .collect();
+    assert_eq!(acks, vec![100, 200]);
+    let refused: Vec<u64> = replies
+        .iter()
+        .filter(|f| f.msg_type == MessageType::ERROR && f.request_id != 77)
+        .map(|f| f.request_id)
+        .collect();
+    assert!(refused.len() >= 145, "{refused:?}");
+    let got = rec.0.lock().unwrap().clone();
+    let written: Vec<Bytes> = got.iter().map(|(_, b)| b.clone()).collect();
+    let want: Vec<Bytes> = (1..=400u64)
+        .filter(|i| !refused.contains(i))
+        .map(body)
+        .collect();
+    assert_eq!(written.len(), want.len());
+    assert!(
+        written == want,
+        "the sink got other bodies or another order"
+    );
+    h.stop().unwrap();
+}

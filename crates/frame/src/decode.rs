@@ -95,6 +95,9 @@ pub struct Decoder {
     head: usize,
     config: DecoderConfig,
     error: Option<DecodeError>,
+    /// The header of the frame at the front, when [`Decoder::peek`] has
+    /// checked all of it: the `decode` that takes it skips the checks.
+    verified: Option<Header>,
 }
 
 impl Default for Decoder {
@@ -114,6 +117,7 @@ impl Decoder {
             head: 0,
             config,
             error: None,
+            verified: None,
         }
     }
 
@@ -316,6 +320,18 @@ impl Decoder {
         }))
     }
 
+    /// The header of the next frame if all of it has arrived and it passes
+    /// every check [`Decoder::decode`] makes (checksum and metadata
+    /// included), without taking it: the next `decode` returns that frame.
+    /// `None` when more bytes are needed or the stream has failed (the
+    /// next `decode` reports the error).
+    pub fn peek(&mut self) -> Option<Header> {
+        self.release();
+        let header = self.check_front().ok().flatten();
+        self.verified = header;
+        header
+    }
+
     /// Like [`Decoder::decode`], but lends the frame as a view of the
     /// receive buffer instead of `Bytes` handles: no reference counting at
     /// all, for consumers that finish with a frame before asking for the
@@ -344,6 +360,9 @@ impl Decoder {
     fn check_front(&mut self) -> Result<Option<Header>, DecodeError> {
         if let Some(e) = self.error {
             return Err(e);
+        }
+        if let Some(h) = self.verified.take() {
+            return Ok(Some(h));
         }
         let avail = &self.buf[..self.filled];
         let header = match FrameHeader::new_checked(avail, self.config.max_payload) {
@@ -383,6 +402,7 @@ impl Decoder {
     fn fail(&mut self, error: FrameError, request_id: Option<u64>) -> DecodeError {
         let e = DecodeError { error, request_id };
         self.error = Some(e);
+        self.verified = None;
         self.buf = BytesMut::new();
         self.allocated = 0;
         self.filled = 0;
@@ -433,6 +453,36 @@ mod tests {
         }
         assert_eq!(out, frames);
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn peek_shows_the_next_whole_frame_without_taking_it() {
+        let a = Frame::new(MessageType::DATA, 1, vec![7u8; 3000]);
+        let b = Frame::new(MessageType::ECHO, 2, &b"next"[..]);
+        let mut bad = enc(&b);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut d = Decoder::default();
+        let first = enc(&a);
+        assert_eq!(d.feed(&first[..100]), 100);
+        assert_eq!(d.peek(), None, "a frame still arriving");
+        assert_eq!(d.feed(&first[100..]), first.len() - 100);
+        d.feed(&enc(&b));
+        let h = d.peek().unwrap();
+        assert_eq!((h.msg_type, h.request_id), (MessageType::DATA, 1));
+        assert_eq!(
+            d.peek().unwrap().request_id,
+            1,
+            "peeking twice takes nothing"
+        );
+        assert_eq!(d.decode().unwrap().unwrap(), a);
+        assert_eq!(d.peek().unwrap().msg_type, MessageType::ECHO);
+        assert_eq!(d.decode().unwrap().unwrap(), b);
+        assert_eq!(d.peek(), None);
+        // A corrupt frame is not shown; decode reports it.
+        d.feed(&bad);
+        assert_eq!(d.peek(), None);
+        assert!(d.decode().is_err());
     }
 
     #[test]

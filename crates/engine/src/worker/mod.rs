@@ -43,6 +43,11 @@ pub(crate) use broadcast::Inbox;
 /// Receive calls per connection per poll: bounds how long one busy
 /// connection holds the worker (4 x 16 KiB decoder chunks = 64 KiB).
 const READS_PER_POLL: usize = 4;
+
+/// Most parser memory a session reads ahead into while its job is on the
+/// application workers (the warpwire decoder stops at about one largest
+/// frame, 1 MiB by default, before this).
+const READ_AHEAD: usize = 2 << 20;
 /// Period of idle-timeout scans and latency publication.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// How long a closing session may take to flush before it is cut.
@@ -73,7 +78,9 @@ struct Session<C> {
     /// The parser memory last added to the server-wide input total.
     accounted: usize,
     /// A job of this connection is on the application workers: no more
-    /// of its requests are stepped, and reading is paused, until it is back.
+    /// of its requests are stepped until it is back. Reading goes on into
+    /// the parser's buffer (bounded by the parser) and pauses when that is
+    /// full, so a stream keeps arriving while the job runs.
     waiting: bool,
 }
 
@@ -435,10 +442,10 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         r
     }
 
-    /// Hands a session's job to the application workers; the session waits.
+    /// Hands a session's job to the application workers; the session waits
+    /// (reading ahead while its parser has room: see `on_readable`).
     fn offload(&mut self, s: &mut Session<P::Conn>, work: crate::pool::Work) {
         s.waiting = true;
-        self.core.t.pause_recv(s.id(), true);
         let job = Job::new(self.core.index, s.id(), work);
         if !self.backlog.is_empty() {
             self.backlog.push(job);
@@ -600,8 +607,24 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
         };
         let max_output = self.core.shared.config.max_output;
         'reads: for _ in 0..READS_PER_POLL {
-            if s.closing.is_some() || s.bcast_paused || s.waiting {
+            if s.closing.is_some() || s.bcast_paused {
                 break;
+            }
+            if s.waiting {
+                // Its job is out: read ahead into the parser, without
+                // stepping, until the parser is full; then stop reading
+                // until the job is back.
+                let full = self.proto.input_held(&s.conn).allocated >= READ_AHEAD;
+                let buf = self.proto.read_buf(&mut s.conn);
+                if full || buf.is_empty() {
+                    self.core.t.pause_recv(conn, true);
+                    break;
+                }
+                match self.core.t.recv(conn, buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.proto.commit(&mut s.conn, n),
+                }
+                continue;
             }
             if s.out.len() >= max_output {
                 s.paused = true;
