@@ -211,16 +211,20 @@ fn two_warpwire_processes_over_memif() {
 
 /// Issue 13's bulk check over memif: 1 GB of DATA from a DPDK client into
 /// a DPDK server (release build, MTU 1500), SHA-256-identical where the
-/// server stored it, and failing if the transfer's rate falls 5x below
-/// the issue's target of 2 GB/s (400 MB/s). Runs alone (.config/nextest.toml):
-/// a rate bound shared with other tests would measure them.
+/// server stored it, failing if the transfer falls 5x below its target:
+/// the issue's 2 GB/s, or the floor of a transfer that ends in a file
+/// here, whichever is lower (the same bytes written into the same
+/// directory by dd: on these 2-core machines a file sink is slower than
+/// the target by itself). Runs alone (.config/nextest.toml): a rate bound
+/// shared with other tests would measure them.
 #[test]
 #[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
 fn gigabyte_over_memif_arrives_intact_and_fast() {
     const TARGET_MB_S: f64 = 2000.0;
-    let data_dir = std::env::temp_dir().join(format!("ww-memif-gb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let data_dir = common::data_dir("memif-gb");
     let payload = common::Payload::random("memif-gb", 1_000_000_000);
+    let floor = payload.write_floor_mb_s(&data_dir);
+    let bound = TARGET_MB_S.min(floor) / 5.0;
     let m = Memif::start_release(&["--workers", "1", "--data-dir", data_dir.to_str().unwrap()]);
     let started = Instant::now();
     let out = m.ok("client", &["data", "--file", payload.arg()]);
@@ -230,9 +234,12 @@ fn gigabyte_over_memif_arrives_intact_and_fast() {
     payload.assert_stored_in(&data_dir);
     drop(m);
     let _ = std::fs::remove_dir_all(&data_dir);
+    eprintln!("{rate:.0} MB/s over memif into a file; dd alone writes it at {floor:.0} MB/s");
     assert!(
-        rate >= TARGET_MB_S / 5.0,
-        "{rate:.0} MB/s over memif: more than 5x below issue 13's target of {TARGET_MB_S} MB/s"
+        rate >= bound,
+        "{rate:.0} MB/s over memif: more than 5x below {:.0} MB/s (issue 13's target \
+         {TARGET_MB_S} MB/s, the sink's floor here {floor:.0} MB/s)",
+        bound * 5.0
     );
 }
 

@@ -584,11 +584,7 @@ fn gigabyte_xdp_to_xdp_arrives_intact_and_fast() {
     let mut p = Pair::new("g");
     p.bin = common::release_bin();
     let payload = common::Payload::random("xdp-gb", 1_000_000_000);
-    let dir = |what: &str| {
-        let d = std::env::temp_dir().join(format!("ww-xdp-gb-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    };
+    let dir = |what: &str| common::data_dir(&format!("xdp-gb-{what}"));
     let send = |via: &[&str]| {
         let mut args = vec!["client", "--timeout", "60s", "10.77.0.1:7077"];
         args.extend_from_slice(via);

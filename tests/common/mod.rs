@@ -122,6 +122,42 @@ impl Drop for Payload {
     }
 }
 
+/// A fresh directory for a server's DATA files, on tmpfs (/dev/shm) when
+/// there is one: a transfer whose rate is checked should measure the
+/// network path more than the disk.
+pub fn data_dir(tag: &str) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let d = base.join(format!("ww-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+impl Payload {
+    /// How fast this machine writes the payload into `dir` by itself, in
+    /// MB/s, with the 64 KiB writes the server's sink makes (dd): the
+    /// floor of a transfer that ends in a file there.
+    pub fn write_floor_mb_s(&self, dir: &std::path::Path) -> f64 {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = dir.join("floor");
+        let started = std::time::Instant::now();
+        let status = Command::new("dd")
+            .arg(format!("if={}", self.path.display()))
+            .arg(format!("of={}", out.display()))
+            .args(["bs=64k", "status=none"])
+            .status()
+            .unwrap();
+        let took = started.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&out);
+        assert!(status.success(), "dd into {} failed", dir.display());
+        self.len as f64 / took / 1e6
+    }
+}
+
 /// The transfer rate `client data` printed ("... in S s (R MB/s) ..."),
 /// in MB/s.
 pub fn data_rate(out: &str) -> f64 {
