@@ -134,17 +134,11 @@ fn stream_data(
 /// Up to `chunk` bytes (fewer only at the end of the input), in a buffer
 /// of their own that the frame then carries without another copy.
 fn read_chunk(input: &mut impl std::io::Read, chunk: usize) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; chunk];
-    let mut filled = 0;
-    while filled < chunk {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
+    // `read_to_end` into spare capacity: no zeroing of each chunk first
+    // (it retries on Interrupted and stops at the end of the input).
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(chunk);
+    input.take(chunk as u64).read_to_end(&mut buf)?;
     Ok(Bytes::from(buf))
 }
 

@@ -98,6 +98,10 @@ pub struct Decoder {
     /// The header of the frame at the front, when [`Decoder::peek`] has
     /// checked all of it: the `decode` that takes it skips the checks.
     verified: Option<Header>,
+    /// Length of the last frame decoded: an allocation that frame could
+    /// use is kept for the next (a stream of 64 KiB DATA frames would
+    /// otherwise give its buffer back and grow it again for every frame).
+    last_frame: usize,
 }
 
 impl Default for Decoder {
@@ -118,6 +122,7 @@ impl Decoder {
             config,
             error: None,
             verified: None,
+            last_frame: 0,
         }
     }
 
@@ -149,8 +154,9 @@ impl Decoder {
     /// the allocation only grows to take bytes that have arrived, and then
     /// to at most twice the bytes buffered plus one
     /// [`DecoderConfig::read_chunk`]. One grown for a large frame is given
-    /// back by [`Decoder::read_buf`] once that frame is decoded and what
-    /// arrives next needs less than a quarter of it. Never more than
+    /// back by [`Decoder::read_buf`] once a frame needing less than a
+    /// quarter of it has been decoded after it, and what arrives next
+    /// needs less than a quarter too. Never more than
     /// [`DecoderConfig::buffer_limit`]; 0 before the first
     /// [`Decoder::read_buf`] and after an error.
     ///
@@ -225,7 +231,8 @@ impl Decoder {
         });
         let want = self.config.read_chunk.max(grow).min(room);
         let need = self.filled + want;
-        let retain = RETAIN_FACTOR.saturating_mul(need.max(self.pending.unwrap_or(0)));
+        let retain =
+            RETAIN_FACTOR.saturating_mul(need.max(self.pending.unwrap_or(0)).max(self.last_frame));
         if self.allocated > retain {
             // What a finished large frame left behind; the frame now arriving
             // needs a fraction of it.
@@ -304,6 +311,7 @@ impl Decoder {
         let mut bytes = self.buf.split_to(frame_len);
         self.filled -= frame_len;
         self.pending = None;
+        self.last_frame = frame_len;
         bytes.advance(HEADER_LEN);
         let meta = if meta_len == 0 {
             Bytes::new()
@@ -346,6 +354,7 @@ impl Decoder {
         let body_end = meta_end + header.body_len as usize;
         self.head = body_end + TRAILER_LEN;
         self.pending = None;
+        self.last_frame = self.head;
         Ok(Some(FrameRef {
             msg_type: header.msg_type,
             flags: header.flags,
@@ -725,7 +734,10 @@ mod tests {
         d.feed(&enc(&big));
         assert_eq!(d.decode().unwrap(), Some(big.clone()));
         assert!(d.allocated() > 500_000);
-        // The next frame is small: the large allocation is not kept for it.
+        // The next frame is small: once it is decoded, the large allocation
+        // is not kept for what follows.
+        d.feed(&enc(&small));
+        assert_eq!(d.decode().unwrap(), Some(small.clone()));
         d.feed(&enc(&small));
         assert!(d.allocated() <= 4 * DEFAULT_READ_CHUNK, "{}", d.allocated());
         assert_eq!(d.decode().unwrap(), Some(small));
@@ -747,6 +759,38 @@ mod tests {
         }
         assert_eq!(frames, 2);
         assert_eq!(allocs.last(), allocs.iter().max());
+    }
+
+    /// A stream of 64 KiB DATA frames, read as a socket delivers it (reads
+    /// that end anywhere), keeps one allocation once the first frame has
+    /// grown it: no reallocation, and so no copy of each frame's first
+    /// part, per frame.
+    #[test]
+    fn a_stream_of_equal_large_frames_keeps_its_allocation() {
+        let f = Frame::new(MessageType::DATA, 1, vec![5u8; 65_536]);
+        let one = enc(&f);
+        let stream: Vec<u8> = (0..50).flat_map(|_| one.iter().copied()).collect();
+        let mut d = Decoder::default();
+        let (mut off, mut frames, mut reallocs, mut last) = (0, 0, 0, 0);
+        while off < stream.len() {
+            let dst = d.read_buf();
+            // Reads of 10,000 bytes at most: never aligned to a frame.
+            let n = dst.len().min(10_000).min(stream.len() - off);
+            dst[..n].copy_from_slice(&stream[off..off + n]);
+            d.commit(n);
+            off += n;
+            if frames >= 2 && d.allocated() != last {
+                reallocs += 1;
+            }
+            last = d.allocated();
+            while let Some(got) = d.decode().unwrap() {
+                assert_eq!(got.body.len(), 65_536);
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 50);
+        assert_eq!(reallocs, 0, "allocation changed after the second frame");
+        assert!(d.allocated() <= 4 * one.len(), "{}", d.allocated());
     }
 
     #[test]
