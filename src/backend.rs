@@ -406,6 +406,11 @@ pub fn xdp_transport(
     };
     let mut cfg = warpwire_xdp::XdpConfig::new(iface, queue as u32);
     cfg.busy_poll = false;
+    // Frames large enough for the interface's MTU (4 KiB ones above 1778):
+    // a jumbo-ish MTU is fewer frames, and so fewer segments, per byte.
+    if let Ok(mtu) = warpwire_xdp::interface_mtu(iface) {
+        cfg.fit_mtu(mtu);
+    }
     let dev = warpwire_xdp::XdpDevice::open(cfg)
         .map_err(|e| wrap("cannot open the AF_XDP socket", Box::new(e)))?;
     let sc = s.config(queue, "xdp");

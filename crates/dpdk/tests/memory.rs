@@ -177,7 +177,17 @@ fn worker_threads_register_as_lcores_and_drive_queues_of_one_port() {
     };
     child_main(|| {
         let prefix = tag(T);
+        let before = cpus_allowed();
         let eal = init_eal(&eal_args(&prefix, 0, &["--vdev=net_null0".to_owned()]));
+        // EAL pinned this thread to lcore 0's CPU; init gave it its former
+        // set back, and threads it spawns get that set, not CPU 0 alone.
+        assert_eq!(
+            cpus_allowed(),
+            before,
+            "the main thread's CPU set after init"
+        );
+        let spawned = std::thread::spawn(cpus_allowed).join().unwrap();
+        assert_eq!(spawned, before, "a thread spawned after init");
         let lcores = eal.lcores();
         assert_eq!(lcores.len(), 1, "-l 0: {lcores:?}");
         assert_eq!((lcores[0].id, lcores[0].cpus.clone()), (0, vec![0]));
@@ -207,14 +217,7 @@ fn worker_threads_register_as_lcores_and_drive_queues_of_one_port() {
                     let guard = eal.register_thread(usize::from(i)).unwrap();
                     all_registered.wait();
                     assert_eq!((guard.eal_lcore(), guard.cpus()), (0, &[0usize][..]));
-                    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-                    let allowed = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                        .unwrap()
-                        .trim()
-                        .to_owned();
-                    assert_eq!(allowed, "0", "pinned to lcore 0's CPU");
+                    assert_eq!(cpus_allowed(), "0", "pinned to lcore 0's CPU");
                     assert!(matches!(
                         eal.register_thread(0),
                         Err(DpdkError::AlreadyLcore { .. })
@@ -255,9 +258,23 @@ fn worker_threads_register_as_lcores_and_drive_queues_of_one_port() {
             "never the main lcore: {ids:?}"
         );
         assert_eq!(port.stats().unwrap().opackets, 64);
+        // A thread that polls as the main lcore (a client) pins itself.
+        eal.pin_to_main_lcore().unwrap();
+        assert_eq!(cpus_allowed(), "0");
         drop((port, pool));
         eal.cleanup();
     });
+}
+
+/// The calling thread's `Cpus_allowed_list`, as /proc shows it.
+fn cpus_allowed() -> String {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// The probe on its own (`src/bin/probe.rs`): `warpwire_dpdk::probe`

@@ -5,7 +5,7 @@
 //! ```text
 //!  I/O worker i                         application workers (N threads)
 //!  protocol: ctx.offload(job) ──► jobs (bounded MPMC channel) ──► run job
-//!   session waits (reading paused,                                  │
+//!   session waits (stepping paused,                                 │
 //!   later requests stay buffered)      done[i] (bounded queue) ◄────┘
 //!  loop: take done[i] ◄──────────────── + wake I/O worker i
 //!   protocol.complete(conn, result) ─► reply queued, session resumes

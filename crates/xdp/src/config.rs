@@ -13,6 +13,9 @@ pub const MIN_FRAME_SIZE: u32 = 2048;
 /// page (4 KiB on x86-64).
 pub const MAX_FRAME_SIZE: u32 = 4096;
 
+/// Ethernet header bytes on top of the MTU (no FCS, no VLAN tag).
+pub(crate) const ETH_HEADER_LEN: u32 = 14;
+
 /// Upper bound on the UMEM: far beyond what one queue needs (the default is
 /// 4096 x 2 KiB = 8 MiB), it catches unit mistakes before a huge `mmap`.
 pub const MAX_UMEM_BYTES: u64 = 4 << 30;
@@ -112,6 +115,23 @@ impl XdpConfig {
         }
     }
 
+    /// Raises `frame_size` to the smallest allowed size whose frames hold
+    /// a whole Ethernet frame of an interface with this `mtu` (the default
+    /// 2 KiB frames hold an MTU of up to 1778), keeping the UMEM within
+    /// its 4 GiB bound; sizes are never lowered. An MTU larger than even
+    /// 4 KiB frames hold leaves it at the maximum (the device warns when
+    /// it opens: larger frames are dropped by the kernel).
+    pub fn fit_mtu(&mut self, mtu: u32) {
+        let wire = mtu.saturating_add(ETH_HEADER_LEN);
+        while self.frame_capacity() < wire && self.frame_size < MAX_FRAME_SIZE {
+            let next = self.frame_size * 2;
+            if u64::from(self.frame_count) * u64::from(next) > MAX_UMEM_BYTES {
+                break;
+            }
+            self.frame_size = next;
+        }
+    }
+
     /// Frames of the transmit pool.
     pub fn tx_frames(&self) -> u32 {
         self.frame_count.saturating_sub(self.rx_frames)
@@ -206,6 +226,24 @@ mod tests {
             Err(XdpError::InvalidInterfaceName { .. }) => "ifname",
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn fit_mtu_raises_the_frame_size_only_as_far_as_needed() {
+        let mut c = XdpConfig::new("veth0", 0);
+        c.fit_mtu(1500);
+        assert_eq!(c.frame_size, 2048);
+        c.fit_mtu(1778);
+        assert_eq!(c.frame_size, 2048);
+        c.fit_mtu(1779);
+        assert_eq!(c.frame_size, 4096);
+        c.fit_mtu(3500);
+        assert_eq!(c.frame_size, 4096);
+        c.fit_mtu(9000);
+        assert_eq!(c.frame_size, 4096, "at most the largest size");
+        c.fit_mtu(1500);
+        assert_eq!(c.frame_size, 4096, "never lowered");
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use xsk_rs::{FrameDesc, Umem};
 
 use crate::XdpError;
 use crate::bind::{bind, remove_stale_program, ring_size};
+use crate::config::ETH_HEADER_LEN as ETH_HEADER;
 use crate::config::XdpConfig;
 use crate::datapath::{Io, Rx, Tx};
 use crate::frames::TxFrames;
@@ -23,9 +24,6 @@ use crate::sys::{self, NetnsId, NetnsSwitch};
 /// `SO_BUSY_POLL` microseconds when busy polling: the value the kernel's
 /// AF_XDP documentation and xdpsock use.
 const BUSY_POLL_USECS: u32 = 20;
-
-/// Ethernet header bytes on top of the MTU (no FCS, no VLAN tag).
-const ETH_HEADER: u32 = 14;
 
 /// Drivers whose frames from local kernel senders carry partial TCP/UDP
 /// checksums (CHECKSUM_PARTIAL never gets completed on the way into XDP).

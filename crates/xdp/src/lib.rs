@@ -116,3 +116,18 @@ pub use device::{KernelStats, XdpDevice, XdpMode, XdpStats};
 pub use error::XdpError;
 pub use probe::probe;
 pub use prog::{AttachMode, AttachedProgram, attached_program};
+
+/// The MTU of `ifname` in the calling thread's network namespace (for
+/// [`XdpConfig::fit_mtu`] before opening a device).
+///
+/// # Errors
+/// [`XdpError::Interface`] when the interface cannot be read.
+pub fn interface_mtu(ifname: &str) -> Result<u32, XdpError> {
+    sys::iface_info(ifname)
+        .map(|i| i.mtu)
+        .map_err(|source| XdpError::Interface {
+            ifname: ifname.to_owned(),
+            what: "MTU",
+            source,
+        })
+}

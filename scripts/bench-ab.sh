@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Small messages, this tree against an earlier build, in one run: did a
+# change make 64 B round trips or pipelined throughput worse?
+#
+# Builds BASE (a git revision) in a worktree of its own with its own
+# target directory, and this tree, both `--release` with FEATURES. Then,
+# ROUNDS times, base first in odd rounds and this tree first in even ones
+# (slow drift of the machine hits both alike), for each build: a fresh
+# `serve --workers 1` on loopback pinned to SERVER_CPU and `bench` of 64 B
+# ECHO at depth 1 and at depth 32 (one connection) pinned to CLIENT_CPU,
+# both on TRANSPORT. Prints every run and the medians with ratios (this
+# tree / base): throughput above 1 and latency below 1 are better.
+#
+#   scripts/bench-ab.sh                  # BASE=HEAD~1 ROUNDS=3 DURATION=3s
+#   BASE=33f45f7 scripts/bench-ab.sh
+#
+# Loopback only; stops only the servers it starts (by PID); removes its
+# worktree on exit (the base's target directory is kept under target/ for
+# the next run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE=${BASE:-HEAD~1}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-3s}
+WARMUP=${WARMUP:-1s}
+TRANSPORT=${TRANSPORT:-socket}
+FEATURES=${FEATURES:-}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+
+REV=$(git rev-parse --short "$BASE")
+WT=$(mktemp -d /tmp/ww-bench-ab.XXXXXX)
+BASE_TARGET=$PWD/target/bench-ab-base
+SERVER=
+cleanup() {
+    [ -n "$SERVER" ] && { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; }
+    git worktree remove --force "$WT" 2>/dev/null || rm -rf "$WT"
+}
+trap cleanup EXIT
+
+feat=()
+[ -n "$FEATURES" ] && feat=(--features "$FEATURES")
+git worktree add --detach --force "$WT" "$REV" >/dev/null 2>&1
+(cd "$WT" && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release "${feat[@]}" --bin warpwire >&2)
+cargo build --release "${feat[@]}" --bin warpwire >&2
+declare -A BIN=([base]=$BASE_TARGET/release/warpwire [new]=$PWD/target/release/warpwire)
+
+run() { # build depth -> "msg/s p50 p99"
+    local b=$1 depth=$2 log addr
+    log=$(mktemp)
+    taskset -c "$SERVER_CPU" "${BIN[$b]}" serve --transport "$TRANSPORT" --listen 127.0.0.1:0 \
+        --workers 1 >"$log" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.05; done
+    addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$log" | head -1)
+    [ -n "$addr" ] || { cat "$log" >&2; exit 1; }
+    taskset -c "$CLIENT_CPU" timeout 120 "${BIN[$b]}" bench "$addr" --transport "$TRANSPORT" \
+        --connections 1 --depth "$depth" --size 64 --duration "$DURATION" --warmup "$WARMUP" --json |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["errors"] == 0, r; print("%.0f %.1f %.1f" % (r["throughput_msgs_per_s"], r["p50_us"], r["p99_us"]))'
+    kill "$SERVER"
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+    rm -f "$log"
+}
+
+echo "# bench-ab.sh, $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores"
+echo "# base $REV against $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes'), TRANSPORT=$TRANSPORT, 64 B ECHO, 1 connection, DURATION=$DURATION, ROUNDS=$ROUNDS"
+echo
+echo "| round | build | depth | msg/s | p50 us | p99 us |"
+echo "|---:|---|---:|---:|---:|---:|"
+RES=$(mktemp)
+for r in $(seq "$ROUNDS"); do
+    order=(base new)
+    ((r % 2 == 0)) && order=(new base)
+    for b in "${order[@]}"; do
+        for d in 1 32; do
+            read -r m p50 p99 <<<"$(run "$b" "$d")"
+            echo "| $r | $b | $d | $m | $p50 | $p99 |"
+            echo "$b $d $m $p50 $p99" >>"$RES"
+        done
+    done
+done
+echo
+python3 - "$RES" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for b, d, m, p50, p99 in rows:
+    med.setdefault((b, d), []).append((float(m), float(p50), float(p99)))
+print("| depth | base msg/s | new msg/s | ratio | base p50 | new p50 | ratio | base p99 | new p99 | ratio |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for d in ("1", "32"):
+    b = [statistics.median(x) for x in zip(*med[("base", d)])]
+    n = [statistics.median(x) for x in zip(*med[("new", d)])]
+    print(f"| {d} | {b[0]:.0f} | {n[0]:.0f} | {n[0]/b[0]:.2f} | {b[1]:.1f} | {n[1]:.1f} | {n[1]/b[1]:.2f} | {b[2]:.1f} | {n[2]:.1f} | {n[2]/b[2]:.2f} |")
+EOF
+rm -f "$RES"
