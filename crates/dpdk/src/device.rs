@@ -98,7 +98,18 @@ pub struct DpdkDevice {
     /// The driving thread's lcore registration; dropped after the mbufs
     /// are freed in `Drop` (fields drop after the `Drop` body).
     lcore: Option<LcoreGuard>,
+    /// Since when `wait` has been called with no frame received between.
+    idle_since: Option<Instant>,
+    /// Calls of `wait`, counting.
+    waits: u32,
 }
+
+/// Idle this long (no frame received, the caller waiting), a polling thread
+/// gives up its time slice on every wait: longer than a busy connection's
+/// gaps between frames, so a round trip never pays for it.
+const YIELD_AFTER: Duration = Duration::from_micros(50);
+/// Before that, one wait in this many yields.
+const YIELD_EVERY: u32 = 8;
 
 // SAFETY: the mbuf pointers are owned by this device alone (nothing else
 // holds them while they are in its vectors); mempools and mbufs may be
@@ -185,6 +196,8 @@ impl DpdkDevice {
             caps,
             stats: DpdkStats::default(),
             lcore: None,
+            idle_since: None,
+            waits: 0,
         })
     }
 
@@ -277,6 +290,7 @@ impl DpdkDevice {
                 if n == 0 {
                     return None;
                 }
+                self.idle_since = None;
             }
             let m = *self.rx.get(self.rx_head)?;
             self.rx_head += 1;
@@ -464,13 +478,20 @@ impl PacketDevice for DpdkDevice {
 
     fn wait(&mut self, _timeout: Option<Duration>) -> Result<(), DeviceError> {
         // Poll mode: no interrupt to sleep on, so the caller polls again at
-        // once. Its thread gives up the rest of its time slice first: an
-        // application worker or file sink woken onto this CPU runs now
-        // instead of after the scheduler's slice (milliseconds), which
-        // bounded a memif transfer into `--data-dir` at 60 MB/s on a
-        // 2-core machine. With nothing else runnable it costs one syscall.
-        // (The lowest-latency policy busy-polls and never calls this.)
-        std::thread::yield_now();
+        // once. Idle for a while (YIELD_AFTER), its thread gives up the rest
+        // of its time slice first: an application worker or file sink woken
+        // onto this CPU runs now instead of after the scheduler's slice
+        // (milliseconds), which bounded a memif transfer into `--data-dir`
+        // at 60 MB/s on a 2-core machine. With nothing else runnable it
+        // costs one syscall. Yielding at every idle wait cost a depth-1
+        // round trip 1.6x its p50 (scripts/bench-ab.sh). (The
+        // lowest-latency policy busy-polls and never calls this.)
+        let now = Instant::now();
+        let since = *self.idle_since.get_or_insert(now);
+        self.waits = self.waits.wrapping_add(1);
+        if self.waits % YIELD_EVERY == 0 || now.saturating_duration_since(since) >= YIELD_AFTER {
+            std::thread::yield_now();
+        }
         Ok(())
     }
 }
