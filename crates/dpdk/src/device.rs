@@ -489,7 +489,9 @@ impl PacketDevice for DpdkDevice {
         let now = Instant::now();
         let since = *self.idle_since.get_or_insert(now);
         self.waits = self.waits.wrapping_add(1);
-        if self.waits % YIELD_EVERY == 0 || now.saturating_duration_since(since) >= YIELD_AFTER {
+        if self.waits.is_multiple_of(YIELD_EVERY)
+            || now.saturating_duration_since(since) >= YIELD_AFTER
+        {
             std::thread::yield_now();
         }
         Ok(())
