@@ -478,13 +478,14 @@ impl PacketDevice for DpdkDevice {
 
     fn wait(&mut self, _timeout: Option<Duration>) -> Result<(), DeviceError> {
         // Poll mode: no interrupt to sleep on, so the caller polls again at
-        // once. Idle for a while (YIELD_AFTER), its thread gives up the rest
-        // of its time slice first: an application worker or file sink woken
-        // onto this CPU runs now instead of after the scheduler's slice
-        // (milliseconds), which bounded a memif transfer into `--data-dir`
-        // at 60 MB/s on a 2-core machine. With nothing else runnable it
-        // costs one syscall. Yielding at every idle wait cost a depth-1
-        // round trip 1.6x its p50 (scripts/bench-ab.sh). (The
+        // once. On one idle wait in YIELD_EVERY, and on every one once idle
+        // for YIELD_AFTER, its thread gives up the rest of its time slice
+        // first: an application worker or file sink woken onto this CPU
+        // runs now instead of after the scheduler's slice (milliseconds),
+        // which bounded a memif transfer into `--data-dir` at 60 MB/s on a
+        // 2-core machine. With nothing else runnable it costs one syscall.
+        // Yielding on every idle wait cost a depth-1 round trip 1.6x its
+        // p50; one in eight, nothing measurable (scripts/bench-ab.sh). (The
         // lowest-latency policy busy-polls and never calls this.)
         let now = Instant::now();
         let since = *self.idle_since.get_or_insert(now);
