@@ -346,6 +346,23 @@ fn reply(ctx: &mut Ctx<'_>, msg_type: MessageType, request_id: u64, body: &[u8])
     );
 }
 
+/// Runs `job` on the application workers with session `s`'s info.
+fn offload_for(
+    local: &Local,
+    s: &Conn,
+    ctx: &mut Ctx<'_>,
+    job: impl FnOnce(&SessionInfo<'_>) -> Done + Send + 'static,
+) {
+    let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
+    ctx.offload(move || {
+        job(&SessionInfo {
+            session_id: &sid,
+            user: user.as_deref(),
+            worker,
+        })
+    });
+}
+
 /// Queues an ERROR; the codes that end the connection close it.
 fn send_error(ctx: &mut Ctx<'_>, code: ErrorCode, msg: &str, request_id: Option<u64>) {
     WorkerCounters::add(&ctx.counters().errors, 1);
@@ -368,16 +385,10 @@ impl Warpwire {
             return;
         };
         let sink = self.handlers.data().clone();
-        let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
-        ctx.offload(move || {
-            let info = SessionInfo {
-                session_id: &sid,
-                user: user.as_deref(),
-                worker,
-            };
+        offload_for(local, s, ctx, move |info| {
             let results: Vec<Result<u64, HandlerError>> = batch
                 .iter()
-                .map(|(_, body)| sink.on_data(&info, body))
+                .map(|(_, body)| sink.on_data(info, body))
                 .collect();
             Box::new(results) as Done
         });
@@ -495,14 +506,8 @@ impl Warpwire {
                     return;
                 };
                 let h = entry.handler.clone();
-                let (sid, user, worker) = (s.session_id, s.user.clone(), local.worker);
-                ctx.offload(move || {
-                    let info = SessionInfo {
-                        session_id: &sid,
-                        user: user.as_deref(),
-                        worker,
-                    };
-                    Box::new(h.handle(&info, &f)) as Done
+                offload_for(local, s, ctx, move |info| {
+                    Box::new(h.handle(info, &f)) as Done
                 });
                 s.pending = Some(Pending {
                     id,
