@@ -124,8 +124,9 @@ impl Drop for Payload {
 
 /// A fresh directory for a server's DATA files, on tmpfs (/dev/shm) when
 /// there is one: a transfer whose rate is checked should measure the
-/// network path more than the disk.
-pub fn data_dir(tag: &str) -> std::path::PathBuf {
+/// network path more than the disk. Removed on drop, a failed test
+/// included (a gigabyte left in tmpfs is a gigabyte of memory).
+pub fn data_dir(tag: &str) -> DataDir {
     let shm = std::path::Path::new("/dev/shm");
     let base = if shm.is_dir() {
         shm.to_path_buf()
@@ -134,7 +135,23 @@ pub fn data_dir(tag: &str) -> std::path::PathBuf {
     };
     let d = base.join(format!("ww-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    d
+    DataDir(d)
+}
+
+/// See [`data_dir`].
+pub struct DataDir(std::path::PathBuf);
+
+impl std::ops::Deref for DataDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Payload {
