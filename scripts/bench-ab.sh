@@ -23,6 +23,8 @@
 # for the next run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 
 BASE=${BASE:-HEAD~1}
 ROUNDS=${ROUNDS:-3}
@@ -53,10 +55,7 @@ cargo build --release "${feat[@]}" --bin warpwire >&2
 declare -A BIN=([base]=$BASE_TARGET/release/warpwire [new]=$PWD/target/release/warpwire)
 
 # EAL arguments of one memif end: $1 server or client, $2 its lcore.
-memif_eal() {
-    echo "--no-huge -m 256 --no-shconf --no-pci --file-prefix ww-ab-$1-$$ -l $2" \
-        "--log-level=lib.eal:error --vdev=net_memif0,role=$1,socket=$WT.memif,socket-abstract=no"
-}
+memif_eal() { ww_memif_eal "$1" "$2" "ww-ab-$1-$$" "$WT.memif"; }
 
 run() { # build depth -> "msg/s p50 p99"
     local b=$1 depth=$2 log addr srv=() cli=()

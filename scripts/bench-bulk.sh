@@ -116,10 +116,7 @@ upload() {
 }
 
 # EAL arguments of one memif end: $1 server or client, $2 its lcore.
-memif_eal() {
-    echo "--no-huge -m 256 --no-shconf --no-pci --file-prefix ww-bb-$1-$ID -l $2" \
-        "--log-level=lib.eal:error --vdev=net_memif0,role=$1,socket=$TMP/memif.sock,socket-abstract=no"
-}
+memif_eal() { ww_memif_eal "$1" "$2" "ww-bb-$1-$ID" "$TMP/memif.sock"; }
 
 start_server() { # namespace ("-": none), listen address, serve options
     local ns=$1 listen=$2 pre=()

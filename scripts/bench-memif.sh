@@ -24,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 
 eal() { # role lcore run
-    echo "--no-huge --no-pci -m 256 --no-shconf --file-prefix ww-bm-$1$3-$ID -l $2 --log-level=lib.eal:error --log-level=pmd.net.memif:error --vdev=net_memif0,role=$1,socket=$DIR/memif$3.sock,socket-abstract=no"
+    ww_memif_eal "$1" "$2" "ww-bm-$1$3-$ID" "$DIR/memif$3.sock"
 }
 
 echo "== raw L2 ping-pong" >&2

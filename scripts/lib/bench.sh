@@ -1,6 +1,16 @@
 # Shared by the benchmark scripts (sourced, not run): installing the
-# packages a benchmark needs, and the veth pair between two namespaces
-# that the veth benchmarks run across.
+# packages a benchmark needs, the veth pair between two namespaces that
+# the veth benchmarks run across, and the EAL arguments of a memif end.
+
+# ww_memif_eal ROLE LCORE PREFIX SOCKET: EAL arguments for one end (ROLE
+# server or client) of a net_memif link on the socket file SOCKET, on
+# lcore LCORE, without hugepages, runtime directory
+# /var/run/dpdk/PREFIX (the caller removes it on exit).
+ww_memif_eal() {
+    echo "--no-huge --no-pci -m 256 --no-shconf --file-prefix $3 -l $2" \
+        "--log-level=lib.eal:error --log-level=pmd.net.memif:error" \
+        "--vdev=net_memif0,role=$1,socket=$4,socket-abstract=no"
+}
 
 # Installs the Debian packages among "$@" that are missing, without letting
 # their maintainer scripts start a service (a system nginx or redis would

@@ -251,7 +251,7 @@ fn thread_affinity() -> Option<libc::cpu_set_t> {
 }
 
 /// Sets the calling thread's CPU set (not DPDK's record of any lcore's).
-pub(crate) fn set_thread_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+fn set_thread_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
     // calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(set), set) };

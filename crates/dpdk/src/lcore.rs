@@ -125,22 +125,16 @@ impl Eal {
         let main = unsafe { sys::rte_get_main_lcore() };
         // SAFETY: EAL is live and `main` is its main lcore, below
         // RTE_MAX_LCORE; the set is a plain value copied out.
-        let cpus = cpus_of(&unsafe { sys::rte_lcore_cpuset(main) });
-        // SAFETY: cpu_set_t is a plain bit array; all zeroes is an empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &cpu in &cpus {
-            // SAFETY: `set` is a valid cpu_set_t, and `cpu` fits it: EAL's
-            // rte_cpuset_t is the same cpu_set_t.
-            unsafe { libc::CPU_SET(cpu, &mut set) };
+        let mut set = unsafe { sys::rte_lcore_cpuset(main) };
+        let cpus = cpus_of(&set);
+        // SAFETY: `set` is a valid cpu set; the call pins the calling thread
+        // and records, for the main lcore, the set it already has.
+        if cpus.is_empty() || unsafe { sys::rte_thread_set_affinity(&mut set) } != 0 {
+            return Err(DpdkError::Affinity {
+                eal_lcore: main,
+                cpus,
+            });
         }
-        let err = || DpdkError::Affinity {
-            eal_lcore: main,
-            cpus: cpus.clone(),
-        };
-        if cpus.is_empty() {
-            return Err(err());
-        }
-        crate::eal::set_thread_affinity(&set).map_err(|_| err())?;
         debug!(eal_lcore = main, cpus = ?cpus, "thread pinned to EAL's main lcore");
         Ok(())
     }
