@@ -61,7 +61,7 @@ mod types;
 pub use body::{Auth, AuthReply, BroadcastAck, DataAck, ErrorBody, Ping, Stats};
 pub use decode::{DEFAULT_MAX_PAYLOAD, DEFAULT_READ_CHUNK, Decoder, DecoderConfig, PartialFrame};
 pub use error::{DecodeError, EncodeError, FrameError, MetaError};
-pub use frame::{Frame, FrameRef, VectoredFrame};
+pub use frame::{BodyCrc, Frame, FrameRef, VectoredFrame};
 pub use header::{FrameHeader, HEADER_LEN, Header, MAGIC, OVERHEAD, TRAILER_LEN, VERSION};
 pub use meta::{MetaBuilder, Metadata};
 pub use types::{ErrorCode, Flags, MessageType};

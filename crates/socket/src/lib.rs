@@ -20,9 +20,20 @@
 //! Each worker owns one instance with its own listener on the same address
 //! (SO_REUSEPORT): the kernel spreads connections, nothing is shared.
 //!
-//! Not here: framing, sessions, timers beyond the close linger. No `unsafe`.
+//! Also here, for senders over any transport: [`FileChunks`], a file cut
+//! into chunks that are slices of a read-only mapping (`client data
+//! --file`).
+//!
+//! Not here: framing, sessions, timers beyond the close linger. `unsafe`
+//! only in `sys` (the file mapping).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+mod file;
+#[allow(unsafe_code)]
+mod sys;
+
+pub use file::{FileChunks, WINDOW as FILE_WINDOW, read_chunk};
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};

@@ -41,12 +41,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender};
 use warpwire_transport::{CloseReason, ConnId, Event, Events, Transport, TransportError, Wake};
 
 use crate::pending::Completer;
-use crate::protocol::{ClientHooks, ClientProtocol, Correlation};
+use crate::protocol::{ClientHooks, ClientProtocol, Correlation, Out};
 use crate::timers::{Deadlines, IdMap};
 use crate::{ClientConfig, ClientError};
 
@@ -273,7 +272,7 @@ struct IoLoop<T: Transport, P: ClientHooks> {
     ready: Option<(Ready, Arc<dyn Wake>)>,
     /// The protocol's state of the connection (its reply parser).
     codec: P::Conn,
-    out: BytesMut,
+    out: Out,
     next_id: u64,
     entries: IdMap<Kind<P::Reply>>,
     /// [`Correlation::InOrder`] only: the ids in flight, oldest first (at
@@ -312,7 +311,7 @@ impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
             shared,
             state: State::Down,
             ready: None,
-            out: BytesMut::with_capacity(cfg.output_buffer.min(64 * 1024)),
+            out: Out::with_capacity(cfg.output_buffer.min(64 * 1024)),
             next_id: 1,
             entries: IdMap::default(),
             order: VecDeque::new(),

@@ -4,13 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Buf;
 use crossbeam_channel::{TryRecvError, TrySendError};
 use warpwire_transport::{ConnId, Transport};
 
 use super::{Done, IoLoop, Kind, Lost, READS_PER_ITERATION, State, Submit};
 use crate::ClientError;
-use crate::protocol::{ClientHooks, Correlation, Incoming, ReplyTo};
+use crate::protocol::{ClientHooks, Correlation, Incoming, MAX_SLICES, ReplyTo};
 
 impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
     pub(super) fn read(&mut self, conn: ConnId, now: Instant) {
@@ -64,7 +63,7 @@ impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
             Incoming::ServerInitiated(m) => {
                 // The server probes us (warpwire's PING): answer like any
                 // peer would; anything else goes to the subscribers.
-                if !self.protocol.answer_server(&m, &mut self.out) {
+                if !self.protocol.answer_server(&m, self.out.buf()) {
                     self.deliver(m);
                 }
                 return;
@@ -234,7 +233,7 @@ impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
     ) -> Result<u64, P::EncodeError> {
         let id = self.next_id;
         self.protocol
-            .encode(&mut self.codec, id, request, &mut self.out)?;
+            .encode_into(&mut self.codec, id, request, &mut self.out)?;
         self.next_id += 1;
         self.last_send = now;
         Ok(id)
@@ -248,7 +247,9 @@ impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
             return;
         }
         while !self.out.is_empty() {
-            match self.transport.send(conn, &self.out) {
+            let mut slices = [&[][..]; MAX_SLICES];
+            let n = self.out.slices(&mut slices);
+            match self.transport.send_vectored(conn, &slices[..n]) {
                 Ok(0) => break,
                 Ok(n) => self.out.advance(n),
                 Err(e) => {

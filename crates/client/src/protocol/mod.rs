@@ -41,6 +41,7 @@
 mod echo;
 mod hooks;
 mod http;
+mod out;
 mod recv;
 mod resp;
 mod warpwire;
@@ -48,6 +49,7 @@ mod warpwire;
 pub use echo::{Echo, EchoConn, EchoError, EchoRequest};
 pub use hooks::ClientHooks;
 pub use http::{Http, HttpConn, HttpError, HttpRequest, HttpResponse, HttpTarget};
+pub use out::{MAX_SLICES, Out, SHARE_MIN};
 pub use resp::{Resp, RespCommand, RespConn, RespError, RespRequest, RespValue};
 pub use warpwire::Warpwire;
 
@@ -147,6 +149,20 @@ pub trait ClientProtocol: Send + Sync + 'static {
         request: &Self::Request,
         out: &mut BytesMut,
     ) -> Result<(), Self::EncodeError>;
+
+    /// Like [`ClientProtocol::encode`] into the I/O thread's output, where
+    /// a protocol may queue a large part of the request (a body the caller
+    /// gave as [`bytes::Bytes`]) without copying it. The default copies
+    /// everything with `encode`.
+    fn encode_into(
+        &self,
+        conn: &mut Self::Conn,
+        id: u64,
+        request: &Self::Request,
+        out: &mut Out,
+    ) -> Result<(), Self::EncodeError> {
+        self.encode(conn, id, request, out.buf())
+    }
 
     /// Where the next received bytes go; follow with
     /// [`ClientProtocol::commit`]. Empty when the stream has failed or the

@@ -90,6 +90,36 @@ impl ClientProtocol for Warpwire {
         .encode(out)
     }
 
+    /// A body of [`SHARE_MIN`](super::SHARE_MIN) bytes or more is queued
+    /// as the request's own `Bytes`: header and metadata copied, the CRC
+    /// computed over the body where it lies (or combined with the one the
+    /// caller computed, [`Request::with_body_crc`]), the trailer copied.
+    fn encode_into(
+        &self,
+        conn: &mut Decoder,
+        id: u64,
+        request: &Request,
+        out: &mut super::Out,
+    ) -> Result<(), EncodeError> {
+        if request.body.len() < super::SHARE_MIN {
+            return self.encode(conn, id, request, out.buf());
+        }
+        let frame = FrameRef {
+            msg_type: request.msg_type,
+            flags: request.flags,
+            request_id: id,
+            meta: &request.meta,
+            body: &request.body,
+        }
+        .encode_vectored_with(request.body_crc)?;
+        let [header, meta, _, trailer] = frame.slices();
+        out.buf().extend_from_slice(header);
+        out.buf().extend_from_slice(meta);
+        out.put_shared(&request.body);
+        out.buf().extend_from_slice(trailer);
+        Ok(())
+    }
+
     fn read_buf<'c>(&self, conn: &'c mut Decoder) -> &'c mut [u8] {
         conn.read_buf()
     }
@@ -262,6 +292,41 @@ impl ClientHooks for Warpwire {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_shared_body_encodes_the_same_bytes_as_a_copied_one() {
+        let p = Warpwire::default();
+        let mut conn = p.open();
+        for len in [
+            0,
+            1,
+            super::super::SHARE_MIN - 1,
+            super::super::SHARE_MIN,
+            65_536,
+        ] {
+            let body =
+                bytes::Bytes::from((0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
+            let req = Request::new(MessageType::DATA, body.clone())
+                .with_meta(bytes::Bytes::from_static(&[0, 1, 1, b'k', 0, 1, b'v']));
+            let mut copied = BytesMut::new();
+            p.encode(&mut conn, 9, &req, &mut copied).unwrap();
+            let mut out = super::super::Out::default();
+            out.buf().extend_from_slice(b"before");
+            p.encode_into(&mut conn, 9, &req, &mut out).unwrap();
+            let mut s = [&[][..]; super::super::MAX_SLICES];
+            let n = out.slices(&mut s);
+            assert_eq!(s[..n].concat()[6..], copied[..], "body of {len} bytes");
+            // From SHARE_MIN on, the body is the request's own bytes.
+            let shared = s[..n]
+                .iter()
+                .any(|x| x.as_ptr() == body.as_ptr() && !body.is_empty());
+            assert_eq!(
+                shared,
+                len >= super::super::SHARE_MIN,
+                "body of {len} bytes"
+            );
+        }
+    }
 
     #[test]
     fn frames_round_trip_with_the_loops_id() {
