@@ -14,6 +14,11 @@
 #   scripts/bench-ab.sh                  # BASE=HEAD~1 ROUNDS=3 DURATION=3s
 #   BASE=33f45f7 scripts/bench-ab.sh
 #   BASE=33f45f7 TRANSPORT=dpdk scripts/bench-ab.sh   # as root: over net_memif
+#   BASE_BIN=/tmp/ww-old NEW_BIN=target/release/warpwire scripts/bench-ab.sh
+#
+# BASE_BIN and NEW_BIN name binaries already built (say, an --all-features
+# build the session has anyway): that side is not built, and BASE only
+# names the base in the header.
 #
 # TRANSPORT=dpdk runs both ends over net_memif instead of loopback (root;
 # EAL pins them: server on lcore SERVER_CPU, client on CLIENT_CPU; builds
@@ -49,10 +54,16 @@ trap cleanup EXIT
 
 feat=()
 [ -n "$FEATURES" ] && feat=(--features "$FEATURES")
-git worktree add --detach --force "$WT" "$REV" >/dev/null 2>&1
-(cd "$WT" && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release "${feat[@]}" --bin warpwire >&2)
-cargo build --release "${feat[@]}" --bin warpwire >&2
-declare -A BIN=([base]=$BASE_TARGET/release/warpwire [new]=$PWD/target/release/warpwire)
+if [ -z "${BASE_BIN:-}" ]; then
+    git worktree add --detach --force "$WT" "$REV" >/dev/null 2>&1
+    (cd "$WT" && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release "${feat[@]}" --bin warpwire >&2)
+    BASE_BIN=$BASE_TARGET/release/warpwire
+fi
+if [ -z "${NEW_BIN:-}" ]; then
+    cargo build --release "${feat[@]}" --bin warpwire >&2
+    NEW_BIN=$PWD/target/release/warpwire
+fi
+declare -A BIN=([base]=$BASE_BIN [new]=$NEW_BIN)
 
 # EAL arguments of one memif end: $1 server or client, $2 its lcore.
 memif_eal() { ww_memif_eal "$1" "$2" "ww-ab-$1-$$" "$WT.memif"; }

@@ -152,8 +152,8 @@ impl Decoder {
     ///
     /// It follows the bytes received, never the frame lengths announced:
     /// the allocation only grows to take bytes that have arrived, and then
-    /// to at most twice the bytes buffered plus one
-    /// [`DecoderConfig::read_chunk`]. One grown for a large frame is given
+    /// to at most twice the bytes buffered, or the length of the last frame
+    /// decoded, plus one [`DecoderConfig::read_chunk`]. One grown for a large frame is given
     /// back by [`Decoder::read_buf`] once a frame needing less than a
     /// quarter of it has been decoded after it, and what arrives next
     /// needs less than a quarter too. Never more than
@@ -211,35 +211,55 @@ impl Decoder {
     /// length a header announces: a header declaring a 1 MiB frame costs one
     /// read chunk, and a 1 MiB frame that does arrive is read in doubling
     /// regions, with O(log) reallocations.
+    ///
+    /// After a large frame, the region is at least as long as that frame
+    /// (again bytes that arrived): a stream of large frames is read one
+    /// frame per region, each where it is decoded, without the first part
+    /// of every frame being moved to make room for its rest.
     pub fn read_buf(&mut self) -> &mut [u8] {
         if self.error.is_some() {
             return &mut [];
         }
         self.release();
         let room = self.config.buffer_limit().saturating_sub(self.filled);
-        // After `release`, the front of the buffer is the frame `pending`
-        // describes, so `filled` bytes of it have arrived. Its last few
-        // bytes (up to a read chunk past the doubling) come in the same
-        // region, rather than costing one more reallocation of the frame.
-        let grow = self.pending.map_or(0, |len| {
-            let rest = len.saturating_sub(self.filled);
-            if rest <= self.filled + self.config.read_chunk {
-                rest
-            } else {
-                self.filled
+        // What this connection has shown it sends: the bytes of the frame
+        // at the front so far, or the whole last frame it sent. A region
+        // that large follows bytes that did arrive, not a header's promise.
+        let proven = self.filled.max(self.last_frame);
+        let grow = match self.pending {
+            // After `release`, the front of the buffer is the frame
+            // `pending` describes, so `filled` bytes of it have arrived. The
+            // rest comes in one region when it is within what the peer has
+            // shown (plus a read chunk): rather than one more reallocation
+            // of the frame, or a read past its end that leaves the next
+            // frame's first part to be moved.
+            Some(len) => {
+                let rest = len.saturating_sub(self.filled);
+                if rest <= proven + self.config.read_chunk {
+                    rest
+                } else {
+                    proven
+                }
             }
-        });
+            // No header yet: room for a frame as long as the last one, so
+            // a stream of large frames takes one read per frame, each
+            // landing where it is decoded.
+            None => self.last_frame,
+        };
         let want = self.config.read_chunk.max(grow).min(room);
         let need = self.filled + want;
         let retain =
             RETAIN_FACTOR.saturating_mul(need.max(self.pending.unwrap_or(0)).max(self.last_frame));
+        let scratch = self.buf.len() - self.filled;
         if self.allocated > retain {
             // What a finished large frame left behind; the frame now arriving
             // needs a fraction of it.
             self.reallocate(need, need);
-        } else if (self.buf.len() - self.filled) * 2 < want {
-            // Scratch already zeroed that is at least half the target is
-            // offered as it is: growing it by a few bytes would reallocate.
+        } else if scratch < want && (scratch * 2 < want || self.buf.capacity() >= need) {
+            // Grown in place when the allocation has the room (only the
+            // new bytes are zeroed). Otherwise scratch already zeroed that
+            // is at least half the target is offered as it is: growing it
+            // by a few bytes would move or reallocate.
             self.grow(need);
         }
         // `buf.len()` never exceeds the buffer limit: every resize stops at
@@ -790,6 +810,41 @@ mod tests {
         }
         assert_eq!(frames, 50);
         assert_eq!(reallocs, 0, "allocation changed after the second frame");
+        assert!(d.allocated() <= 4 * one.len(), "{}", d.allocated());
+    }
+
+    /// The same stream from a peer that is ahead (every read fills its
+    /// region, as a socket with data queued does): once a frame has been
+    /// decoded, each next frame arrives in one read, into the place it is
+    /// decoded from, so nothing is moved or read twice.
+    #[test]
+    fn a_stream_of_equal_large_frames_takes_one_read_per_frame() {
+        let f = Frame::new(MessageType::DATA, 1, vec![5u8; 65_536]);
+        let one = enc(&f);
+        let stream: Vec<u8> = (0..20).flat_map(|_| one.iter().copied()).collect();
+        let mut d = Decoder::default();
+        let (mut off, mut frames, mut reads_after_first) = (0, 0, 0);
+        while off < stream.len() {
+            let dst = d.read_buf();
+            let region = dst.as_ptr() as usize;
+            let n = dst.len().min(stream.len() - off);
+            dst[..n].copy_from_slice(&stream[off..off + n]);
+            d.commit(n);
+            off += n;
+            if frames >= 1 {
+                reads_after_first += 1;
+            }
+            while let Some(got) = d.decode().unwrap() {
+                if frames >= 1 {
+                    // Decoded where the one read put it.
+                    assert_eq!(got.body.as_ptr() as usize, region + HEADER_LEN);
+                }
+                assert_eq!(got, f);
+                frames += 1;
+            }
+        }
+        assert_eq!(frames, 20);
+        assert_eq!(reads_after_first, 19, "one read per frame after the first");
         assert!(d.allocated() <= 4 * one.len(), "{}", d.allocated());
     }
 
