@@ -110,7 +110,9 @@ pub struct BypassArgs {
     /// resident memory is the pages a connection's traffic reaches.
     #[arg(long, env = "WARPWIRE_TCP_RX_BUFFER")]
     pub tcp_rx_buffer: Option<usize>,
-    /// Userspace TCP: send buffer per connection, bytes [default: 16384].
+    /// Userspace TCP: send buffer per connection, bytes [default: 16384;
+    /// 262144 for `client`, whose one connection's bytes in flight it
+    /// bounds].
     #[arg(long, env = "WARPWIRE_TCP_TX_BUFFER")]
     pub tcp_tx_buffer: Option<usize>,
     /// Userspace TCP: half-open handshakes per listened port (the SYN

@@ -13,10 +13,10 @@ use warpwire_client::{
 };
 use warpwire_frame::{Frame, MessageType};
 use warpwire_socket::{FileChunks, read_chunk};
-use warpwire_transport::{Transport, TransportError};
+use warpwire_transport::{BackendKind, Transport, TransportError};
 
 use crate::backend::{Backend, Role, UseTransport};
-use crate::cli::{BenchArgs, BenchProtocol, ClientAction, ClientArgs, RespCommandArg};
+use crate::cli::{BenchArgs, BenchProtocol, BypassArgs, ClientAction, ClientArgs, RespCommandArg};
 use crate::serve::BoxError;
 use crate::settings::FileConfig;
 
@@ -27,13 +27,33 @@ fn connect(file: &FileConfig, a: &ClientArgs) -> Result<Client, BoxError> {
     Ok(client)
 }
 
+/// The userspace TCP send buffer of `client`'s one connection when
+/// neither `--tcp-tx-buffer` nor the config file sets one. The stack's
+/// default (16 KiB) is sized for a server's tens of thousands of
+/// connections, and a send buffer also bounds the bytes in flight: over
+/// memif it held a `data --file` upload to 475-545 MB/s, against 594-643
+/// with 128 or 256 KiB (docs/benchmarks.md, issue 13, fifth session). One
+/// connection can afford it; `bench`, which may open thousands, keeps the
+/// stack's default.
+const CLIENT_TX_BUFFER: usize = 256 * 1024;
+
+/// `client`'s bypass options over `kind`: [`CLIENT_TX_BUFFER`] where the
+/// userspace stack runs and nothing set the send buffer; untouched for the
+/// kernel-TCP backends (which warn about any `--tcp-*` option given).
+fn client_bypass(mut bypass: BypassArgs, kind: BackendKind) -> BypassArgs {
+    if matches!(kind, BackendKind::Xdp | BackendKind::Dpdk) {
+        bypass.tcp_tx_buffer.get_or_insert(CLIENT_TX_BUFFER);
+    }
+    bypass
+}
+
 /// Selects a transport for `addr` (RDMA's availability depends on the
 /// route to it) and connects.
 fn connect_to(file: &FileConfig, a: &ClientArgs, addr: SocketAddr) -> Result<Client, BoxError> {
     let bypass = file.bypass(&a.bypass);
     let (choice, policy) = file.select(&a.select);
     let sel = crate::probe::choose(choice, policy, &bypass, crate::probe::Target::Connect(addr))?;
-    let backend = Backend::new(sel.kind, &bypass)?;
+    let backend = Backend::new(sel.kind, &client_bypass(bypass, sel.kind))?;
     let cfg = ClientConfig {
         request_timeout: a.timeout,
         connect_timeout: a.timeout,
@@ -549,5 +569,31 @@ impl<P: LoadProtocol, G: Fn(&Progress) + Sync> UseTransport for LoadWith<'_, P, 
             self.cfg,
             self.progress,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_over_the_userspace_stack_gets_a_larger_send_buffer() {
+        for kind in [BackendKind::Xdp, BackendKind::Dpdk] {
+            let b = client_bypass(BypassArgs::default(), kind);
+            assert_eq!(b.tcp_tx_buffer, Some(CLIENT_TX_BUFFER), "{kind}");
+            // One given on the command line or in the file is kept.
+            let given = BypassArgs {
+                tcp_tx_buffer: Some(8192),
+                ..BypassArgs::default()
+            };
+            assert_eq!(client_bypass(given, kind).tcp_tx_buffer, Some(8192));
+        }
+        // Kernel TCP has no such buffer: nothing set, nothing to warn about.
+        for kind in [BackendKind::Socket, BackendKind::Uring, BackendKind::Rdma] {
+            assert_eq!(
+                client_bypass(BypassArgs::default(), kind),
+                BypassArgs::default()
+            );
+        }
     }
 }
