@@ -8,6 +8,8 @@
 #   sudo scripts/bench-memif.sh         # DURATION=5s
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
 DURATION=${DURATION:-5s}
 [ "$(id -u)" -eq 0 ] || { echo "bench-memif.sh needs root"; exit 1; }
 cargo build --release --features dpdk --bin warpwire >&2
