@@ -39,9 +39,12 @@ const CLIENT_TX_BUFFER: usize = 256 * 1024;
 
 /// `client`'s bypass options over `kind`: [`CLIENT_TX_BUFFER`] where the
 /// userspace stack runs and nothing set the send buffer; untouched for the
-/// kernel-TCP backends (which warn about any `--tcp-*` option given).
+/// other backends (the kernel-TCP ones warn about any `--tcp-*` option
+/// given).
 fn client_bypass(mut bypass: BypassArgs, kind: BackendKind) -> BypassArgs {
-    if matches!(kind, BackendKind::Xdp | BackendKind::Dpdk) {
+    // The backends with an address of their own are the ones running the
+    // userspace stack (the facts table's rows, not a match here).
+    if kind.facts().own_address {
         bypass.tcp_tx_buffer.get_or_insert(CLIENT_TX_BUFFER);
     }
     bypass

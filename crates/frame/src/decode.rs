@@ -152,11 +152,11 @@ impl Decoder {
     ///
     /// It follows the bytes received, never the frame lengths announced:
     /// the allocation only grows to take bytes that have arrived, and then
-    /// to at most twice the bytes buffered, or the length of the last frame
-    /// decoded, plus one [`DecoderConfig::read_chunk`]. One grown for a large frame is given
-    /// back by [`Decoder::read_buf`] once a frame needing less than a
-    /// quarter of it has been decoded after it, and what arrives next
-    /// needs less than a quarter too. Never more than
+    /// to at most twice the bytes buffered, or the length of the last
+    /// frame decoded, plus one [`DecoderConfig::read_chunk`]. One grown for
+    /// a large frame is given back by [`Decoder::read_buf`] once a frame
+    /// needing less than a quarter of it has been decoded after it, and
+    /// what arrives next needs less than a quarter too. Never more than
     /// [`DecoderConfig::buffer_limit`]; 0 before the first
     /// [`Decoder::read_buf`] and after an error.
     ///
