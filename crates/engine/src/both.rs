@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use warpwire_transport::CloseReason;
+use warpwire_transport::{CloseReason, ConnId, Transport, TransportError};
 
 use crate::protocol::{ConnInfo, Ctx, InputHeld, Outcome, Protocol, Refusal, Relay, Step};
 
@@ -101,6 +101,18 @@ impl<A: Protocol, B: Protocol> Protocol for Both<A, B> {
         match conn {
             Either::First(c) => self.a.commit(c, n),
             Either::Second(c) => self.b.commit(c, n),
+        }
+    }
+
+    fn receive<T: Transport>(
+        &self,
+        conn: &mut Self::Conn,
+        t: &mut T,
+        id: ConnId,
+    ) -> Option<Result<usize, TransportError>> {
+        match conn {
+            Either::First(c) => self.a.receive(c, t, id),
+            Either::Second(c) => self.b.receive(c, t, id),
         }
     }
 

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use warpwire_transport::{CloseReason, ConnId};
+use warpwire_transport::{CloseReason, ConnId, Transport, TransportError};
 
 use crate::metrics::WorkerCounters;
 pub use crate::pool::{Done, Outcome, Work};
@@ -273,6 +273,31 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// `n` bytes of the last `read_buf` were received.
     fn commit(&self, conn: &mut Self::Conn, n: usize);
+
+    /// One receive from `t` into the connection's parser: `None` when the
+    /// parser has no room (full or failed) and nothing was read, else what
+    /// the transport returned (bytes received, counted in the parser).
+    ///
+    /// The provided version receives into [`Protocol::read_buf`] and
+    /// commits. A parser whose buffer is a `BytesMut` overrides it to use
+    /// [`Transport::recv_buf`], which appends without zeroing the region
+    /// first.
+    fn receive<T: Transport>(
+        &self,
+        conn: &mut Self::Conn,
+        t: &mut T,
+        id: ConnId,
+    ) -> Option<Result<usize, TransportError>> {
+        let buf = self.read_buf(conn);
+        if buf.is_empty() {
+            return None;
+        }
+        let r = t.recv(id, buf);
+        if let Ok(n) = r {
+            self.commit(conn, n);
+        }
+        Some(r)
+    }
 
     /// Handles at most one whole buffered request.
     fn step(&self, local: &mut Self::Local, conn: &mut Self::Conn, ctx: &mut Ctx<'_>) -> Step;

@@ -22,7 +22,7 @@ use warpwire_frame::{
     Auth, AuthReply, BroadcastAck, DataAck, Decoder, DecoderConfig, ErrorBody, ErrorCode, Flags,
     Frame, FrameRef, MessageType, MetaBuilder,
 };
-use warpwire_transport::{CloseReason, ConnId};
+use warpwire_transport::{CloseReason, ConnId, Transport, TransportError};
 
 use crate::handler::{HandlerError, Handlers, SessionInfo};
 use crate::limits::Limit;
@@ -198,6 +198,22 @@ impl Protocol for Warpwire {
 
     fn commit(&self, conn: &mut Conn, n: usize) {
         conn.decoder.commit(n);
+    }
+
+    fn receive<T: Transport>(
+        &self,
+        conn: &mut Conn,
+        t: &mut T,
+        id: ConnId,
+    ) -> Option<Result<usize, TransportError>> {
+        // Straight into the decoder's spare room: no zeroing of a region
+        // the transport overwrites anyway.
+        let mut called = false;
+        let r = conn.decoder.fill_with(|buf, max| {
+            called = true;
+            t.recv_buf(id, buf, max)
+        });
+        called.then_some(r)
     }
 
     fn step(&self, local: &mut Local, conn: &mut Conn, ctx: &mut Ctx<'_>) -> Step {

@@ -195,30 +195,12 @@ impl Decoder {
         self.error
     }
 
-    /// A writable region to receive into; follow with [`Decoder::commit`].
-    ///
-    /// Empty when the stream has failed, or when the buffer already holds
-    /// [`DecoderConfig::buffer_limit`] bytes: call [`Decoder::decode`] until
-    /// it returns `Ok(None)` and the room comes back.
-    ///
-    /// The region targets [`DecoderConfig::read_chunk`] bytes (room
-    /// permitting; scratch space left from an earlier region is offered as
-    /// it is when it holds at least half the target, rather than
-    /// reallocated for a few more bytes). While a frame whose header has
-    /// been decoded is arriving, the target grows with what of that frame
-    /// has arrived: as many bytes as have already been received, up to the
-    /// rest of the frame. So memory follows the bytes received, never the
-    /// length a header announces: a header declaring a 1 MiB frame costs one
-    /// read chunk, and a 1 MiB frame that does arrive is read in doubling
-    /// regions, with O(log) reallocations.
-    ///
-    /// After a large frame, the region is at least as long as that frame
-    /// (again bytes that arrived): a stream of large frames is read one
-    /// frame per region, each where it is decoded, without the first part
-    /// of every frame being moved to make room for its rest.
-    pub fn read_buf(&mut self) -> &mut [u8] {
+    /// How many bytes the next receive region takes (see
+    /// [`Decoder::read_buf`]), after releasing what was lent out; 0 once
+    /// the stream has failed or the buffer is full.
+    fn target(&mut self) -> usize {
         if self.error.is_some() {
-            return &mut [];
+            return 0;
         }
         self.release();
         let room = self.config.buffer_limit().saturating_sub(self.filled);
@@ -246,10 +228,83 @@ impl Decoder {
             // landing where it is decoded.
             None => self.last_frame,
         };
-        let want = self.config.read_chunk.max(grow).min(room);
+        self.config.read_chunk.max(grow).min(room)
+    }
+
+    /// What an allocation may hold beyond the bytes about to be needed
+    /// before it is given back (a large frame's, once frames are small).
+    fn retain(&self, need: usize) -> usize {
+        RETAIN_FACTOR.saturating_mul(need.max(self.pending.unwrap_or(0)).max(self.last_frame))
+    }
+
+    /// Receives through `recv`, which appends at most the given number of
+    /// bytes to the buffer it is handed (a transport's `recv_buf`), and
+    /// returns what `recv` returned. The bytes appended count as received,
+    /// as a [`Decoder::commit`] would count them.
+    ///
+    /// The region is the one [`Decoder::read_buf`] would offer, with the
+    /// same memory bounds, but never zeroed first: `recv` writes into the
+    /// buffer's spare capacity. `recv` is not called (and 0 is returned)
+    /// when the stream has failed or the buffer is full. Bytes appended
+    /// beyond the count given are dropped: memory never exceeds
+    /// [`DecoderConfig::buffer_limit`].
+    pub fn fill_with<E>(
+        &mut self,
+        recv: impl FnOnce(&mut BytesMut, usize) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let want = self.target();
+        if want == 0 {
+            return Ok(0);
+        }
+        // Scratch zeroed for an earlier `read_buf` is not needed here.
+        self.buf.truncate(self.filled);
         let need = self.filled + want;
-        let retain =
-            RETAIN_FACTOR.saturating_mul(need.max(self.pending.unwrap_or(0)).max(self.last_frame));
+        if self.allocated > self.retain(need) {
+            self.move_to(need);
+        } else if self.buf.capacity() < need && !self.buf.try_reclaim(want) {
+            let capacity = need.max(2 * self.filled).min(self.config.buffer_limit());
+            self.move_to(capacity);
+        }
+        let r = recv(&mut self.buf, want);
+        if self.buf.len() > need {
+            // A receiver that broke its contract (a backend bug): its extra
+            // bytes are dropped, and an allocation it grew is replaced by
+            // one of the size accounted for.
+            self.buf.truncate(need);
+            self.move_to(self.allocated.max(need));
+        }
+        self.filled = self.buf.len();
+        r
+    }
+
+    /// A writable region to receive into; follow with [`Decoder::commit`].
+    ///
+    /// Empty when the stream has failed, or when the buffer already holds
+    /// [`DecoderConfig::buffer_limit`] bytes: call [`Decoder::decode`] until
+    /// it returns `Ok(None)` and the room comes back.
+    ///
+    /// The region targets [`DecoderConfig::read_chunk`] bytes (room
+    /// permitting; scratch space left from an earlier region is offered as
+    /// it is when it holds at least half the target, rather than
+    /// reallocated for a few more bytes). While a frame whose header has
+    /// been decoded is arriving, the target grows with what of that frame
+    /// has arrived: as many bytes as have already been received, up to the
+    /// rest of the frame. So memory follows the bytes received, never the
+    /// length a header announces: a header declaring a 1 MiB frame costs one
+    /// read chunk, and a 1 MiB frame that does arrive is read in doubling
+    /// regions, with O(log) reallocations.
+    ///
+    /// After a large frame, the region is at least as long as that frame
+    /// (again bytes that arrived): a stream of large frames is read one
+    /// frame per region, each where it is decoded, without the first part
+    /// of every frame being moved to make room for its rest.
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        let want = self.target();
+        if want == 0 {
+            return &mut [];
+        }
+        let need = self.filled + want;
+        let retain = self.retain(need);
         let scratch = self.buf.len() - self.filled;
         if self.allocated > retain {
             // What a finished large frame left behind; the frame now arriving
@@ -286,9 +341,15 @@ impl Decoder {
     /// Moves the received bytes into a new allocation of `capacity` bytes and
     /// initialises it up to `need`. Frames returned earlier keep the old one.
     fn reallocate(&mut self, need: usize, capacity: usize) {
+        self.move_to(capacity);
+        self.buf.resize(need, 0);
+    }
+
+    /// Moves the received bytes into a new allocation of `capacity` bytes,
+    /// uninitialised past them.
+    fn move_to(&mut self, capacity: usize) {
         let mut buf = BytesMut::with_capacity(capacity);
         buf.extend_from_slice(&self.buf[..self.filled]);
-        buf.resize(need, 0);
         self.buf = buf;
         self.allocated = capacity;
     }
@@ -846,6 +907,102 @@ mod tests {
         assert_eq!(frames, 20);
         assert_eq!(reads_after_first, 19, "one read per frame after the first");
         assert!(d.allocated() <= 4 * one.len(), "{}", d.allocated());
+    }
+
+    /// Appends up to `max` of `stream[*off..]`, like a transport's
+    /// `recv_buf`.
+    fn append_from(stream: &[u8], off: &mut usize, buf: &mut BytesMut, max: usize) -> usize {
+        let n = max.min(stream.len() - *off);
+        buf.extend_from_slice(&stream[*off..*off + n]);
+        *off += n;
+        n
+    }
+
+    #[test]
+    fn fill_with_decodes_what_read_buf_decodes_one_region_per_large_frame() {
+        let big = Frame::new(MessageType::DATA, 1, vec![5u8; 65_536]);
+        let small = Frame::new(MessageType::ECHO, 2, b"hi".to_vec());
+        let mut stream = Vec::new();
+        for i in 0..20 {
+            stream.extend_from_slice(&enc(if i % 7 == 3 { &small } else { &big }));
+        }
+        let mut d = Decoder::default();
+        let (mut off, mut frames, mut calls) = (0, 0, 0);
+        while off < stream.len() {
+            let n = d
+                .fill_with(|buf, max| {
+                    calls += 1;
+                    Ok::<_, ()>(append_from(&stream, &mut off, buf, max))
+                })
+                .unwrap();
+            assert!(n > 0);
+            while let Some(got) = d.decode().unwrap() {
+                assert_eq!(
+                    got,
+                    if frames % 7 == 3 {
+                        small.clone()
+                    } else {
+                        big.clone()
+                    }
+                );
+                frames += 1;
+            }
+            assert!(d.allocated() <= d.config().buffer_limit());
+        }
+        assert_eq!(frames, 20);
+        // The first large frame takes a few growing regions, every later
+        // one a single region (plus at most one per small frame).
+        assert!(calls <= 20 + 6, "{calls} receives for 20 frames");
+    }
+
+    #[test]
+    fn fill_with_bounds_memory_and_drops_what_a_receiver_appends_past_its_count() {
+        let mut d = Decoder::default();
+        let limit = d.config().buffer_limit();
+        // A header announcing the largest frame: memory follows bytes.
+        let h = crate::Header {
+            msg_type: MessageType::DATA,
+            flags: Flags::NONE,
+            meta_len: 0,
+            body_len: DEFAULT_MAX_PAYLOAD,
+            request_id: 1,
+        };
+        let header = h.to_bytes();
+        let mut off = 0;
+        d.fill_with(|buf, max| Ok::<_, ()>(append_from(&header, &mut off, buf, max)))
+            .unwrap();
+        assert_eq!(d.decode().unwrap(), None);
+        assert!(d.allocated() <= 2 * DEFAULT_READ_CHUNK, "{}", d.allocated());
+        // A receiver that breaks its contract and appends twice its count.
+        let got = d
+            .fill_with(|buf, max| {
+                buf.extend_from_slice(&vec![0u8; 2 * max]);
+                Ok::<_, ()>(2 * max)
+            })
+            .unwrap();
+        assert!(got > 0);
+        assert!(d.buffered() <= limit);
+        assert!(d.allocated() <= limit, "{} > {limit}", d.allocated());
+    }
+
+    #[test]
+    fn fill_with_does_not_call_the_receiver_without_room() {
+        let mut d = Decoder::default();
+        // A broken stream: the sticky error leaves no room.
+        d.feed(&[0xFF; HEADER_LEN]);
+        assert!(d.decode().is_err());
+        let mut called = false;
+        let n = d
+            .fill_with(|_, _| {
+                called = true;
+                Ok::<_, ()>(0)
+            })
+            .unwrap();
+        assert_eq!((n, called), (0, false));
+        // Errors from the receiver come back as they are.
+        let mut d = Decoder::default();
+        assert_eq!(d.fill_with(|_, _| Err::<usize, _>("gone")), Err("gone"));
+        assert_eq!(d.buffered(), 0);
     }
 
     #[test]

@@ -255,15 +255,31 @@ impl Chan {
     /// into `buf`; emptied slots are queued for re-posting. Returns the
     /// bytes copied.
     pub fn read<M: Slots + ?Sized>(&mut self, mem: &mut M, buf: &mut [u8]) -> usize {
+        let mut at = 0;
+        self.take(mem, buf.len(), |part| {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        })
+    }
+
+    /// Like [`Chan::read`], handing at most `max` bytes to `put` in order,
+    /// one receive slot at a time (appended to a buffer, without zeroing
+    /// room for them first). Returns how many.
+    pub fn take<M: Slots + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        max: usize,
+        mut put: impl FnMut(&[u8]),
+    ) -> usize {
         let mut done = 0;
-        while done < buf.len() {
+        while done < max {
             let Some(c) = self.ready.front_mut() else {
                 break;
             };
             let left = (c.len - c.off) as usize;
-            let n = left.min(buf.len() - done);
+            let n = left.min(max - done);
             let at = c.off as usize;
-            buf[done..done + n].copy_from_slice(&mem.slot(c.slot)[at..at + n]);
+            put(&mem.slot(c.slot)[at..at + n]);
             done += n;
             c.off += n as u32;
             if c.off == c.len {

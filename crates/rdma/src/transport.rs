@@ -912,6 +912,39 @@ fn link<W>(wrs: &mut [W], set: impl Fn(&mut W, *mut W)) -> *mut W {
     base
 }
 
+impl RdmaTransport {
+    /// The one receive path: hands at most `len` received bytes of `conn`
+    /// to `put`, in order (into a slice, or appended to a buffer).
+    fn take(
+        &mut self,
+        conn: ConnId,
+        len: usize,
+        put: impl FnMut(&[u8]),
+    ) -> Result<usize, TransportError> {
+        let index = self
+            .conn_index(conn)
+            .ok_or(TransportError::UnknownConn(conn))?;
+        let c = &mut self.conns[index];
+        if c.state != State::Open || len == 0 {
+            return Ok(0);
+        }
+        let (Some(chan), Some(region)) = (c.chan.as_mut(), c.region.as_mut()) else {
+            return Ok(0);
+        };
+        let mut slots = RegionSlots {
+            region,
+            offset: 0,
+            size: self.config.buf_size as usize,
+            count: self.config.recv_depth,
+        };
+        let n = chan.take(&mut slots, len, put);
+        if n > 0 {
+            self.mark_dirty(index);
+        }
+        Ok(n)
+    }
+}
+
 impl Transport for RdmaTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -1074,27 +1107,21 @@ impl Transport for RdmaTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let index = self
-            .conn_index(conn)
-            .ok_or(TransportError::UnknownConn(conn))?;
-        let c = &mut self.conns[index];
-        if c.state != State::Open || buf.is_empty() {
-            return Ok(0);
-        }
-        let (Some(chan), Some(region)) = (c.chan.as_mut(), c.region.as_mut()) else {
-            return Ok(0);
-        };
-        let mut slots = RegionSlots {
-            region,
-            offset: 0,
-            size: self.config.buf_size as usize,
-            count: self.config.recv_depth,
-        };
-        let n = chan.read(&mut slots, buf);
-        if n > 0 {
-            self.mark_dirty(index);
-        }
-        Ok(n)
+        let mut at = 0;
+        self.take(conn, buf.len(), |part| {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        })
+    }
+
+    fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        buf: &mut warpwire_transport::bytes::BytesMut,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        buf.reserve(max);
+        self.take(conn, max, |part| buf.extend_from_slice(part))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

@@ -25,7 +25,7 @@
 //! --file`).
 //!
 //! Not here: framing, sessions, timers beyond the close linger. `unsafe`
-//! only in `sys` (the file mapping).
+//! only in `sys` (the file mapping, the receive into uninitialised room).
 
 #![deny(unsafe_code)]
 
@@ -462,6 +462,62 @@ impl SocketTransport {
     }
 }
 
+impl SocketTransport {
+    /// The one receive path: `read` takes at most `len` bytes from the
+    /// connection's stream (into a slice, or appended to a buffer); FIN,
+    /// edge and error handling are the same for both.
+    fn recv_with(
+        &mut self,
+        conn: ConnId,
+        len: usize,
+        mut read: impl FnMut(&mut TcpStream) -> io::Result<usize>,
+    ) -> Result<usize, TransportError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let c = self.conn_mut(conn)?;
+        if c.finished {
+            return Ok(0);
+        }
+        // Drained by the last short read or EAGAIN: the next arrival is a
+        // new edge, reported by the next poll. No syscall to learn "nothing"
+        // (the EAGAIN read after every short one was a third of the
+        // syscalls of a small request and its reply).
+        if !c.readable {
+            return Ok(0);
+        }
+        loop {
+            match read(&mut c.stream) {
+                Ok(0) => {
+                    // The peer's FIN: it sends no more, but may still read.
+                    // The connection stays for the replies; the consumer
+                    // closes it.
+                    c.finished = true;
+                    c.readable = false;
+                    self.pending.push(Event::PeerFinished(conn));
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    // A short read drained the socket; epoll reports the next
+                    // arrival as a new edge (what tokio relies on too) --
+                    // except the EOF of a FIN already reported, which must
+                    // still be read.
+                    if n < len && !c.hup {
+                        c.readable = false;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    return Ok(0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(conn, e)),
+            }
+        }
+    }
+}
+
 impl Transport for SocketTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -524,49 +580,17 @@ impl Transport for SocketTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let c = self.conn_mut(conn)?;
-        if c.finished {
-            return Ok(0);
-        }
-        // Drained by the last short read or EAGAIN: the next arrival is a
-        // new edge, reported by the next poll. No syscall to learn "nothing"
-        // (the EAGAIN read after every short one was a third of the
-        // syscalls of a small request and its reply).
-        if !c.readable {
-            return Ok(0);
-        }
-        loop {
-            match c.stream.read(buf) {
-                Ok(0) => {
-                    // The peer's FIN: it sends no more, but may still read.
-                    // The connection stays for the replies; the consumer
-                    // closes it.
-                    c.finished = true;
-                    c.readable = false;
-                    self.pending.push(Event::PeerFinished(conn));
-                    return Ok(0);
-                }
-                Ok(n) => {
-                    // A short read drained the socket; epoll reports the next
-                    // arrival as a new edge (what tokio relies on too) --
-                    // except the EOF of a FIN already reported, which must
-                    // still be read.
-                    if n < buf.len() && !c.hup {
-                        c.readable = false;
-                    }
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.readable = false;
-                    return Ok(0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io_error(conn, e)),
-            }
-        }
+        let len = buf.len();
+        self.recv_with(conn, len, |s| s.read(buf))
+    }
+
+    fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        buf: &mut bytes::BytesMut,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        self.recv_with(conn, max, |s| sys::recv_append(s, buf, max))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

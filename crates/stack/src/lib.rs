@@ -1171,6 +1171,43 @@ impl<D: PacketDevice> StackTransport<D> {
     }
 }
 
+impl<D: PacketDevice> StackTransport<D> {
+    /// Hands at most `max` received bytes of `conn` to `put`, in order, in
+    /// at most two parts (the receive ring may wrap): the one copy out of
+    /// smoltcp for both `recv` and `recv_buf`. Returns how many.
+    fn take(
+        &mut self,
+        conn: ConnId,
+        max: usize,
+        mut put: impl FnMut(&[u8]),
+    ) -> Result<usize, TransportError> {
+        let p = self.conn(conn)?.place;
+        let s = self.core.socket(p);
+        let mut n = 0;
+        while n < max {
+            let want = max - n;
+            let took = s
+                .recv(|data| {
+                    let k = data.len().min(want);
+                    put(&data[..k]);
+                    (k, k)
+                })
+                .unwrap_or(0);
+            if took == 0 {
+                break;
+            }
+            n += took;
+        }
+        if n > 0 {
+            // The window opened: smoltcp may owe the peer an update.
+            self.core.mark(p.shard);
+        }
+        // Finished (peer FIN) or not open: nothing to read; check()
+        // reports the close on the next poll.
+        Ok(n)
+    }
+}
+
 impl<D: PacketDevice> Transport for StackTransport<D> {
     fn capabilities(&self) -> Capabilities {
         let c = self.dev.capabilities();
@@ -1300,15 +1337,21 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let p = self.conn(conn)?.place;
-        let n = self.core.socket(p).recv_slice(buf).unwrap_or(0);
-        if n > 0 {
-            // The window opened: smoltcp may owe the peer an update.
-            self.core.mark(p.shard);
-        }
-        // Finished (peer FIN) or not open: nothing to read; check()
-        // reports the close on the next poll.
-        Ok(n)
+        let mut at = 0;
+        self.take(conn, buf.len(), |part| {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        })
+    }
+
+    fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        buf: &mut warpwire_transport::bytes::BytesMut,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        buf.reserve(max);
+        self.take(conn, max, |part| buf.extend_from_slice(part))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

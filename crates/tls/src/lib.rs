@@ -731,6 +731,71 @@ fn tls_error(conn: ConnId, what: impl std::fmt::Display) -> TransportError {
     }
 }
 
+impl<T: Transport> TlsTransport<T> {
+    /// The one receive path: `read` takes at most `len` bytes of decrypted
+    /// plaintext into `buf` (a slice, or a buffer to append to), `plain` receives
+    /// from a connection that is not TLS; handshake, close_notify and key
+    /// updates are handled the same for both.
+    fn recv_with<B: ?Sized>(
+        &mut self,
+        conn: ConnId,
+        len: usize,
+        buf: &mut B,
+        mut read: impl FnMut(&mut rustls::Reader<'_>, &mut B) -> io::Result<usize>,
+        plain: impl FnOnce(&mut T, ConnId, &mut B) -> Result<usize, TransportError>,
+    ) -> Result<usize, TransportError> {
+        let Some(Some(c)) = self.conns.get_mut(conn.index()) else {
+            return plain(&mut self.inner, conn, buf);
+        };
+        if c.id != conn {
+            return plain(&mut self.inner, conn, buf);
+        }
+        if c.closing {
+            return Err(TransportError::UnknownConn(conn));
+        }
+        match c.phase {
+            Phase::Open => {}
+            Phase::Handshaking => return Ok(0),
+            Phase::Failed(f) => return Err(tls_error(conn, f)),
+        }
+        loop {
+            match read(&mut c.tls.reader(), buf) {
+                Ok(0) if len > 0 => {
+                    // close_notify, and everything before it read.
+                    c.eof = true;
+                    self.watch(conn);
+                    return Ok(0);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(tls_error(conn, e)),
+            }
+            // Nothing decrypted: take more from the inner connection.
+            match feed(&mut self.inner, c, &mut self.scratch) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if c.eof {
+                        self.watch(conn);
+                    }
+                    return Ok(0);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.fail(conn, e);
+                    return Err(tls_error(conn, msg));
+                }
+            }
+            // Processing may have queued something to send (a key update).
+            if c.tls.wants_write()
+                && let Err(e) = flush_tls(&mut self.inner, c)
+            {
+                self.fail(conn, e);
+                return Err(tls_error(conn, "the connection failed"));
+            }
+        }
+    }
+}
+
 impl<T: Transport> Transport for TlsTransport<T> {
     fn capabilities(&self) -> Capabilities {
         let mut c = self.inner.capabilities();
@@ -824,55 +889,37 @@ impl<T: Transport> Transport for TlsTransport<T> {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let Some(Some(c)) = self.conns.get_mut(conn.index()) else {
-            return self.inner.recv(conn, buf);
-        };
-        if c.id != conn {
-            return self.inner.recv(conn, buf);
-        }
-        if c.closing {
-            return Err(TransportError::UnknownConn(conn));
-        }
-        match c.phase {
-            Phase::Open => {}
-            Phase::Handshaking => return Ok(0),
-            Phase::Failed(f) => return Err(tls_error(conn, f)),
-        }
-        loop {
-            match io::Read::read(&mut c.tls.reader(), buf) {
-                Ok(0) if !buf.is_empty() => {
-                    // close_notify, and everything before it read.
-                    c.eof = true;
-                    self.watch(conn);
-                    return Ok(0);
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(tls_error(conn, e)),
-            }
-            // Nothing decrypted: take more from the inner connection.
-            match feed(&mut self.inner, c, &mut self.scratch) {
-                Ok(true) => {}
-                Ok(false) => {
-                    if c.eof {
-                        self.watch(conn);
-                    }
-                    return Ok(0);
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.fail(conn, e);
-                    return Err(tls_error(conn, msg));
-                }
-            }
-            // Processing may have queued something to send (a key update).
-            if c.tls.wants_write()
-                && let Err(e) = flush_tls(&mut self.inner, c)
-            {
-                self.fail(conn, e);
-                return Err(tls_error(conn, "the connection failed"));
-            }
-        }
+        let len = buf.len();
+        self.recv_with(
+            conn,
+            len,
+            buf,
+            |r, buf| io::Read::read(r, buf),
+            |t, conn, buf| t.recv(conn, buf),
+        )
+    }
+
+    fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        buf: &mut warpwire_transport::bytes::BytesMut,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        self.recv_with(
+            conn,
+            max,
+            buf,
+            |r, buf| {
+                // The plaintext rustls holds, copied once, without zeroing
+                // the room first.
+                let chunk = io::BufRead::fill_buf(r)?;
+                let k = chunk.len().min(max);
+                buf.extend_from_slice(&chunk[..k]);
+                io::BufRead::consume(r, k);
+                Ok(k)
+            },
+            |t, conn, buf| t.recv_buf(conn, buf, max),
+        )
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

@@ -67,6 +67,7 @@ warpwire_testkit::conformance_tests!(
     connect_accept,
     connect_refused,
     readable_until_short_read,
+    recv_buf_appends,
     backpressure,
     pause_resume,
     peer_close,

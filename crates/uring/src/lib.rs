@@ -484,6 +484,51 @@ impl Drop for UringTransport {
     }
 }
 
+impl UringTransport {
+    /// The one receive path: hands at most `len` queued bytes of `conn` to
+    /// `put`, in order, one received buffer at a time (into a slice, or
+    /// appended to a buffer), and recycles the buffers emptied.
+    fn take(
+        &mut self,
+        conn: ConnId,
+        len: usize,
+        mut put: impl FnMut(&[u8]),
+    ) -> Result<usize, TransportError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let low = self.config.max_queued_buffers / 2;
+        let c = usable(&mut self.conns, conn)?;
+        let mut n = 0;
+        while n < len {
+            let Some(front) = c.rx.front_mut() else {
+                break;
+            };
+            let take = (front.len - front.off).min(u32::try_from(len - n).unwrap_or(u32::MAX));
+            let end = n + take as usize;
+            put(self.bufs.bytes(front.bid, front.off, take));
+            front.off += take;
+            n = end;
+            if front.off == front.len {
+                let bid = front.bid;
+                c.rx.pop_front();
+                self.bufs.recycle(bid);
+            }
+        }
+        c.drained = n == 0;
+        if n == 0 && c.eof && !c.finished {
+            // The peer's FIN, after every byte before it: it sends no more,
+            // but may still read. The consumer closes when it is done.
+            c.finished = true;
+            self.pending.push(Event::PeerFinished(conn));
+        }
+        if !c.recv_armed && !c.eof && c.rx.len() <= low {
+            self.maybe_arm_recv(conn.index());
+        }
+        Ok(n)
+    }
+}
+
 impl Transport for UringTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -555,39 +600,21 @@ impl Transport for UringTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let low = self.config.max_queued_buffers / 2;
-        let c = usable(&mut self.conns, conn)?;
-        let mut n = 0;
-        while n < buf.len() {
-            let Some(front) = c.rx.front_mut() else {
-                break;
-            };
-            let take =
-                (front.len - front.off).min(u32::try_from(buf.len() - n).unwrap_or(u32::MAX));
-            let end = n + take as usize;
-            buf[n..end].copy_from_slice(self.bufs.bytes(front.bid, front.off, take));
-            front.off += take;
-            n = end;
-            if front.off == front.len {
-                let bid = front.bid;
-                c.rx.pop_front();
-                self.bufs.recycle(bid);
-            }
-        }
-        c.drained = n == 0;
-        if n == 0 && c.eof && !c.finished {
-            // The peer's FIN, after every byte before it: it sends no more,
-            // but may still read. The consumer closes when it is done.
-            c.finished = true;
-            self.pending.push(Event::PeerFinished(conn));
-        }
-        if !c.recv_armed && !c.eof && c.rx.len() <= low {
-            self.maybe_arm_recv(conn.index());
-        }
-        Ok(n)
+        let mut at = 0;
+        self.take(conn, buf.len(), |part| {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        })
+    }
+
+    fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        buf: &mut warpwire_transport::bytes::BytesMut,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        buf.reserve(max);
+        self.take(conn, max, |part| buf.extend_from_slice(part))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

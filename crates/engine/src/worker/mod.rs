@@ -615,14 +615,18 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 // stepping, until the parser is full; then stop reading
                 // until the job is back.
                 let full = self.proto.input_held(&s.conn).allocated >= READ_AHEAD;
-                let buf = self.proto.read_buf(&mut s.conn);
-                if full || buf.is_empty() {
-                    self.core.t.pause_recv(conn, true);
-                    break;
-                }
-                match self.core.t.recv(conn, buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => self.proto.commit(&mut s.conn, n),
+                let got = if full {
+                    None
+                } else {
+                    self.proto.receive(&mut s.conn, &mut self.core.t, conn)
+                };
+                match got {
+                    None => {
+                        self.core.t.pause_recv(conn, true);
+                        break;
+                    }
+                    Some(Ok(0) | Err(_)) => break,
+                    Some(Ok(_)) => {}
                 }
                 continue;
             }
@@ -631,17 +635,13 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
                 self.core.t.pause_recv(conn, true);
                 break;
             }
-            let buf = self.proto.read_buf(&mut s.conn);
-            let n = if buf.is_empty() {
-                0
-            } else {
-                match self.core.t.recv(conn, buf) {
-                    Ok(n) => n,
-                    // The transport reports Closed next; keep the session until then.
-                    Err(_) => break,
-                }
+            // The transport reports Closed after an error; keep the
+            // session until then. No room (None): step to make some.
+            let n = match self.proto.receive(&mut s.conn, &mut self.core.t, conn) {
+                Some(Ok(n)) => n,
+                None => 0,
+                Some(Err(_)) => break,
             };
-            self.proto.commit(&mut s.conn, n);
             loop {
                 let step = self.with_ctx(&mut s, now, |p, l, c, ctx| p.step(l, c, ctx));
                 match step {

@@ -7,6 +7,7 @@ use warpwire_transport::{CloseReason, ConnId, TransportError};
 use super::drive::{QUIET_ROUNDS, QUIET_TIME, Stall, transfers, until_closed};
 use super::harness::chain;
 use super::stream::MAX_PIECE;
+use super::stream::Pattern;
 use super::{Harness, Incoming, Outgoing, Pair, Side};
 
 use Side::{Client, Server};
@@ -284,5 +285,77 @@ pub fn pause_resume<P: Pair>(make: impl FnOnce() -> P) {
         stall.check(&h, inc.got, || {
             format!("{} of {N} read after resuming", inc.got)
         });
+    }
+}
+
+/// Check 2b: `recv_buf` appends: each call adds at most `max` bytes after
+/// what the buffer already holds (which stays as it was), returns exactly
+/// how many it added, adds nothing for `max` 0, and the bytes arrive whole
+/// and in order, as `recv` would give them.
+pub fn recv_buf_appends<P: Pair>(make: impl FnOnce() -> P) {
+    const N: usize = 60_000;
+    const PREFIX: &[u8] = b"held before";
+    /// Rounds in a row with nothing appended that fail the check.
+    const LOST: u32 = 20_000;
+    let mut h = Harness::new("recv_buf_appends", make());
+    let (s, c, _) = h.establish();
+    let ends = [(Server, s), (Client, c)];
+    let mut out = Outgoing::new(Client, c, 23, N);
+    let mut buf = bytes::BytesMut::from(PREFIX);
+    // Odd sizes, so reads end inside what the transport holds.
+    let maxes = [0, 1, 7, 1000, 4096, 65_536, 3];
+    let (mut calls, mut quiet) = (0usize, 0u32);
+    while buf.len() < PREFIX.len() + N {
+        out.pump(&mut h, MAX_PIECE);
+        let r = h.round(|| format!("recv_buf({s}): {} of {N} bytes", buf.len() - PREFIX.len()));
+        h.no_close(&r, &ends);
+        out.observe(&r);
+        let before = buf.len();
+        loop {
+            let max = maxes[calls % maxes.len()];
+            calls += 1;
+            let held = buf.len();
+            let n = match h.t(Server).recv_buf(s, &mut buf, max) {
+                Ok(n) => n,
+                Err(e) => h.fail(format!("server: recv_buf({s}) failed: {e}")),
+            };
+            h.ensure(n <= max && buf.len() == held + n, || {
+                format!(
+                    "server: recv_buf({s}, max {max}) returned {n} and grew the buffer by {}",
+                    buf.len() as i64 - held as i64
+                )
+            });
+            h.ensure(buf.len() <= PREFIX.len() + N, || {
+                format!(
+                    "server: {s} received {} bytes, {N} were sent",
+                    buf.len() - PREFIX.len()
+                )
+            });
+            if max > 0 && n < max {
+                break;
+            }
+        }
+        h.ensure(buf.starts_with(PREFIX), || {
+            "server: recv_buf changed the bytes the buffer held".into()
+        });
+        let got = &buf[before..];
+        if let Some(at) = Pattern::get().mismatch(23, before - PREFIX.len(), got) {
+            h.fail(format!(
+                "server: {s} byte {at} of the stream differs from what was sent \
+                 (lost, duplicated, reordered, corrupted or another connection's)"
+            ));
+        }
+        if got.is_empty() {
+            quiet += 1;
+            h.ensure(quiet < LOST, || {
+                format!(
+                    "nothing appended for {LOST} rounds with {} of {N} bytes received",
+                    buf.len() - PREFIX.len()
+                )
+            });
+        } else {
+            quiet = 0;
+            h.moved();
+        }
     }
 }

@@ -49,6 +49,7 @@ use warpwire_transport::{Transport, TransportError};
 
 pub use data::{
     backpressure, connect_accept, connect_refused, pause_resume, readable_until_short_read,
+    recv_buf_appends,
 };
 pub use harness::{Harness, Round, Side};
 pub use lifecycle::{half_close, local_close, peer_close, peer_reset, stale_ids};
@@ -161,6 +162,7 @@ macro_rules! conformance_tests {
             connect_accept,
             connect_refused,
             readable_until_short_read,
+            recv_buf_appends,
             backpressure,
             pause_resume,
             peer_close,
