@@ -14,24 +14,21 @@ use crate::protocol::{ClientHooks, Correlation, Incoming, MAX_SLICES, ReplyTo};
 impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
     pub(super) fn read(&mut self, conn: ConnId, now: Instant) {
         for _ in 0..READS_PER_ITERATION {
-            let buf = self.protocol.read_buf(&mut self.codec);
-            if buf.is_empty() {
-                // Only a failed stream offers no room (messages are decoded
-                // after every read, and the protocols bound their buffers
-                // above the largest message); the error was handled below.
-                return;
-            }
-            let n = match self.transport.recv(conn, buf) {
-                Ok(n) => n,
-                Err(e) => {
+            match self
+                .protocol
+                .receive(&mut self.codec, &mut self.transport, conn)
+            {
+                // Only a failed stream offers no room (None: messages are
+                // decoded after every read, and the protocols bound their
+                // buffers above the largest message); the error was
+                // handled below.
+                None | Some(Ok(0)) => return,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
                     self.lost(Lost::Io(e), now);
                     return;
                 }
-            };
-            if n == 0 {
-                return;
             }
-            self.protocol.commit(&mut self.codec, n);
             loop {
                 match self.protocol.decode(&mut self.codec) {
                     Ok(Some(m)) => {

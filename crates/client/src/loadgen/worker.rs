@@ -583,19 +583,14 @@ fn read<P: ClientProtocol, T: Transport>(
     tally: &mut Tally,
 ) {
     for _ in 0..READS_PER_POLL {
-        let buf = run.protocol.read_buf(&mut c.proto);
-        if buf.is_empty() {
-            return;
-        }
-        let n = match t.recv(c.id, buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(_) => {
+        match run.protocol.receive(&mut c.proto, t, c.id) {
+            None | Some(Ok(0)) => return,
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
                 tally.lose(c);
                 return;
             }
-        };
-        run.protocol.commit(&mut c.proto, n);
+        }
         let now = Instant::now();
         tally.last_activity = tally.watch.watched();
         loop {

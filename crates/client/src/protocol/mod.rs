@@ -54,6 +54,7 @@ pub use resp::{Resp, RespCommand, RespConn, RespError, RespRequest, RespValue};
 pub use warpwire::Warpwire;
 
 use bytes::BytesMut;
+use warpwire_transport::{ConnId, Transport, TransportError};
 
 /// How a protocol matches replies to requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +172,30 @@ pub trait ClientProtocol: Send + Sync + 'static {
 
     /// `n` bytes of the last `read_buf` region were received.
     fn commit(&self, conn: &mut Self::Conn, n: usize);
+
+    /// One receive from `t` into the connection's parser: `None` when the
+    /// parser has no room (failed, or at its limit) and nothing was read,
+    /// else what the transport returned (bytes received, counted).
+    ///
+    /// The provided version receives into [`ClientProtocol::read_buf`] and
+    /// commits; a parser that keeps a `BytesMut` overrides it with
+    /// [`Transport::recv_buf`], which does not zero the region first.
+    fn receive<T: Transport>(
+        &self,
+        conn: &mut Self::Conn,
+        t: &mut T,
+        id: ConnId,
+    ) -> Option<Result<usize, TransportError>> {
+        let buf = self.read_buf(conn);
+        if buf.is_empty() {
+            return None;
+        }
+        let r = t.recv(id, buf);
+        if let Ok(n) = r {
+            self.commit(conn, n);
+        }
+        Some(r)
+    }
 
     /// The next whole message, `Ok(None)` if more bytes are needed, or the
     /// stream's sticky error.

@@ -7,6 +7,7 @@ use warpwire_frame::{
     Auth, AuthReply, DecodeError, Decoder, DecoderConfig, EncodeError, ErrorBody, Flags, Frame,
     FrameRef, MessageType, Ping,
 };
+use warpwire_transport::{ConnId, Transport, TransportError};
 
 use super::{ClientHooks, ClientProtocol, Correlation, Incoming, Mismatch, ReplyTo};
 use crate::{ClientConfig, ClientError, Request};
@@ -126,6 +127,21 @@ impl ClientProtocol for Warpwire {
 
     fn commit(&self, conn: &mut Decoder, n: usize) {
         conn.commit(n);
+    }
+
+    fn receive<T: Transport>(
+        &self,
+        conn: &mut Decoder,
+        t: &mut T,
+        id: ConnId,
+    ) -> Option<Result<usize, TransportError>> {
+        // Into the decoder's spare room, not zeroed first.
+        let mut called = false;
+        let r = conn.fill_with(|buf, max| {
+            called = true;
+            t.recv_buf(id, buf, max)
+        });
+        called.then_some(r)
     }
 
     fn decode(&self, conn: &mut Decoder) -> Result<Option<Incoming<Frame>>, DecodeError> {
