@@ -208,12 +208,7 @@ impl Protocol for Warpwire {
     ) -> Option<Result<usize, TransportError>> {
         // Straight into the decoder's spare room: no zeroing of a region
         // the transport overwrites anyway.
-        let mut called = false;
-        let r = conn.decoder.fill_with(|buf, max| {
-            called = true;
-            t.recv_buf(id, buf, max)
-        });
-        called.then_some(r)
+        conn.decoder.fill_with(|buf, max| t.recv_buf(id, buf, max))
     }
 
     fn step(&self, local: &mut Local, conn: &mut Conn, ctx: &mut Ctx<'_>) -> Step {

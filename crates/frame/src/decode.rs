@@ -244,17 +244,17 @@ impl Decoder {
     ///
     /// The region is the one [`Decoder::read_buf`] would offer, with the
     /// same memory bounds, but never zeroed first: `recv` writes into the
-    /// buffer's spare capacity. `recv` is not called (and 0 is returned)
-    /// when the stream has failed or the buffer is full. Bytes appended
-    /// beyond the count given are dropped: memory never exceeds
+    /// buffer's spare capacity. `None`, without calling `recv`, when the
+    /// stream has failed or the buffer is full (decode to make room). Bytes
+    /// appended beyond the count given are dropped: memory never exceeds
     /// [`DecoderConfig::buffer_limit`].
     pub fn fill_with<E>(
         &mut self,
         recv: impl FnOnce(&mut BytesMut, usize) -> Result<usize, E>,
-    ) -> Result<usize, E> {
+    ) -> Option<Result<usize, E>> {
         let want = self.target();
         if want == 0 {
-            return Ok(0);
+            return None;
         }
         // Scratch zeroed for an earlier `read_buf` is not needed here.
         self.buf.truncate(self.filled);
@@ -274,7 +274,7 @@ impl Decoder {
             self.move_to(self.allocated.max(need));
         }
         self.filled = self.buf.len();
-        r
+        Some(r)
     }
 
     /// A writable region to receive into; follow with [`Decoder::commit`].
@@ -934,6 +934,7 @@ mod tests {
                     calls += 1;
                     Ok::<_, ()>(append_from(&stream, &mut off, buf, max))
                 })
+                .unwrap()
                 .unwrap();
             assert!(n > 0);
             while let Some(got) = d.decode().unwrap() {
@@ -970,6 +971,7 @@ mod tests {
         let header = h.to_bytes();
         let mut off = 0;
         d.fill_with(|buf, max| Ok::<_, ()>(append_from(&header, &mut off, buf, max)))
+            .unwrap()
             .unwrap();
         assert_eq!(d.decode().unwrap(), None);
         assert!(d.allocated() <= 2 * DEFAULT_READ_CHUNK, "{}", d.allocated());
@@ -979,6 +981,7 @@ mod tests {
                 buf.extend_from_slice(&vec![0u8; 2 * max]);
                 Ok::<_, ()>(2 * max)
             })
+            .unwrap()
             .unwrap();
         assert!(got > 0);
         assert!(d.buffered() <= limit);
@@ -992,16 +995,17 @@ mod tests {
         d.feed(&[0xFF; HEADER_LEN]);
         assert!(d.decode().is_err());
         let mut called = false;
-        let n = d
-            .fill_with(|_, _| {
-                called = true;
-                Ok::<_, ()>(0)
-            })
-            .unwrap();
-        assert_eq!((n, called), (0, false));
+        let r = d.fill_with(|_, _| {
+            called = true;
+            Ok::<_, ()>(0)
+        });
+        assert_eq!((r, called), (None, false));
         // Errors from the receiver come back as they are.
         let mut d = Decoder::default();
-        assert_eq!(d.fill_with(|_, _| Err::<usize, _>("gone")), Err("gone"));
+        assert_eq!(
+            d.fill_with(|_, _| Err::<usize, _>("gone")),
+            Some(Err("gone"))
+        );
         assert_eq!(d.buffered(), 0);
     }
 

@@ -255,11 +255,10 @@ impl Chan {
     /// into `buf`; emptied slots are queued for re-posting. Returns the
     /// bytes copied.
     pub fn read<M: Slots + ?Sized>(&mut self, mem: &mut M, buf: &mut [u8]) -> usize {
-        let mut at = 0;
-        self.take(mem, buf.len(), |part| {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        })
+        let Ok(n) = warpwire_transport::recv_parts(buf, |max, put| {
+            Ok::<_, std::convert::Infallible>(self.take(mem, max, put))
+        });
+        n
     }
 
     /// Like [`Chan::read`], handing at most `max` bytes to `put` in order,

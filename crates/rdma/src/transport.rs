@@ -919,7 +919,7 @@ impl RdmaTransport {
         &mut self,
         conn: ConnId,
         len: usize,
-        put: impl FnMut(&[u8]),
+        put: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, TransportError> {
         let index = self
             .conn_index(conn)
@@ -1107,11 +1107,7 @@ impl Transport for RdmaTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let mut at = 0;
-        self.take(conn, buf.len(), |part| {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        })
+        warpwire_transport::recv_parts(buf, |max, put| self.take(conn, max, put))
     }
 
     fn recv_buf(
@@ -1120,8 +1116,7 @@ impl Transport for RdmaTransport {
         buf: &mut warpwire_transport::bytes::BytesMut,
         max: usize,
     ) -> Result<usize, TransportError> {
-        buf.reserve(max);
-        self.take(conn, max, |part| buf.extend_from_slice(part))
+        warpwire_transport::recv_buf_parts(buf, max, |max, put| self.take(conn, max, put))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

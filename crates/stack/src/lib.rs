@@ -1179,7 +1179,7 @@ impl<D: PacketDevice> StackTransport<D> {
         &mut self,
         conn: ConnId,
         max: usize,
-        mut put: impl FnMut(&[u8]),
+        put: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, TransportError> {
         let p = self.conn(conn)?.place;
         let s = self.core.socket(p);
@@ -1337,11 +1337,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let mut at = 0;
-        self.take(conn, buf.len(), |part| {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        })
+        warpwire_transport::recv_parts(buf, |max, put| self.take(conn, max, put))
     }
 
     fn recv_buf(
@@ -1350,8 +1346,7 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         buf: &mut warpwire_transport::bytes::BytesMut,
         max: usize,
     ) -> Result<usize, TransportError> {
-        buf.reserve(max);
-        self.take(conn, max, |part| buf.extend_from_slice(part))
+        warpwire_transport::recv_buf_parts(buf, max, |max, put| self.take(conn, max, put))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

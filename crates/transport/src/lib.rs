@@ -465,9 +465,70 @@ pub trait Transport {
     fn counters(&self, _report: &mut dyn FnMut(&'static str, u64)) {}
 }
 
+/// [`Transport::recv`] for a backend whose receive path hands out the
+/// bytes it holds in parts (a ring's two halves, one receive buffer after
+/// another): `take(max, put)` hands at most `max` bytes to `put`, in
+/// order, and returns how many; this copies them into `buf`.
+pub fn recv_parts<E>(
+    buf: &mut [u8],
+    take: impl FnOnce(usize, &mut dyn FnMut(&[u8])) -> Result<usize, E>,
+) -> Result<usize, E> {
+    let mut at = 0;
+    take(buf.len(), &mut |part| {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    })
+}
+
+/// [`Transport::recv_buf`] for the same kind of backend: appends the
+/// parts `take` hands out (at most `max` bytes) to `buf`, without zeroing
+/// room for them first.
+pub fn recv_buf_parts<E>(
+    buf: &mut bytes::BytesMut,
+    max: usize,
+    take: impl FnOnce(usize, &mut dyn FnMut(&[u8])) -> Result<usize, E>,
+) -> Result<usize, E> {
+    buf.reserve(max);
+    take(max, &mut |part| buf.extend_from_slice(part))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receive path holding `held` that hands it out in parts of `part`.
+    fn parts(
+        held: &[u8],
+        part: usize,
+    ) -> impl FnOnce(usize, &mut dyn FnMut(&[u8])) -> Result<usize, ()> + '_ {
+        move |max, put| {
+            let n = max.min(held.len());
+            for p in held[..n].chunks(part) {
+                put(p);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn recv_parts_copies_the_parts_in_order_up_to_the_buffer() {
+        let held: Vec<u8> = (0..100).collect();
+        let mut buf = [0u8; 64];
+        assert_eq!(recv_parts(&mut buf, parts(&held, 7)), Ok(64));
+        assert_eq!(buf[..], held[..64]);
+        assert_eq!(recv_parts(&mut [], parts(&held, 7)), Ok(0));
+    }
+
+    #[test]
+    fn recv_buf_parts_appends_after_what_the_buffer_holds() {
+        let held: Vec<u8> = (0..100).collect();
+        let mut buf = bytes::BytesMut::from(&b"kept"[..]);
+        assert_eq!(recv_buf_parts(&mut buf, 30, parts(&held, 9)), Ok(30));
+        assert_eq!(&buf[..4], b"kept");
+        assert_eq!(buf[4..], held[..30]);
+        assert_eq!(recv_buf_parts(&mut buf, 0, parts(&held, 9)), Ok(0));
+        assert_eq!(buf.len(), 34);
+    }
 
     #[test]
     fn conn_id_identity() {

@@ -492,7 +492,7 @@ impl UringTransport {
         &mut self,
         conn: ConnId,
         len: usize,
-        mut put: impl FnMut(&[u8]),
+        put: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, TransportError> {
         if len == 0 {
             return Ok(0);
@@ -600,11 +600,7 @@ impl Transport for UringTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError> {
-        let mut at = 0;
-        self.take(conn, buf.len(), |part| {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        })
+        warpwire_transport::recv_parts(buf, |max, put| self.take(conn, max, put))
     }
 
     fn recv_buf(
@@ -613,8 +609,7 @@ impl Transport for UringTransport {
         buf: &mut warpwire_transport::bytes::BytesMut,
         max: usize,
     ) -> Result<usize, TransportError> {
-        buf.reserve(max);
-        self.take(conn, max, |part| buf.extend_from_slice(part))
+        warpwire_transport::recv_buf_parts(buf, max, |max, put| self.take(conn, max, put))
     }
 
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TransportError> {

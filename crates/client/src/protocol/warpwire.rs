@@ -136,12 +136,7 @@ impl ClientProtocol for Warpwire {
         id: ConnId,
     ) -> Option<Result<usize, TransportError>> {
         // Into the decoder's spare room, not zeroed first.
-        let mut called = false;
-        let r = conn.fill_with(|buf, max| {
-            called = true;
-            t.recv_buf(id, buf, max)
-        });
-        called.then_some(r)
+        conn.fill_with(|buf, max| t.recv_buf(id, buf, max))
     }
 
     fn decode(&self, conn: &mut Decoder) -> Result<Option<Incoming<Frame>>, DecodeError> {
