@@ -496,37 +496,50 @@ pub fn recv_buf_parts<E>(
 mod tests {
     use super::*;
 
-    /// A receive path holding `held` that hands it out in parts of `part`.
-    fn parts(
+    /// A receive path holding `held` that hands out at most `max` of it
+    /// in parts of `part` bytes.
+    fn take_from(
         held: &[u8],
         part: usize,
-    ) -> impl FnOnce(usize, &mut dyn FnMut(&[u8])) -> Result<usize, ()> + '_ {
-        move |max, put| {
-            let n = max.min(held.len());
-            for p in held[..n].chunks(part) {
-                put(p);
-            }
-            Ok(n)
+        max: usize,
+        put: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, ()> {
+        let n = max.min(held.len());
+        for p in held[..n].chunks(part) {
+            put(p);
         }
+        Ok(n)
     }
 
     #[test]
     fn recv_parts_copies_the_parts_in_order_up_to_the_buffer() {
         let held: Vec<u8> = (0..100).collect();
         let mut buf = [0u8; 64];
-        assert_eq!(recv_parts(&mut buf, parts(&held, 7)), Ok(64));
+        assert_eq!(
+            recv_parts(&mut buf, |max, put| take_from(&held, 7, max, put)),
+            Ok(64)
+        );
         assert_eq!(buf[..], held[..64]);
-        assert_eq!(recv_parts(&mut [], parts(&held, 7)), Ok(0));
+        assert_eq!(
+            recv_parts(&mut [], |max, put| take_from(&held, 7, max, put)),
+            Ok(0)
+        );
     }
 
     #[test]
     fn recv_buf_parts_appends_after_what_the_buffer_holds() {
         let held: Vec<u8> = (0..100).collect();
         let mut buf = bytes::BytesMut::from(&b"kept"[..]);
-        assert_eq!(recv_buf_parts(&mut buf, 30, parts(&held, 9)), Ok(30));
+        assert_eq!(
+            recv_buf_parts(&mut buf, 30, |max, put| take_from(&held, 9, max, put)),
+            Ok(30)
+        );
         assert_eq!(&buf[..4], b"kept");
         assert_eq!(buf[4..], held[..30]);
-        assert_eq!(recv_buf_parts(&mut buf, 0, parts(&held, 9)), Ok(0));
+        assert_eq!(
+            recv_buf_parts(&mut buf, 0, |max, put| take_from(&held, 9, max, put)),
+            Ok(0)
+        );
         assert_eq!(buf.len(), 34);
     }
 
