@@ -171,6 +171,7 @@ checks!(
     connect_accept,
     connect_refused,
     readable_until_short_read,
+    recv_buf_appends,
     backpressure,
     pause_resume,
     peer_close,

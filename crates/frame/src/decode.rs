@@ -1,8 +1,9 @@
 //! The streaming decoder.
 //!
-//! Bytes go in through [`Decoder::read_buf`] + [`Decoder::commit`] (read
-//! straight from a socket into the decoder's buffer) or [`Decoder::feed`]
-//! (copy from a transport's own buffer); frames come out of
+//! Bytes go in through [`Decoder::fill_with`] (a transport appends
+//! straight into the buffer's spare room, not zeroed first),
+//! [`Decoder::read_buf`] + [`Decoder::commit`] (a zeroed region to read
+//! into) or [`Decoder::feed`] (a copy); frames come out of
 //! [`Decoder::decode`] as zero-copy slices of that buffer.
 //!
 //! ```text
@@ -154,11 +155,11 @@ impl Decoder {
     /// the allocation only grows to take bytes that have arrived, and then
     /// to at most twice the bytes buffered, or the length of the last
     /// frame decoded, plus one [`DecoderConfig::read_chunk`]. One grown for
-    /// a large frame is given back by [`Decoder::read_buf`] once a frame
-    /// needing less than a quarter of it has been decoded after it, and
-    /// what arrives next needs less than a quarter too. Never more than
-    /// [`DecoderConfig::buffer_limit`]; 0 before the first
-    /// [`Decoder::read_buf`] and after an error.
+    /// a large frame is given back by [`Decoder::read_buf`] (or
+    /// [`Decoder::fill_with`]) once a frame needing less than a quarter of
+    /// it has been decoded after it, and what arrives next needs less than
+    /// a quarter too. Never more than [`DecoderConfig::buffer_limit`]; 0
+    /// before the first bytes are received and after an error.
     ///
     /// This is what a server-wide budget of buffered input should count.
     pub fn allocated(&self) -> usize {
@@ -242,9 +243,13 @@ impl Decoder {
     /// returns what `recv` returned. The bytes appended count as received,
     /// as a [`Decoder::commit`] would count them.
     ///
-    /// The region is the one [`Decoder::read_buf`] would offer, with the
-    /// same memory bounds, but never zeroed first: `recv` writes into the
-    /// buffer's spare capacity. `None`, without calling `recv`, when the
+    /// The region has the length [`Decoder::read_buf`] targets, with the
+    /// same memory bounds, but is never zeroed first: `recv` writes into
+    /// the buffer's spare capacity. Unlike `read_buf`, which offers
+    /// leftover scratch of at least half the target as it is, this always
+    /// offers the whole target: a large frame then comes in one receive,
+    /// at the price of a new allocation where frames still hold the old
+    /// one and its room is short. `None`, without calling `recv`, when the
     /// stream has failed or the buffer is full (decode to make room). Bytes
     /// appended beyond the count given are dropped: memory never exceeds
     /// [`DecoderConfig::buffer_limit`].
@@ -266,6 +271,10 @@ impl Decoder {
             self.move_to(capacity);
         }
         let r = recv(&mut self.buf, want);
+        debug_assert!(
+            self.buf.len() >= self.filled,
+            "a receiver removed received bytes"
+        );
         if self.buf.len() > need {
             // A receiver that broke its contract (a backend bug): its extra
             // bytes are dropped, and an allocation it grew is replaced by

@@ -758,9 +758,13 @@ impl<T: Transport> TlsTransport<T> {
             Phase::Handshaking => return Ok(0),
             Phase::Failed(f) => return Err(tls_error(conn, f)),
         }
+        if len == 0 {
+            // Nothing asked for: no read of the inner connection either.
+            return Ok(0);
+        }
         loop {
             match read(&mut c.tls.reader(), buf) {
-                Ok(0) if len > 0 => {
+                Ok(0) => {
                     // close_notify, and everything before it read.
                     c.eof = true;
                     self.watch(conn);

@@ -371,16 +371,15 @@ pub trait Transport {
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TransportError>;
 
     /// Like [`Transport::recv`], but appends at most `max` bytes after
-    /// `buf`'s end, growing it by what was received (it reserves `max`
-    /// first). Returns the bytes appended.
+    /// `buf`'s end (what it held stays as it was) and returns how many;
+    /// `max` 0 appends nothing. On an error nothing is appended.
     ///
-    /// A receive buffer handed to `recv` must be initialised first: the
-    /// frame decoder zeroed each region before the kernel or the stack
-    /// overwrote it, a `memset` of every byte received (8 % of a loopback
-    /// server's CPU streaming DATA). Backends that can write into
-    /// uninitialised capacity (a `read` into spare room, a copy out of a
-    /// ring or a registered buffer) override this; the provided version
-    /// zeroes `max` bytes and calls `recv`.
+    /// A buffer handed to `recv` must be initialised, so a caller zeroes
+    /// it before the transport overwrites it: a `memset` of every byte
+    /// received. Backends that can write into uninitialised capacity (a
+    /// `recv(2)` into spare room, a copy out of a ring or a registered
+    /// buffer) override this; the provided version zeroes `max` bytes and
+    /// calls `recv`.
     fn recv_buf(
         &mut self,
         conn: ConnId,

@@ -18,10 +18,10 @@ impl<T: Transport, P: ClientHooks> IoLoop<T, P> {
                 .protocol
                 .receive(&mut self.codec, &mut self.transport, conn)
             {
-                // Only a failed stream offers no room (None: messages are
-                // decoded after every read, and the protocols bound their
-                // buffers above the largest message); the error was
-                // handled below.
+                // Nothing more for now (Ok(0)), or no room (None): only a
+                // failed stream offers none (messages are decoded after
+                // every read, and the protocols bound their buffers above
+                // the largest message); the error was handled below.
                 None | Some(Ok(0)) => return,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
