@@ -267,8 +267,7 @@ impl Decoder {
         if self.allocated > self.retain(need) {
             self.move_to(need);
         } else if self.buf.capacity() < need && !self.buf.try_reclaim(want) {
-            let capacity = need.max(2 * self.filled).min(self.config.buffer_limit());
-            self.move_to(capacity);
+            self.move_to(self.grown(need));
         }
         let r = recv(&mut self.buf, want);
         debug_assert!(
@@ -340,11 +339,15 @@ impl Decoder {
             // Zeroes only the bytes that were never initialised.
             self.buf.resize(need, 0);
         } else {
-            // Twice the bytes held, so growth in read-chunk steps (a stream
-            // decoded only once the limit is reached) copies O(n) in total.
-            let capacity = need.max(2 * self.filled).min(self.config.buffer_limit());
-            self.reallocate(need, capacity);
+            self.reallocate(need, self.grown(need));
         }
+    }
+
+    /// The size of a new allocation for `need` bytes: twice the bytes held,
+    /// so growth in read-chunk steps (a stream decoded only once the limit
+    /// is reached) copies O(n) in total; never past the limit.
+    fn grown(&self, need: usize) -> usize {
+        need.max(2 * self.filled).min(self.config.buffer_limit())
     }
 
     /// Moves the received bytes into a new allocation of `capacity` bytes and

@@ -460,9 +460,7 @@ impl SocketTransport {
             source: e,
         }
     }
-}
 
-impl SocketTransport {
     /// The one receive path: `read` takes at most `len` bytes from the
     /// connection's stream (into a slice, or appended to a buffer); FIN,
     /// edge and error handling are the same for both.

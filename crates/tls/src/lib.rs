@@ -733,9 +733,9 @@ fn tls_error(conn: ConnId, what: impl std::fmt::Display) -> TransportError {
 
 impl<T: Transport> TlsTransport<T> {
     /// The one receive path: `read` takes at most `len` bytes of decrypted
-    /// plaintext into `buf` (a slice, or a buffer to append to), `plain` receives
-    /// from a connection that is not TLS; handshake, close_notify and key
-    /// updates are handled the same for both.
+    /// plaintext into `buf` (a slice, or a buffer to append to), `plain`
+    /// receives from a connection that is not TLS; handshake, close_notify
+    /// and key updates are handled the same for both.
     fn recv_with<B: ?Sized>(
         &mut self,
         conn: ConnId,
