@@ -170,6 +170,7 @@ macro_rules! checks {
 checks!(
     connect_accept,
     connect_refused,
+    stop_listening,
     readable_until_short_read,
     recv_buf_appends,
     backpressure,

@@ -168,6 +168,23 @@ fn drain_flushes_and_cuts_a_stuck_peer_at_the_grace_period() {
 }
 
 #[test]
+fn a_drain_stops_listening_so_a_late_client_is_refused_not_accepted() {
+    let mut h = Harness::warpwire(ServerConfig::default(), None);
+    let early = h.connect();
+    h.settle();
+    // Dialled in the same turn as the shutdown: not yet accepted.
+    let racing = h.connect();
+    h.shutdown();
+    h.settle();
+    let late = h.connect();
+    h.settle();
+    assert_eq!(h.closed(early), Some(CloseReason::Local));
+    assert!(h.refused(racing), "reset with the accept queue");
+    assert!(h.refused(late), "refused after the drain began");
+    assert!(!h.refused(early));
+}
+
+#[test]
 fn broadcast_reaches_the_other_connection_and_counts_it() {
     let mut h = Harness::warpwire(ServerConfig::default(), None);
     let (a, b) = (h.connect(), h.connect());

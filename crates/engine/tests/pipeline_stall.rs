@@ -77,6 +77,8 @@ impl Transport for Mock {
         Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
     }
 
+    fn stop_listening(&mut self) {}
+
     fn connect(&mut self, _addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
         Err(TransportError::Unsupported {
             backend: "mock",

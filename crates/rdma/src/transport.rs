@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,9 @@ fn split_wr_id(id: u64) -> (usize, u32, bool, Option<u16>) {
 #[derive(Default)]
 pub struct RdmaShared {
     listeners: Mutex<Vec<Listener>>,
+    /// Instances listening (changed only under the `listeners` lock): the
+    /// last to stop closes the listeners.
+    instances: AtomicUsize,
 }
 
 impl RdmaShared {
@@ -969,8 +973,12 @@ impl Transport for RdmaTransport {
         if addr.port() != 0
             && let Some(l) = guard.iter().find(|l| l.addr == addr)
         {
-            self.listening = true;
-            return Ok(l.addr);
+            let bound = l.addr;
+            if !self.listening {
+                self.listening = true;
+                self.shared.instances.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(bound);
         }
         let channel = EventChannel::new().map_err(err)?;
         let id = channel.create_id().map_err(err)?;
@@ -992,8 +1000,27 @@ impl Transport for RdmaTransport {
         }
         listener.addr = bound;
         guard.push(listener);
-        self.listening = true;
+        if !self.listening {
+            self.listening = true;
+            self.shared.instances.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(bound)
+    }
+
+    fn stop_listening(&mut self) {
+        if !self.listening {
+            return;
+        }
+        self.listening = false;
+        // rdma_cm has one listening id per address for every instance: it
+        // goes (rejecting what it queued, refusing what comes) when the
+        // last instance stops; until then the others take the requests.
+        let Ok(mut guard) = self.shared.listeners.lock() else {
+            return;
+        };
+        if self.shared.instances.fetch_sub(1, Ordering::Relaxed) == 1 {
+            guard.clear();
+        }
     }
 
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {
@@ -1268,6 +1295,8 @@ impl Transport for RdmaTransport {
 
 impl Drop for RdmaTransport {
     fn drop(&mut self) {
+        // The last instance listening closes the shared listeners.
+        self.stop_listening();
         // Tell peers (DREQ) and destroy QPs and ids before the devices and
         // the channel they depend on.
         let indices: Vec<usize> = self.conns.iter().map(|(id, _)| id.index()).collect();

@@ -543,6 +543,17 @@ impl Transport for SocketTransport {
         Ok(local)
     }
 
+    fn stop_listening(&mut self) {
+        // Closing a listener makes the kernel reset what its accept queue
+        // holds and refuse new connections (with SO_REUSEPORT, the other
+        // workers' listeners on the address take them). A readiness event
+        // already polled for a closed listener's token finds no listener.
+        for (mut l, _) in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.listener_ready.clear();
+    }
+
     fn connect(&mut self, addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
         let err = |source| TransportError::Connect { addr, source };
         let stream = TcpStream::connect(addr).map_err(err)?;

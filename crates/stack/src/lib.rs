@@ -540,6 +540,21 @@ impl Core {
         self.listeners[li].armed = Some(p);
     }
 
+    /// Closes every listener: its armed socket and its half-open
+    /// handshakes go, silently (the handshake's ACK then finds no flow,
+    /// and the control shard answers it with a RST), and a SYN to its port
+    /// is answered with a RST. Accepted connections are untouched.
+    fn stop_listening(&mut self) {
+        let now = self.now;
+        for li in 0..self.listeners.len() {
+            if let Some(p) = self.listeners[li].armed.take() {
+                self.drop_member(p);
+            }
+            self.expire_half_open(li, now, Duration::ZERO, usize::MAX);
+        }
+        self.listeners.clear();
+    }
+
     fn listener_of(&self, port: u16) -> Option<usize> {
         self.listeners.iter().position(|l| l.port == port)
     }
@@ -1255,6 +1270,10 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         });
         self.core.arm(self.core.listeners.len() - 1);
         Ok(SocketAddr::V4(SocketAddrV4::new(ours, port)))
+    }
+
+    fn stop_listening(&mut self) {
+        self.core.stop_listening();
     }
 
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {

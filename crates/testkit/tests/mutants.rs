@@ -46,6 +46,8 @@ enum Fault {
     AcceptAtMost100,
     /// One byte, 20 MB into a connection's input on the server, is flipped.
     CorruptAt20M,
+    /// stop_listening does nothing.
+    KeepListening,
 }
 
 struct Mutant {
@@ -106,6 +108,12 @@ impl Transport for Mutant {
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         self.listening = true;
         self.inner.listen(addr)
+    }
+
+    fn stop_listening(&mut self) {
+        if self.fault != Fault::KeepListening {
+            self.inner.stop_listening();
+        }
     }
 
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {
@@ -307,6 +315,12 @@ fn connect_accept_catches_a_wrong_listener() {
 #[should_panic(expected = "expected ConnectFailed")]
 fn connect_refused_catches_a_wrong_reason() {
     conformance::connect_refused(mutant(Fault::ConnectFailedIsReset));
+}
+
+#[test]
+#[should_panic(expected = "after stop_listening")]
+fn stop_listening_catches_a_listener_left_open() {
+    conformance::stop_listening(mutant(Fault::KeepListening));
 }
 
 #[test]

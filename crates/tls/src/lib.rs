@@ -823,6 +823,12 @@ impl<T: Transport> Transport for TlsTransport<T> {
         Ok(bound)
     }
 
+    fn stop_listening(&mut self) {
+        // Handshakes already accepted go on; the inner transport accepts
+        // nothing new.
+        self.inner.stop_listening();
+    }
+
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {
         let id = self.inner.connect(addr, now)?;
         let Some(client) = &self.client else {

@@ -66,6 +66,7 @@ warpwire_testkit::conformance_tests!(
     pair;
     connect_accept,
     connect_refused,
+    stop_listening,
     readable_until_short_read,
     recv_buf_appends,
     backpressure,

@@ -353,6 +353,15 @@ pub trait Transport {
     /// [`TransportError::Unsupported`]).
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError>;
 
+    /// Stops listening on every address this instance listens on (a
+    /// server that begins to shut down). Connections already reported
+    /// [`Event::Accepted`] are untouched; new ones are refused, and those
+    /// the backend held but had not reported (a kernel accept queue,
+    /// half-open handshakes) are reset, so a client retries elsewhere
+    /// instead of being accepted and closed at once. `listen` may be
+    /// called again afterwards.
+    fn stop_listening(&mut self);
+
     /// Starts an outgoing connection; [`Event::Connected`] or
     /// [`Event::Closed`] follows.
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError>;

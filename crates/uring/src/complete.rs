@@ -118,15 +118,21 @@ impl UringTransport {
         if !more && let Some(l) = self.listeners.get_mut(li) {
             l.armed = false;
         }
+        let closed = self.listeners.get(li).is_none_or(|l| l.closed);
         if res >= 0 {
             // SAFETY: a successful accept completion carries a descriptor
             // the kernel just installed for us; nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             self.accept_backoff = None;
-            let Some(listener) = self.listeners.get(li).map(|l| l.addr) else {
-                return;
-            };
-            self.adopt(fd, listener);
+            // Accepted just before `stop_listening`: dropped (closed), as
+            // the kernel resets what the listener had queued.
+            if !closed {
+                self.adopt(fd, self.listeners[li].addr);
+            }
+            return;
+        }
+        if closed {
+            // The end of a listener `stop_listening` shut down.
             return;
         }
         let errno = -res;

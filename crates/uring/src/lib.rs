@@ -130,6 +130,10 @@ struct Listener {
     addr: SocketAddr,
     /// A multishot accept is in flight.
     armed: bool,
+    /// `stop_listening` shut it down: never armed again. The socket stays
+    /// (bound, not listening) until the transport drops, since slot
+    /// indices name listeners in `user_data`.
+    closed: bool,
 }
 
 /// The io_uring kernel-TCP transport.
@@ -372,7 +376,7 @@ impl UringTransport {
             return;
         }
         for li in 0..self.listeners.len() {
-            if !self.listeners[li].armed {
+            if !self.listeners[li].armed && !self.listeners[li].closed {
                 self.arm_accept(li);
             }
         }
@@ -554,9 +558,24 @@ impl Transport for UringTransport {
             sock,
             addr: local,
             armed: false,
+            closed: false,
         });
         self.arm_accept(self.listeners.len() - 1);
         Ok(local)
+    }
+
+    fn stop_listening(&mut self) {
+        for l in self.listeners.iter_mut().filter(|l| !l.closed) {
+            l.closed = true;
+            // Closing the descriptor would not do: an accept in flight
+            // holds the file. Shutting a listening socket down stops it
+            // listening at once: the kernel resets its accept queue,
+            // refuses new connections, and the multishot accept ends
+            // with an error that `on_accept` ignores.
+            if let Err(error) = l.sock.shutdown(std::net::Shutdown::Both) {
+                tracing::warn!(%error, addr = %l.addr, "uring: cannot shut the listener down");
+            }
+        }
     }
 
     fn connect(&mut self, addr: SocketAddr, _now: Instant) -> Result<ConnId, TransportError> {
@@ -695,7 +714,7 @@ impl Transport for UringTransport {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
         self.check()?;
         self.push_dirty();
-        let accept_due = self.listeners.iter().any(|l| !l.armed);
+        let accept_due = self.listeners.iter().any(|l| !l.armed && !l.closed);
         // How long until the accept backoff ends, from the last poll's time
         // (backends read no clock; the caller polled just before).
         let backoff_left = match (self.accept_backoff, self.now) {

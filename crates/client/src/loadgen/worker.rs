@@ -927,6 +927,8 @@ mod tests {
             unreachable!("client only")
         }
 
+        fn stop_listening(&mut self) {}
+
         fn connect(
             &mut self,
             _addr: std::net::SocketAddr,

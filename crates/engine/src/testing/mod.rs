@@ -46,6 +46,8 @@ struct Peer {
     fin_reported: bool,
     /// Bytes the worker sent.
     output: Vec<u8>,
+    /// Refused: it dialled after the worker stopped listening.
+    refused: bool,
     /// More bytes the peer's window takes; `None`: unlimited.
     window: Option<usize>,
     write_blocked: bool,
@@ -61,6 +63,8 @@ struct ScriptState {
     listening: Vec<SocketAddr>,
     peers: Vec<Peer>,
     accepted: VecDeque<usize>,
+    /// `stop_listening` was called: connects are refused.
+    stopped: bool,
 }
 
 /// The scripted transport the harness's worker polls.
@@ -89,8 +93,20 @@ impl Transport for Script {
     }
 
     fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
-        self.0.borrow_mut().listening.push(addr);
+        let mut st = self.0.borrow_mut();
+        st.listening.push(addr);
+        st.stopped = false;
         Ok(addr)
+    }
+
+    fn stop_listening(&mut self) {
+        let mut st = self.0.borrow_mut();
+        st.stopped = true;
+        // What was dialled but not yet reported is reset, as a kernel
+        // resets its accept queue.
+        while let Some(i) = st.accepted.pop_front() {
+            st.peers[i].refused = true;
+        }
     }
 
     fn connect(&mut self, addr: SocketAddr, _: Instant) -> Result<ConnId, TransportError> {
@@ -286,16 +302,32 @@ impl<P: Protocol> Harness<P> {
     }
 
     /// A new connection to listen address `listener` (an index into
-    /// `config.listen_addrs()`), accepted on the next turn.
+    /// `config.listen_addrs()`), accepted on the next turn, or
+    /// [`refused`](Self::refused) once the worker stopped listening.
     pub fn connect_to(&mut self, listener: usize) -> PeerId {
         let mut st = self.script.0.borrow_mut();
+        let refused = st.stopped;
         st.peers.push(Peer {
             listener,
+            refused,
             ..Peer::default()
         });
         let i = st.peers.len() - 1;
-        st.accepted.push_back(i);
+        if !refused {
+            st.accepted.push_back(i);
+        }
         PeerId(i)
+    }
+
+    /// Whether the peer's connect was refused (the worker had stopped
+    /// listening) rather than accepted.
+    pub fn refused(&self, p: PeerId) -> bool {
+        self.script
+            .0
+            .borrow()
+            .peers
+            .get(p.0)
+            .is_some_and(|peer| peer.refused)
     }
 
     /// The peer sends `bytes`.

@@ -487,6 +487,8 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
 
     fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: SocketAddr, now: Instant) {
         if self.draining.is_some() {
+            // Reported in the poll that found the shutdown (the transport
+            // took it before `stop_listening`).
             self.core.t.close(conn);
             return;
         }
@@ -781,6 +783,9 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
             "shutting down: flushing replies and closing connections"
         );
         self.draining = Some(now + self.core.shared.config.shutdown_grace);
+        // New connections are refused from now on (a client retries, or
+        // finds the next server), rather than accepted and closed at once.
+        self.core.t.stop_listening();
         let ids: Vec<ConnId> = self
             .core
             .sessions

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use warpwire_transport::{CloseReason, ConnId, TransportError};
+use warpwire_transport::{CloseReason, ConnId, Event, TransportError};
 
 use super::drive::{QUIET_ROUNDS, QUIET_TIME, Stall, transfers, until_closed};
 use super::harness::chain;
@@ -70,6 +70,54 @@ pub fn connect_refused<P: Pair>(make: impl FnOnce() -> P) {
         format!("client: Closed({c}, {why:?}) for a connect to {addr}; expected ConnectFailed")
     });
     h.expect_dead(Client, c, "after its connect failed");
+}
+
+/// Check 1c: `stop_listening` refuses new connections and keeps accepted
+/// ones: after it, a connect to the listen address fails (an error from
+/// `connect`, or `Closed(ConnectFailed)`, never `Connected`) and the
+/// server reports no `Accepted`; a connection accepted before carries
+/// bytes both ways as before.
+pub fn stop_listening<P: Pair>(make: impl FnOnce() -> P) {
+    let mut h = Harness::new("stop_listening", make());
+    let addr = h.pair().listen_addr();
+    let (s, c, _) = h.establish();
+    h.t(Server).stop_listening();
+    let now = h.pair().now();
+    match h.t(Client).connect(addr, now) {
+        Ok(late) => {
+            h.adopt_outgoing(late);
+            loop {
+                let r = h
+                    .round(|| format!("client: Closed({late}) for a connect after stop_listening"));
+                if let Some(ev) = r
+                    .server
+                    .iter()
+                    .find(|e| matches!(e, Event::Accepted { .. }))
+                {
+                    h.fail(format!("server: {ev:?} after stop_listening"));
+                }
+                h.ensure(!r.has(Client, Event::Connected(late)), || {
+                    format!("client: Connected({late}) to {addr} after stop_listening")
+                });
+                if let Some(why) = r.closed(Client, late) {
+                    h.ensure(matches!(why, CloseReason::ConnectFailed(_)), || {
+                        format!("client: Closed({late}, {why:?}) for a connect after stop_listening; expected ConnectFailed")
+                    });
+                    break;
+                }
+            }
+            h.expect_dead(Client, late, "after its connect failed");
+        }
+        Err(TransportError::Connect { .. }) => {}
+        Err(e) => h.fail(format!("connect to {addr}: {}", chain(&e))),
+    }
+    transfers(
+        &mut h,
+        &[
+            ((Client, c), (Server, s), 15, 3000),
+            ((Server, s), (Client, c), 16, 3000),
+        ],
+    );
 }
 
 /// Check 2: Level-triggered readiness: bytes arrive whole and in order;

@@ -49,7 +49,7 @@ use warpwire_transport::{Transport, TransportError};
 
 pub use data::{
     backpressure, connect_accept, connect_refused, pause_resume, readable_until_short_read,
-    recv_buf_appends,
+    recv_buf_appends, stop_listening,
 };
 pub use harness::{Harness, Round, Side};
 pub use lifecycle::{half_close, local_close, peer_close, peer_reset, stale_ids};
@@ -161,6 +161,7 @@ macro_rules! conformance_tests {
             $make;
             connect_accept,
             connect_refused,
+            stop_listening,
             readable_until_short_read,
             recv_buf_appends,
             backpressure,
