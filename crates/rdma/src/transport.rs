@@ -1012,6 +1012,17 @@ impl Transport for RdmaTransport {
             return;
         }
         self.listening = false;
+        // Requests this instance took but has not reported (accept sent,
+        // not established) are refused: destroying the id rejects them.
+        let accepting: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == State::Accepting)
+            .map(|(id, _)| id.index())
+            .collect();
+        for i in accepting {
+            self.remove(i, CloseReason::Reset(None), false);
+        }
         // rdma_cm has one listening id per address for every instance: it
         // goes (rejecting what it queued, refusing what comes) when the
         // last instance stops; until then the others take the requests.
@@ -1250,6 +1261,8 @@ impl Transport for RdmaTransport {
         for d in &self.devices {
             add(d.fd());
         }
+        // The channels' descriptors outlive the lock: this instance still
+        // counts as listening, so no other one can close the listeners.
         if self.listening
             && !self.full()
             && let Ok(g) = self.shared.listeners.try_lock()

@@ -318,7 +318,7 @@ fn connect_refused_catches_a_wrong_reason() {
 }
 
 #[test]
-#[should_panic(expected = "after stop_listening")]
+#[should_panic(expected = "accepted after stop_listening")]
 fn stop_listening_catches_a_listener_left_open() {
     conformance::stop_listening(mutant(Fault::KeepListening));
 }

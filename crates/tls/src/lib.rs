@@ -824,9 +824,16 @@ impl<T: Transport> Transport for TlsTransport<T> {
     }
 
     fn stop_listening(&mut self) {
-        // Handshakes already accepted go on; the inner transport accepts
-        // nothing new.
         self.inner.stop_listening();
+        // A handshake still in progress would be reported Accepted later:
+        // it ends now (its inner connection closes), as the inner
+        // transport resets what it had not reported.
+        for c in self.conns.iter_mut().flatten() {
+            if c.listener.is_some() && c.phase == Phase::Handshaking && !c.inner_closed {
+                c.inner_closed = true;
+                self.inner.close(c.id);
+            }
+        }
     }
 
     fn connect(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, TransportError> {

@@ -359,7 +359,8 @@ pub trait Transport {
     /// the backend held but had not reported (a kernel accept queue,
     /// half-open handshakes) are reset, so a client retries elsewhere
     /// instead of being accepted and closed at once. `listen` may be
-    /// called again afterwards.
+    /// called again afterwards. Where instances share one listener (rdma:
+    /// rdma_cm has no SO_REUSEPORT), it closes when the last one stops.
     fn stop_listening(&mut self);
 
     /// Starts an outgoing connection; [`Event::Connected`] or

@@ -124,9 +124,11 @@ impl UringTransport {
             // the kernel just installed for us; nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             self.accept_backoff = None;
-            // Accepted just before `stop_listening`: dropped (closed), as
-            // the kernel resets what the listener had queued.
-            if !closed {
+            if closed {
+                // Accepted just before `stop_listening`: reset, as the
+                // kernel resets what the listener had queued.
+                let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
+            } else {
                 self.adopt(fd, self.listeners[li].addr);
             }
             return;

@@ -487,8 +487,8 @@ impl<T: Transport, P: Protocol> Worker<T, P> {
 
     fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: SocketAddr, now: Instant) {
         if self.draining.is_some() {
-            // Reported in the poll that found the shutdown (the transport
-            // took it before `stop_listening`).
+            // A backend that reports, after `stop_listening`, a connection
+            // it had taken before (none here should).
             self.core.t.close(conn);
             return;
         }

@@ -94,10 +94,10 @@ pub fn stop_listening<P: Pair>(make: impl FnOnce() -> P) {
                     .iter()
                     .find(|e| matches!(e, Event::Accepted { .. }))
                 {
-                    h.fail(format!("server: {ev:?} after stop_listening"));
+                    h.fail(format!("server: {ev:?}: accepted after stop_listening"));
                 }
                 h.ensure(!r.has(Client, Event::Connected(late)), || {
-                    format!("client: Connected({late}) to {addr} after stop_listening")
+                    format!("client: Connected({late}) to {addr}: accepted after stop_listening")
                 });
                 if let Some(why) = r.closed(Client, late) {
                     h.ensure(matches!(why, CloseReason::ConnectFailed(_)), || {
