@@ -356,7 +356,7 @@ impl UringTransport {
         let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
             return;
         };
-        self.tune(&sock);
+        self.tune(&sock, true);
         // Table full: the socket drops and the peer sees a reset.
         let Ok(conn) = self.insert(sock, peer, State::Open) else {
             return;

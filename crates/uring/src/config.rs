@@ -17,7 +17,8 @@ pub struct UringConfig {
     pub close_linger: Duration,
     /// SO_SNDBUF / SO_RCVBUF, when set.
     pub socket_buffer: Option<usize>,
-    /// TCP_NOTSENT_LOWAT (see the socket backend). `None`: no limit.
+    /// TCP_NOTSENT_LOWAT on accepted connections (see the socket
+    /// backend). `None`: no limit.
     pub notsent_lowat: Option<u32>,
     /// Submission queue entries: one poll's SQEs (a SEND per connection
     /// with output, re-armed receives) fit without an extra enter.

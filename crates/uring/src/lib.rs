@@ -342,7 +342,9 @@ impl UringTransport {
         if needed { self.submit() } else { Ok(()) }
     }
 
-    fn tune(&self, sock: &socket2::Socket) {
+    /// `accepted`: a connection a listener took (TCP_NOTSENT_LOWAT applies
+    /// to those only, as in the socket backend).
+    fn tune(&self, sock: &socket2::Socket, accepted: bool) {
         // Tuning failures leave a working (if slower) connection.
         if self.config.nodelay {
             let _ = sock.set_tcp_nodelay(true);
@@ -351,7 +353,7 @@ impl UringTransport {
             let _ = sock.set_send_buffer_size(n);
             let _ = sock.set_recv_buffer_size(n);
         }
-        if let Some(n) = self.config.notsent_lowat {
+        if accepted && let Some(n) = self.config.notsent_lowat {
             let _ = sock.set_tcp_notsent_lowat(n);
         }
     }
@@ -587,7 +589,7 @@ impl Transport for UringTransport {
         )
         .map_err(err)?;
         sock.set_nonblocking(true).map_err(err)?;
-        self.tune(&sock);
+        self.tune(&sock, false);
         let conn = self.insert(sock, addr, State::Connecting)?;
         self.conns[conn.index()].connect_addr = Some(Box::new(addr.into()));
         self.push_connect(conn.index());
