@@ -125,18 +125,35 @@ pub struct Sizes {
 }
 
 impl Default for Sizes {
-    /// Sizes for kernel TCP on loopback: a few megabytes of backpressure,
-    /// 32 MB each way, 200 connections, a minute per check (each takes
-    /// well under a second there, debug build).
+    /// Sizes for kernel TCP on loopback: backpressure twice what the
+    /// kernel buffers ([`kernel_buffering`]), 32 MB each way, 200
+    /// connections, a minute per check (each takes well under a second
+    /// there, debug build).
     fn default() -> Self {
         Self {
-            backpressure: 4 << 20,
+            backpressure: 2 * kernel_buffering(),
             close: 1 << 20,
             connections: 200,
             large: 32 << 20,
             time_limit: Duration::from_secs(60),
         }
     }
+}
+
+/// What one loopback connection's kernel buffers hold while the receiver
+/// reads nothing: the sender's buffer grows to `tcp_wmem`'s maximum (an
+/// outgoing connection has no TCP_NOTSENT_LOWAT to stop it earlier), the
+/// receiver's stays near `tcp_rmem`'s default. From /proc, or Linux's
+/// defaults (4 MiB and 128 KiB) where it cannot be read.
+pub fn kernel_buffering() -> usize {
+    let field = |path: &str, i: usize, fallback: usize| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(fallback)
+    };
+    field("/proc/sys/net/ipv4/tcp_wmem", 2, 4 << 20)
+        + field("/proc/sys/net/ipv4/tcp_rmem", 1, 128 << 10)
 }
 
 /// One `#[test]` per check, each on a fresh pair from `$make` (a function
