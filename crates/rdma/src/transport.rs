@@ -970,36 +970,38 @@ impl Transport for RdmaTransport {
             .map_err(|_| err(io::Error::other("listener lock poisoned")))?;
         // Another worker bound it already (workers after the first listen
         // on the addresses the first one got, port 0 resolved): share it.
-        if addr.port() != 0
-            && let Some(l) = guard.iter().find(|l| l.addr == addr)
-        {
-            let bound = l.addr;
-            if !self.listening {
-                self.listening = true;
-                self.shared.instances.fetch_add(1, Ordering::Relaxed);
+        let existing = guard
+            .iter()
+            .find(|l| addr.port() != 0 && l.addr == addr)
+            .map(|l| l.addr);
+        let bound = match existing {
+            Some(bound) => bound,
+            None => {
+                let channel = EventChannel::new().map_err(err)?;
+                let id = channel.create_id().map_err(err)?;
+                let mut listener = Listener { id, addr, channel };
+                let mut raw = RawAddr::new(addr);
+                // SAFETY: the id is live; raw holds a valid sockaddr.
+                check(unsafe { sys::rdma_bind_addr(listener.id, raw.as_mut_ptr()) })
+                    .map_err(err)?;
+                // SAFETY: as above.
+                check(unsafe { sys::rdma_listen(listener.id, self.config.backlog) })
+                    .map_err(err)?;
+                // SAFETY: a bound id's source port is valid.
+                let port = u16::from_be(unsafe { sys::rdma_get_src_port(listener.id) });
+                let bound = SocketAddr::new(addr.ip(), port);
+                // SAFETY: a bound id names its device when the address has one.
+                if unsafe { (*listener.id).verbs }.is_null() && !addr.ip().is_unspecified() {
+                    return Err(err(io::Error::new(
+                        io::ErrorKind::AddrNotAvailable,
+                        "no RDMA device has this address",
+                    )));
+                }
+                listener.addr = bound;
+                guard.push(listener);
+                bound
             }
-            return Ok(bound);
-        }
-        let channel = EventChannel::new().map_err(err)?;
-        let id = channel.create_id().map_err(err)?;
-        let mut listener = Listener { id, addr, channel };
-        let mut raw = RawAddr::new(addr);
-        // SAFETY: the id is live; raw holds a valid sockaddr.
-        check(unsafe { sys::rdma_bind_addr(listener.id, raw.as_mut_ptr()) }).map_err(err)?;
-        // SAFETY: as above.
-        check(unsafe { sys::rdma_listen(listener.id, self.config.backlog) }).map_err(err)?;
-        // SAFETY: a bound id's source port is valid.
-        let port = u16::from_be(unsafe { sys::rdma_get_src_port(listener.id) });
-        let bound = SocketAddr::new(addr.ip(), port);
-        // SAFETY: a bound id names its device when the address has one.
-        if unsafe { (*listener.id).verbs }.is_null() && !addr.ip().is_unspecified() {
-            return Err(err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                "no RDMA device has this address",
-            )));
-        }
-        listener.addr = bound;
-        guard.push(listener);
+        };
         if !self.listening {
             self.listening = true;
             self.shared.instances.fetch_add(1, Ordering::Relaxed);

@@ -127,9 +127,9 @@ pub struct SocketConfig {
     /// broadcasts, instead of megabytes deep in the kernel ahead of them.
     /// Not set on outgoing connections: a client's writes are its own
     /// requests in order, with nothing to overtake them, and the limit cost
-    /// a bulk upload on loopback about a third of its rate (more wake-ups,
-    /// less written per call; docs/benchmarks.md). `None`: the kernel's
-    /// default (no limit).
+    /// a bulk upload on loopback about 8 % of its rate (more wake-ups, less
+    /// written per call; docs/benchmarks.md). `None`: the kernel's default
+    /// (no limit).
     pub notsent_lowat: Option<u32>,
 }
 
