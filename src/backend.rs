@@ -59,6 +59,12 @@ impl StackSetup {
             }
         });
         sc.name = name;
+        // Segmentation offload in software (warpwire_stack::StackConfig::gso)
+        // by measurement: over AF_XDP on veth it moved an xdp <- xdp upload
+        // 1.12-1.42x faster; over net_memif, where the poll-mode driver's own
+        // copy already bounds the sender, its extra copy made uploads
+        // 0.67-0.80x as fast (docs/benchmarks.md, "Issue 13, eighth session").
+        sc.gso = name != "dpdk";
         if let Some(n) = self.rx_buffer {
             sc.rx_buffer = n;
         }

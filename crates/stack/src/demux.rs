@@ -38,6 +38,8 @@ pub enum Frame {
         key: FlowKey,
         /// SYN set and ACK clear: a new connection.
         syn: bool,
+        /// SYN set, with or without ACK: it may carry an MSS option.
+        any_syn: bool,
         /// The sender's MAC (learnt as a neighbour).
         src_mac: [u8; 6],
     },
@@ -93,6 +95,7 @@ pub fn classify(frame: &[u8], ours: Ipv4Addr) -> Frame {
             local_port: u16::from_be_bytes([tcp[2], tcp[3]]),
         },
         syn: flags & 0x02 != 0 && flags & 0x10 == 0 && flags & 0x04 == 0,
+        any_syn: flags & 0x02 != 0,
         src_mac,
     }
 }
@@ -186,10 +189,16 @@ mod tests {
     #[test]
     fn classifies_syn_ack_arp_and_strangers() {
         let f = frame([10, 0, 0, 2], [10, 0, 0, 1], 5000, 80, 0x02);
-        let Frame::Tcp { key, syn, src_mac } = classify(&f, US) else {
+        let Frame::Tcp {
+            key,
+            syn,
+            any_syn,
+            src_mac,
+        } = classify(&f, US)
+        else {
             panic!("not tcp");
         };
-        assert!(syn);
+        assert!(syn && any_syn);
         assert_eq!(src_mac, [2, 0, 0, 0, 0, 9]);
         assert_eq!(
             key,
@@ -200,7 +209,14 @@ mod tests {
             }
         );
         let f = frame([10, 0, 0, 2], [10, 0, 0, 1], 5000, 80, 0x12);
-        assert!(matches!(classify(&f, US), Frame::Tcp { syn: false, .. }));
+        assert!(matches!(
+            classify(&f, US),
+            Frame::Tcp {
+                syn: false,
+                any_syn: true,
+                ..
+            }
+        ));
         let f = frame([10, 0, 0, 2], [10, 0, 0, 7], 5000, 80, 0x02);
         assert!(matches!(classify(&f, US), Frame::OtherIp { .. }));
         let mut f = frame([10, 0, 0, 2], [10, 0, 0, 1], 5000, 80, 0x02);

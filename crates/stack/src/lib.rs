@@ -50,6 +50,7 @@
 
 pub mod checksum;
 pub mod demux;
+mod gso;
 mod link;
 pub mod pcap;
 pub mod sim;
@@ -112,6 +113,11 @@ pub struct StackConfig {
     pub pcap: Option<std::path::PathBuf>,
     /// Backend name reported in capabilities (and STATS): `xdp`, `dpdk`, `sim`.
     pub name: &'static str,
+    /// Segmentation offload in software: smoltcp sends up to
+    /// [`StackConfig::super_segment`] bytes per segment and the stack cuts
+    /// them to the wire's size (what a NIC's TSO does), so its
+    /// per-segment cost is paid once per many wire segments. On by default.
+    pub gso: bool,
 }
 
 /// Default receive buffer per connection (see [`StackConfig::new`]).
@@ -152,7 +158,21 @@ impl StackConfig {
             seed: rand::random(),
             pcap: None,
             name: "stack",
+            gso: true,
         }
+    }
+
+    /// The segment size smoltcp is allowed with [`StackConfig::gso`] on a
+    /// wire carrying `wire_mss` bytes per segment: a multiple of it, a
+    /// quarter of the receive buffer at most (smoltcp also acknowledges
+    /// every that many bytes received) and no more than an IPv4 packet.
+    pub fn super_segment(&self, wire_mss: usize) -> usize {
+        let wire_mss = wire_mss.max(1);
+        if !self.gso {
+            return wire_mss;
+        }
+        let most = (gso::SUPER_MTU - 40) / wire_mss;
+        wire_mss * (self.rx_buffer / 4 / wire_mss).clamp(1, most.max(1))
     }
 }
 
@@ -188,6 +208,10 @@ pub struct StackStats {
     pub shards: u64,
     /// Flows in the demux table (connections and half-open handshakes).
     pub flows: u64,
+    /// Large TCP packets cut into wire segments ([`StackConfig::gso`]).
+    pub gso_packets: u64,
+    /// The wire segments they made.
+    pub gso_segments: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +308,12 @@ struct Core {
     t: smoltcp::time::Instant,
     next_port: u16,
     own_tcp_check: bool,
+    /// What a peer's SYN MSS option becomes when it allows the wire's
+    /// full segment ([`StackConfig::super_segment`]), and that segment.
+    super_mss: u16,
+    wire_mss: u16,
+    /// A SYN's frame, copied to rewrite its MSS option.
+    syn_frame: Vec<u8>,
     members: usize,
     backlog_full: u64,
     syn_dropped: u64,
@@ -631,18 +661,40 @@ impl Core {
                 self.link.borrow_mut().confirm(src, src_mac, now);
                 self.deliver(0, frame, tx, now);
             }
-            Frame::Tcp { key, syn, src_mac } => {
+            Frame::Tcp {
+                key,
+                syn,
+                any_syn,
+                src_mac,
+            } => {
                 self.link.borrow_mut().confirm(key.remote, src_mac, now);
-                if let Some(p) = self.flows.get(&key) {
-                    self.deliver(p.shard, frame, tx, now);
-                    self.after(p, now);
-                } else if syn && let Some(li) = self.listener_of(key.local_port) {
-                    self.on_syn(li, key, frame, tx, now);
-                } else {
-                    // No flow: the control shard answers with a RST.
-                    self.deliver(0, frame, tx, now);
+                if any_syn && self.super_mss > self.wire_mss {
+                    // A SYN or SYN-ACK: a peer that takes the wire's full
+                    // segment is offered to smoltcp as taking super_mss
+                    // (gso.rs), on a copy of the frame.
+                    let mut f = std::mem::take(&mut self.syn_frame);
+                    f.clear();
+                    f.extend_from_slice(frame);
+                    let (wire, big) = (self.wire_mss, self.super_mss);
+                    gso::set_syn_mss(&mut f[ETH..], |m| if m >= wire { big } else { m });
+                    self.on_tcp(&f, key, syn, tx, now);
+                    self.syn_frame = f;
+                    return;
                 }
+                self.on_tcp(frame, key, syn, tx, now);
             }
+        }
+    }
+
+    fn on_tcp<T: TxToken>(&mut self, frame: &[u8], key: FlowKey, syn: bool, tx: T, now: Instant) {
+        if let Some(p) = self.flows.get(&key) {
+            self.deliver(p.shard, frame, tx, now);
+            self.after(p, now);
+        } else if syn && let Some(li) = self.listener_of(key.local_port) {
+            self.on_syn(li, key, frame, tx, now);
+        } else {
+            // No flow: the control shard answers with a RST.
+            self.deliver(0, frame, tx, now);
         }
     }
 
@@ -848,9 +900,17 @@ impl Core {
         };
         let mut more = true;
         for _ in 0..EGRESS_ROUNDS {
-            if shard.iface.poll_egress(t, &mut e, &mut shard.sockets)
-                == smoltcp::iface::PollResult::None
-            {
+            let r = shard.iface.poll_egress(t, &mut e, &mut shard.sockets);
+            // The rest of any large packet cut into segments goes out now,
+            // before smoltcp's next packet (per connection, in order).
+            let mut l = self.link.borrow_mut();
+            if l.gso_pending() {
+                l.send_gso(e.dev, now);
+                if l.tx_exhausted {
+                    break;
+                }
+            }
+            if r == smoltcp::iface::PollResult::None {
                 more = false;
                 break;
             }
@@ -954,7 +1014,14 @@ impl Core {
         // Dirty shards in order; once the device has no transmit buffer
         // left, the rest wait (still dirty, first in line) for the next
         // drive instead of each running smoltcp's egress for nothing.
-        self.link.borrow_mut().tx_exhausted = false;
+        {
+            // Segments still waiting from the last drive go first.
+            let mut l = self.link.borrow_mut();
+            l.tx_exhausted = false;
+            if l.gso_pending() {
+                l.send_gso(dev, now);
+            }
+        }
         let mut left = self.dirty.len();
         while left > 0 && !self.link.borrow().tx_exhausted {
             let Some(k) = self.dirty.pop_front() else {
@@ -1018,6 +1085,7 @@ impl Core {
     fn has_work(&self) -> bool {
         !self.pending.is_empty()
             || !self.dirty.is_empty()
+            || self.link.borrow().gso_pending()
             || self.ready.iter().any(|&id| {
                 self.conns.get(id).is_some_and(|c| {
                     c.state == State::Open
@@ -1084,7 +1152,14 @@ impl<D: PacketDevice> StackTransport<D> {
         let dcaps = dev.capabilities();
         let own_tcp_check = dcaps.rx_checksum_offload;
         let mac = config.mac.unwrap_or(dcaps.mac);
-        let mut link = Link::new(mac, config.ip, config.prefix_len, config.gateway);
+        let mut link = Link::new(mac, config.ip, config.prefix_len, config.gateway, &dcaps);
+        let wire_mss = dcaps.max_frame.saturating_sub(link::ETH + 40);
+        if wire_mss == 0 {
+            return Err(StackError::Setting(
+                "the device's frames hold no TCP payload",
+            ));
+        }
+        let super_mss = config.super_segment(wire_mss);
         if let Some(p) = &config.pcap {
             link.pcap =
                 Some(
@@ -1112,12 +1187,15 @@ impl<D: PacketDevice> StackTransport<D> {
             timers: BinaryHeap::new(),
             closing: BinaryHeap::new(),
             link: RefCell::new(link),
-            caps: link::ip_caps(&dcaps, own_tcp_check),
+            caps: link::ip_caps(&dcaps, own_tcp_check, super_mss > wire_mss),
             epoch: now,
             now,
             t: ts(now, now),
             next_port: 1024 + (seed % 64_000) as u16,
             own_tcp_check,
+            super_mss: u16::try_from(super_mss).unwrap_or(u16::MAX),
+            wire_mss: u16::try_from(wire_mss).unwrap_or(u16::MAX),
+            syn_frame: Vec::new(),
             members: 0,
             backlog_full: 0,
             syn_dropped: 0,
@@ -1164,6 +1242,8 @@ impl<D: PacketDevice> StackTransport<D> {
             pcap_errors: l.pcap_errors,
             shards: c.shards.len() as u64,
             flows: c.flows.len() as u64,
+            gso_packets: l.gso_packets,
+            gso_segments: l.gso_segments,
         }
     }
 

@@ -24,6 +24,7 @@ use smoltcp::wire::{
 };
 use warpwire_transport::TxToken;
 
+use crate::gso::{self, Split};
 use crate::pcap::PcapWriter;
 
 /// Ethernet header length.
@@ -64,6 +65,17 @@ pub(crate) struct Link {
     pub no_route: u64,
     /// The device had no transmit buffer for an egress this drive.
     pub tx_exhausted: bool,
+    /// Large packets cut into segments ([`gso`]), and the segments sent.
+    pub gso_packets: u64,
+    pub gso_segments: u64,
+    /// The largest IP packet the device carries.
+    ip_mtu: usize,
+    /// TCP checksums are filled here (the device does not offload them).
+    tcp_checksum: bool,
+    /// Large packets smoltcp emitted whose segments after the first wait
+    /// for device buffers, oldest first, and emptied buffers to reuse.
+    gso: VecDeque<Cut>,
+    gso_spare: Vec<Vec<u8>>,
     mac: [u8; 6],
     ip: Ipv4Addr,
     prefix_len: u8,
@@ -86,8 +98,20 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub fn new(mac: [u8; 6], ip: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Self {
+    pub fn new(
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+        dev: &warpwire_transport::DeviceCapabilities,
+    ) -> Self {
         Self {
+            gso_packets: 0,
+            gso_segments: 0,
+            ip_mtu: dev.max_frame.saturating_sub(ETH),
+            tcp_checksum: !dev.tx_checksum_offload,
+            gso: VecDeque::new(),
+            gso_spare: Vec::new(),
             pcap: None,
             rx_frames: 0,
             tx_frames: 0,
@@ -372,34 +396,102 @@ impl Link {
 }
 
 /// smoltcp's capabilities for a shard interface: IP packets of the
-/// device's frame size less the Ethernet header.
+/// device's frame size less the Ethernet header, or with `gso` of up to
+/// [`gso::SUPER_MTU`] bytes, which [`EthTx`] cuts to the device's size.
 pub(crate) fn ip_caps(
     dev: &warpwire_transport::DeviceCapabilities,
     own_tcp_check: bool,
+    gso: bool,
 ) -> phy::DeviceCapabilities {
     let mut caps = phy::DeviceCapabilities::default();
     caps.medium = Medium::Ip;
-    caps.max_transmission_unit = dev.max_frame.saturating_sub(ETH);
+    caps.max_transmission_unit = if gso {
+        gso::SUPER_MTU
+    } else {
+        dev.max_frame.saturating_sub(ETH)
+    };
     caps.max_burst_size = Some(dev.max_burst);
     let mut sums = ChecksumCapabilities::default();
     use phy::Checksum;
     // IPv4 header checksums are always complete on receive; TCP ones are
     // checked before the demux when the device hands over partial ones.
+    // smoltcp never fills a TCP checksum: EthTx does, per wire segment,
+    // unless the device offloads it.
     sums.ipv4 = Checksum::Both;
     sums.tcp = if own_tcp_check {
-        Checksum::Tx
+        Checksum::None
     } else {
-        Checksum::Both
+        Checksum::Rx
     };
-    if dev.tx_checksum_offload {
-        sums.tcp = match sums.tcp {
-            Checksum::Both => Checksum::Rx,
-            _ => Checksum::None,
-        };
-    }
     caps.checksum = sums;
     caps
 }
+
+/// A large packet being sent as segments: its bytes, its plan, the next
+/// segment to send.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    packet: Vec<u8>,
+    len: usize,
+    split: Split,
+    next: usize,
+}
+
+impl Link {
+    /// Our own SYN's MSS option back to what the wire carries (smoltcp
+    /// offers its interface's large MTU), then the TCP checksum.
+    fn finish_tcp(&self, packet: &mut [u8]) {
+        let wire_mss = u16::try_from(self.ip_mtu.saturating_sub(40)).unwrap_or(u16::MAX);
+        gso::set_syn_mss(packet, |m| m.min(wire_mss));
+        if self.tcp_checksum {
+            gso::fill_tcp_checksum(packet);
+        }
+    }
+
+    /// Writes segment `i` of `cut` into a device buffer and frames it.
+    fn write_segment(&mut self, cut: &Cut, i: usize, buf: &mut [u8], now: Instant) {
+        cut.split.write(
+            &cut.packet[..cut.len],
+            i,
+            &mut buf[ETH..],
+            self.tcp_checksum,
+        );
+        self.frame_ip(buf, now);
+        self.tx_frames += 1;
+        self.gso_segments += 1;
+        self.capture(now, buf);
+    }
+
+    /// Whether segments of large packets still wait for device buffers.
+    pub fn gso_pending(&self) -> bool {
+        !self.gso.is_empty()
+    }
+
+    /// Sends the segments waiting for device buffers, oldest first; stops
+    /// (with `tx_exhausted` set) when the device has none left.
+    pub fn send_gso<D: warpwire_transport::PacketDevice>(&mut self, dev: &mut D, now: Instant) {
+        while let Some(mut cut) = self.gso.pop_front() {
+            while cut.next < cut.split.count() {
+                let Some(tx) = dev.transmit(now) else {
+                    self.tx_exhausted = true;
+                    self.gso.push_front(cut);
+                    return;
+                };
+                let i = cut.next;
+                tx.consume(ETH + cut.split.len(i), |buf| {
+                    self.write_segment(&cut, i, buf, now)
+                });
+                cut.next += 1;
+            }
+            if self.gso_spare.len() < GSO_SPARE {
+                self.gso_spare.push(cut.packet);
+            }
+        }
+    }
+}
+
+/// Emptied large-packet buffers kept for reuse.
+const GSO_SPARE: usize = 8;
 
 /// A device token that frames smoltcp's IP packet for the wire.
 pub(crate) struct EthTx<'b, T> {
@@ -411,17 +503,63 @@ pub(crate) struct EthTx<'b, T> {
 impl<T: TxToken> phy::TxToken for EthTx<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let (now, link) = (self.now, self.link);
+        if len > link.borrow().ip_mtu {
+            return self.consume_large(len, f);
+        }
         // An ARP request needs 42 bytes; shorter IP packets do not occur
         // (20 IP + 20 TCP at least), but pad the frame to be safe.
         let total = (ETH + len).max(Link::ARP_LEN);
         self.inner.consume(total, |buf| {
             let r = f(&mut buf[ETH..ETH + len]);
             let mut l = link.borrow_mut();
+            l.finish_tcp(&mut buf[ETH..ETH + len]);
             l.frame_ip(&mut buf[..ETH + len.max(Link::ARP_LEN - ETH)], now);
             l.tx_frames += 1;
             l.capture(now, buf);
             r
         })
+    }
+}
+
+impl<T: TxToken> EthTx<'_, T> {
+    /// A packet larger than the device carries (smoltcp's segment of up
+    /// to the raised MSS): written into a buffer of ours, its first wire
+    /// segment into this token, the rest queued for [`Link::send_gso`].
+    fn consume_large<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let (now, link) = (self.now, self.link);
+        let mut packet = link.borrow_mut().gso_spare.pop().unwrap_or_default();
+        if packet.len() < len {
+            packet.resize(len, 0);
+        }
+        let r = f(&mut packet[..len]);
+        let mut l = link.borrow_mut();
+        let split = Split::new(&packet[..len], l.ip_mtu);
+        let Some(split) = split else {
+            // Only TCP segments outgrow the device (smoltcp answers an
+            // ICMP echo with at most what came in). Should another ever
+            // come, it is dropped; the token becomes an ARP request for
+            // our own address, which peers ignore (a token once taken is
+            // always sent).
+            l.no_route += 1;
+            self.inner.consume(Link::ARP_LEN, |buf| {
+                let ip = l.ip;
+                l.write_arp_request(buf, ip);
+                l.tx_frames += 1;
+            });
+            l.gso_spare.push(packet);
+            return r;
+        };
+        let cut = Cut {
+            packet,
+            len,
+            split,
+            next: 1,
+        };
+        self.inner
+            .consume(ETH + split.len(0), |buf| l.write_segment(&cut, 0, buf, now));
+        l.gso_packets += 1;
+        l.gso.push_back(cut);
+        r
     }
 }
 

@@ -157,7 +157,11 @@ fn faulty() -> SimConfig {
 }
 
 fn lossy_run() -> (StackStats, StackStats, SimStats, Duration) {
-    let mut net = Net::new(faulty(), |_| {});
+    lossy_run_with(true)
+}
+
+fn lossy_run_with(gso: bool) -> (StackStats, StackStats, SimStats, Duration) {
+    let mut net = Net::new(faulty(), |c| c.gso = gso);
     let (_, took) = echo_transfer(&mut net, 2 << 20);
     (
         net.srv.stats(),
@@ -177,6 +181,19 @@ fn lossy_link_delivers_every_byte_in_order() {
     // Every corrupted frame that carried TCP was caught by a checksum
     // (smoltcp's IPv4/TCP checks, or ours): the data compared equal above.
     assert!(srv.rx_frames > 0 && cli.rx_frames > 0);
+    // Both ends sent large packets cut into wire segments (no frame above
+    // the link's size: the simulated device would have panicked).
+    assert!(
+        cli.gso_packets > 0 && srv.gso_packets > 0,
+        "{cli:?} {srv:?}"
+    );
+    assert!(cli.gso_segments > 2 * cli.gso_packets, "{cli:?}");
+}
+
+#[test]
+fn lossy_link_delivers_every_byte_without_segmentation_offload_too() {
+    let (srv, cli, _, _) = lossy_run_with(false);
+    assert_eq!((cli.gso_packets, srv.gso_packets), (0, 0));
 }
 
 #[test]
