@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Arguments: round trips (default 200,000), message bytes (default 88: a
-//! 64 B ECHO frame of warpwire's protocol with its header and trailer).
+//! 64 B ECHO frame of warpwire's protocol with its header and trailer),
+//! `1` or `0` for segmentation offload on or off (default on;
+//! `StackConfig::gso`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,13 +33,18 @@ fn main() {
     let size: usize = args
         .next()
         .map_or(88, |a| a.parse().expect("message bytes"));
+    let gso = args.next().is_none_or(|a| a != "0");
     let (a, b) = sim::pair(SimConfig {
         delay: Duration::ZERO,
         ..SimConfig::default()
     });
     let start = Instant::now();
-    let mut srv = StackTransport::new(a, StackConfig::new(SERVER, 24), start).unwrap();
-    let mut cli = StackTransport::new(b, StackConfig::new(CLIENT, 24), start).unwrap();
+    let cfg = |ip| StackConfig {
+        gso,
+        ..StackConfig::new(ip, 24)
+    };
+    let mut srv = StackTransport::new(a, cfg(SERVER), start).unwrap();
+    let mut cli = StackTransport::new(b, cfg(CLIENT), start).unwrap();
     srv.listen(SocketAddr::from((SERVER, 7077))).unwrap();
     let mut ev = Events::default();
     let c = cli

@@ -1152,7 +1152,6 @@ impl<D: PacketDevice> StackTransport<D> {
         let dcaps = dev.capabilities();
         let own_tcp_check = dcaps.rx_checksum_offload;
         let mac = config.mac.unwrap_or(dcaps.mac);
-        let mut link = Link::new(mac, config.ip, config.prefix_len, config.gateway, &dcaps);
         let wire_mss = dcaps.max_frame.saturating_sub(link::ETH + 40);
         if wire_mss == 0 {
             return Err(StackError::Setting(
@@ -1160,6 +1159,15 @@ impl<D: PacketDevice> StackTransport<D> {
             ));
         }
         let super_mss = config.super_segment(wire_mss);
+        let gso = super_mss > wire_mss;
+        let mut link = Link::new(
+            mac,
+            config.ip,
+            config.prefix_len,
+            config.gateway,
+            &dcaps,
+            gso,
+        );
         if let Some(p) = &config.pcap {
             link.pcap =
                 Some(
@@ -1187,7 +1195,7 @@ impl<D: PacketDevice> StackTransport<D> {
             timers: BinaryHeap::new(),
             closing: BinaryHeap::new(),
             link: RefCell::new(link),
-            caps: link::ip_caps(&dcaps, own_tcp_check, super_mss > wire_mss),
+            caps: link::ip_caps(&dcaps, own_tcp_check, gso),
             epoch: now,
             now,
             t: ts(now, now),

@@ -70,7 +70,10 @@ pub(crate) struct Link {
     pub gso_segments: u64,
     /// The largest IP packet the device carries.
     ip_mtu: usize,
-    /// TCP checksums are filled here (the device does not offload them).
+    /// Segmentation offload is on: packets may be larger than `ip_mtu`.
+    gso_on: bool,
+    /// TCP checksums are filled here, not by smoltcp (segmentation
+    /// offload is on and the device does not offload them).
     tcp_checksum: bool,
     /// Large packets smoltcp emitted whose segments after the first wait
     /// for device buffers, oldest first, and emptied buffers to reuse.
@@ -104,12 +107,14 @@ impl Link {
         prefix_len: u8,
         gateway: Option<Ipv4Addr>,
         dev: &warpwire_transport::DeviceCapabilities,
+        gso: bool,
     ) -> Self {
         Self {
             gso_packets: 0,
             gso_segments: 0,
             ip_mtu: dev.max_frame.saturating_sub(ETH),
-            tcp_checksum: !dev.tx_checksum_offload,
+            gso_on: gso,
+            tcp_checksum: gso && !dev.tx_checksum_offload,
             gso: VecDeque::new(),
             gso_spare: Vec::new(),
             pcap: None,
@@ -415,14 +420,23 @@ pub(crate) fn ip_caps(
     use phy::Checksum;
     // IPv4 header checksums are always complete on receive; TCP ones are
     // checked before the demux when the device hands over partial ones.
-    // smoltcp never fills a TCP checksum: EthTx does, per wire segment,
-    // unless the device offloads it.
+    // With segmentation offload smoltcp fills no TCP checksum: EthTx does,
+    // per wire segment (else smoltcp would sum each large packet for
+    // nothing).
     sums.ipv4 = Checksum::Both;
-    sums.tcp = if own_tcp_check {
-        Checksum::None
-    } else {
-        Checksum::Rx
+    sums.tcp = match (own_tcp_check, gso) {
+        (true, true) => Checksum::None,
+        (true, false) => Checksum::Tx,
+        (false, true) => Checksum::Rx,
+        (false, false) => Checksum::Both,
     };
+    if dev.tx_checksum_offload {
+        sums.tcp = match sums.tcp {
+            Checksum::Both => Checksum::Rx,
+            Checksum::Tx => Checksum::None,
+            other => other,
+        };
+    }
     caps.checksum = sums;
     caps
 }
@@ -438,9 +452,13 @@ pub(crate) struct Cut {
 }
 
 impl Link {
-    /// Our own SYN's MSS option back to what the wire carries (smoltcp
-    /// offers its interface's large MTU), then the TCP checksum.
+    /// With segmentation offload: our own SYN's MSS option back to what
+    /// the wire carries (smoltcp offers its interface's large MTU), then
+    /// the TCP checksum. Without, smoltcp did both.
     fn finish_tcp(&self, packet: &mut [u8]) {
+        if !self.gso_on {
+            return;
+        }
         let wire_mss = u16::try_from(self.ip_mtu.saturating_sub(40)).unwrap_or(u16::MAX);
         gso::set_syn_mss(packet, |m| m.min(wire_mss));
         if self.tcp_checksum {
