@@ -110,6 +110,19 @@ pub(crate) fn set_syn_mss(p: &mut [u8], to: impl FnOnce(u16) -> u16) -> Option<u
     None
 }
 
+/// The TCP checksum field of a TCP packet, as it is.
+pub(crate) fn tcp_checksum_field(p: &[u8]) -> Option<[u8; 2]> {
+    let (ihl, _, _) = headers(p)?;
+    Some([p[ihl + 16], p[ihl + 17]])
+}
+
+/// Writes the TCP checksum field of a TCP packet (nothing else is touched).
+pub(crate) fn set_tcp_checksum_field(p: &mut [u8], v: [u8; 2]) {
+    if let Some((ihl, _, _)) = headers(p) {
+        p[ihl + 16..ihl + 18].copy_from_slice(&v);
+    }
+}
+
 /// Fills the TCP checksum of a TCP packet that fits the wire (nothing
 /// else is touched; a packet that is not TCP is left as it is).
 pub(crate) fn fill_tcp_checksum(p: &mut [u8]) {

@@ -212,6 +212,9 @@ pub struct StackStats {
     pub gso_packets: u64,
     /// The wire segments they made.
     pub gso_segments: u64,
+    /// Packets larger than the wire that could not be cut (not one whole
+    /// IPv4 TCP packet): dropped.
+    pub gso_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -960,8 +963,17 @@ impl Core {
             let Some((packets, mac)) = l.take_held(ip) else {
                 continue;
             };
-            for p in packets {
-                let Some(tx) = dev.transmit(now) else { break };
+            let mut packets = packets;
+            while let Some(p) = packets.pop_front() {
+                let Some(tx) = dev.transmit(now) else {
+                    // No device buffer: the rest wait, in order, for the
+                    // next drive (a large packet cut into segments is
+                    // held as many).
+                    packets.push_front(p);
+                    l.put_back(ip, packets);
+                    l.tx_exhausted = true;
+                    break;
+                };
                 tx.consume(ETH + p.len(), |buf| {
                     l.write_eth(buf, mac, smoltcp::wire::EthernetProtocol::Ipv4);
                     buf[ETH..].copy_from_slice(&p);
@@ -1252,6 +1264,7 @@ impl<D: PacketDevice> StackTransport<D> {
             flows: c.flows.len() as u64,
             gso_packets: l.gso_packets,
             gso_segments: l.gso_segments,
+            gso_dropped: l.gso_dropped,
         }
     }
 

@@ -65,9 +65,11 @@ pub(crate) struct Link {
     pub no_route: u64,
     /// The device had no transmit buffer for an egress this drive.
     pub tx_exhausted: bool,
-    /// Large packets cut into segments ([`gso`]), and the segments sent.
+    /// Large packets cut into segments ([`gso`]), the segments sent, and
+    /// packets that could not be cut (dropped).
     pub gso_packets: u64,
     pub gso_segments: u64,
+    pub gso_dropped: u64,
     /// The largest IP packet the device carries.
     ip_mtu: usize,
     /// Segmentation offload is on: packets may be larger than `ip_mtu`.
@@ -112,6 +114,7 @@ impl Link {
         Self {
             gso_packets: 0,
             gso_segments: 0,
+            gso_dropped: 0,
             ip_mtu: dev.max_frame.saturating_sub(ETH),
             gso_on: gso,
             tcp_checksum: gso && !dev.tx_checksum_offload,
@@ -240,6 +243,19 @@ impl Link {
         let q = self.held.remove(&ip)?;
         self.held_bytes -= q.iter().map(Vec::len).sum::<usize>();
         Some((q, n.mac))
+    }
+
+    /// Packets of `ip` taken to send that the device had no buffer for:
+    /// held again, ahead of any held since, and sent at the next drive.
+    pub fn put_back(&mut self, ip: Ipv4Addr, mut packets: VecDeque<Vec<u8>>) {
+        self.held_bytes += packets.iter().map(Vec::len).sum::<usize>();
+        if let Some(newer) = self.held.remove(&ip) {
+            packets.extend(newer);
+        }
+        self.held.insert(ip, packets);
+        if !self.resolved.contains(&ip) {
+            self.resolved.push(ip);
+        }
     }
 
     fn want(&mut self, hop: Ipv4Addr, now: Instant) {
@@ -460,9 +476,18 @@ impl Link {
             return;
         }
         let wire_mss = u16::try_from(self.ip_mtu.saturating_sub(40)).unwrap_or(u16::MAX);
-        gso::set_syn_mss(packet, |m| m.min(wire_mss));
         if self.tcp_checksum {
+            gso::set_syn_mss(packet, |m| m.min(wire_mss));
             gso::fill_tcp_checksum(packet);
+        } else {
+            // The device fills the checksum from what smoltcp left in the
+            // field: leave that, not an incremental update of it.
+            let field = gso::tcp_checksum_field(packet);
+            if gso::set_syn_mss(packet, |m| m.min(wire_mss)).is_some()
+                && let Some(v) = field
+            {
+                gso::set_tcp_checksum_field(packet, v);
+            }
         }
     }
 
@@ -555,10 +580,10 @@ impl<T: TxToken> EthTx<'_, T> {
         let Some(split) = split else {
             // Only TCP segments outgrow the device (smoltcp answers an
             // ICMP echo with at most what came in). Should another ever
-            // come, it is dropped; the token becomes an ARP request for
-            // our own address, which peers ignore (a token once taken is
-            // always sent).
-            l.no_route += 1;
+            // come, it is dropped (counted); the token becomes an ARP
+            // request for our own address, which peers ignore (a token
+            // once taken is always sent).
+            l.gso_dropped += 1;
             self.inner.consume(Link::ARP_LEN, |buf| {
                 let ip = l.ip;
                 l.write_arp_request(buf, ip);
@@ -660,5 +685,51 @@ impl<'a, D: warpwire_transport::PacketDevice> phy::Device for Egress<'a, D> {
 
     fn capabilities(&self) -> phy::DeviceCapabilities {
         self.caps.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link() -> Link {
+        let caps = warpwire_transport::DeviceCapabilities {
+            max_frame: 1514,
+            max_burst: 32,
+            rx_checksum_offload: false,
+            tx_checksum_offload: false,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        Link::new(
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(10, 0, 0, 1),
+            24,
+            None,
+            &caps,
+            true,
+        )
+    }
+
+    #[test]
+    fn packets_put_back_go_first_in_their_order_and_are_counted_once() {
+        let mut l = link();
+        let hop = Ipv4Addr::new(10, 0, 0, 2);
+        for i in 0..4u8 {
+            l.hold(hop, &[i; 100]);
+        }
+        l.learn(hop, [2, 0, 0, 0, 0, 2], Instant::now());
+        assert_eq!(l.resolved, vec![hop]);
+        l.resolved.clear();
+        let (mut q, _) = l.take_held(hop).unwrap();
+        assert_eq!(l.held_bytes, 0);
+        q.pop_front(); // sent; the device then had no buffer
+        l.hold(hop, &[9; 50]); // held meanwhile
+        l.put_back(hop, q);
+        assert_eq!(l.resolved, vec![hop], "sent again at the next drive");
+        assert_eq!(l.held_bytes, 350);
+        let (q, _) = l.take_held(hop).unwrap();
+        let firsts: Vec<u8> = q.iter().map(|p| p[0]).collect();
+        assert_eq!(firsts, [1, 2, 3, 9]);
+        assert_eq!(l.held_bytes, 0);
     }
 }
