@@ -13,12 +13,11 @@
 //! offload on or off (default on; `StackConfig::gso`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use warpwire_stack::sim::{self, SimConfig};
-use warpwire_stack::{StackConfig, StackTransport};
-use warpwire_transport::{ConnId, Event, Events, Transport};
+use warpwire_stack::sim::Connected;
+use warpwire_transport::{Events, Transport};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 9, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 9, 2);
@@ -27,37 +26,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mb: u64 = args.next().map_or(200, |a| a.parse().expect("megabytes"));
     let gso = args.next().is_none_or(|a| a != "0");
-    let (a, b) = sim::pair(SimConfig {
-        delay: Duration::ZERO,
-        ..SimConfig::default()
-    });
-    let start = Instant::now();
-    let cfg = |ip| StackConfig {
-        gso,
-        ..StackConfig::new(ip, 24)
-    };
-    let mut srv = StackTransport::new(a, cfg(SERVER), start).unwrap();
-    let mut cli = StackTransport::new(b, cfg(CLIENT), start).unwrap();
-    srv.listen(SocketAddr::from((SERVER, 7077))).unwrap();
+    let Connected {
+        server: mut srv,
+        client: mut cli,
+        server_conn: s,
+        client_conn: c,
+    } = Connected::on_clean_link(SERVER, CLIENT, gso).unwrap();
     let mut ev = Events::default();
-    let c = cli
-        .connect(SocketAddr::from((SERVER, 7077)), start)
-        .unwrap();
-    let (mut s, mut up) = (None::<ConnId>, false);
-    let deadline = start + Duration::from_secs(10);
-    while s.is_none() || !up {
-        assert!(Instant::now() < deadline, "no connection within 10 s");
-        let now = Instant::now();
-        srv.poll(now, &mut ev).unwrap();
-        for e in ev.iter() {
-            if let Event::Accepted { conn, .. } = e {
-                s = Some(*conn);
-            }
-        }
-        cli.poll(now, &mut ev).unwrap();
-        up |= ev.iter().any(|e| *e == Event::Connected(c));
-    }
-    let s = s.unwrap();
     let total = mb * 1_000_000;
     let chunk: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
     let mut buf = vec![0u8; 256 * 1024];

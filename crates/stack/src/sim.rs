@@ -335,3 +335,81 @@ impl PacketDevice for SimDevice {
         Some(Arc::new(SimWaker(self.link.clone())))
     }
 }
+
+/// Two stacks over one [`pair`] with one connection between them, driven
+/// by the wall clock: what the stack's examples measure on.
+#[derive(Debug)]
+pub struct Connected {
+    /// The listening end.
+    pub server: crate::StackTransport<SimDevice>,
+    /// The connecting end.
+    pub client: crate::StackTransport<SimDevice>,
+    /// The connection, as the server sees it.
+    pub server_conn: warpwire_transport::ConnId,
+    /// The connection, as the client sees it.
+    pub client_conn: warpwire_transport::ConnId,
+}
+
+impl Connected {
+    /// Two stacks with default settings but `gso`, on a link without
+    /// delay or faults, at `server` and `client` (a /24).
+    pub fn on_clean_link(
+        server: std::net::Ipv4Addr,
+        client: std::net::Ipv4Addr,
+        gso: bool,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let cfg = |ip| crate::StackConfig {
+            gso,
+            ..crate::StackConfig::new(ip, 24)
+        };
+        let link = SimConfig {
+            delay: Duration::ZERO,
+            ..SimConfig::default()
+        };
+        Self::new(link, cfg(server), cfg(client))
+    }
+
+    /// Builds both stacks on a link of `link`, the server at `server`'s
+    /// address listening on port 7077, the client at `client`'s, and polls
+    /// both until the connection is up (10 s at most).
+    pub fn new(
+        link: SimConfig,
+        server: crate::StackConfig,
+        client: crate::StackConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        use std::net::SocketAddr;
+        use warpwire_transport::{Event, Events, Transport};
+        let (a, b) = pair(link);
+        let start = Instant::now();
+        let addr = SocketAddr::from((server.ip, 7077));
+        let mut srv = crate::StackTransport::new(a, server, start)?;
+        let mut cli = crate::StackTransport::new(b, client, start)?;
+        srv.listen(addr)?;
+        let c = cli.connect(addr, start)?;
+        let mut ev = Events::default();
+        let (mut s, mut up) = (None, false);
+        let deadline = start + Duration::from_secs(10);
+        loop {
+            if let (Some(s), true) = (s, up) {
+                return Ok(Self {
+                    server: srv,
+                    client: cli,
+                    server_conn: s,
+                    client_conn: c,
+                });
+            }
+            if Instant::now() > deadline {
+                return Err("no connection within 10 s".into());
+            }
+            let now = Instant::now();
+            srv.poll(now, &mut ev)?;
+            for e in ev.iter() {
+                if let Event::Accepted { conn, .. } = e {
+                    s = Some(*conn);
+                }
+            }
+            cli.poll(now, &mut ev)?;
+            up |= ev.iter().any(|e| *e == Event::Connected(c));
+        }
+    }
+}
