@@ -41,6 +41,8 @@ pub struct StackSetup {
     pub tx_buffer: Option<usize>,
     /// SYN queue per port (`--tcp-backlog`).
     pub backlog: Option<usize>,
+    /// Segmentation offload (`--tcp-gso`); `None`: the backend's default.
+    pub gso: Option<bool>,
 }
 
 #[cfg(any(feature = "xdp", feature = "dpdk"))]
@@ -64,7 +66,7 @@ impl StackSetup {
         // 1.12-1.42x faster; over net_memif, where the poll-mode driver's own
         // copy already bounds the sender, its extra copy made uploads
         // 0.67-0.80x as fast (docs/benchmarks.md, "Issue 13, eighth session").
-        sc.gso = name != "dpdk";
+        sc.gso = self.gso.unwrap_or(name != "dpdk");
         if let Some(n) = self.rx_buffer {
             sc.rx_buffer = n;
         }
@@ -156,6 +158,7 @@ pub fn stack_setup(b: &BypassArgs) -> Result<StackSetup, BoxError> {
         rx_buffer: check_size("--tcp-rx-buffer", b.tcp_rx_buffer, 1024)?,
         tx_buffer: check_size("--tcp-tx-buffer", b.tcp_tx_buffer, 1024)?,
         backlog: check_size("--tcp-backlog", b.tcp_backlog, 1)?,
+        gso: b.tcp_gso,
     })
 }
 
@@ -386,7 +389,11 @@ fn warn_ignored_by_kernel_tcp(kind: BackendKind, b: &BypassArgs) {
     if b.iface.is_some() || b.ip.is_some() {
         tracing::warn!("--iface/--ip are ignored by the {kind} transport");
     }
-    if b.tcp_rx_buffer.is_some() || b.tcp_tx_buffer.is_some() || b.tcp_backlog.is_some() {
+    if b.tcp_rx_buffer.is_some()
+        || b.tcp_tx_buffer.is_some()
+        || b.tcp_backlog.is_some()
+        || b.tcp_gso.is_some()
+    {
         tracing::warn!(
             "--tcp-* options set the userspace stack; the {kind} transport uses the kernel's TCP"
         );

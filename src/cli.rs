@@ -120,6 +120,12 @@ pub struct BypassArgs {
     /// for the client to retry [default: 4096].
     #[arg(long, env = "WARPWIRE_TCP_BACKLOG")]
     pub tcp_backlog: Option<usize>,
+    /// Userspace TCP: segmentation offload in software, on or off: the
+    /// stack sends up to 16 KiB per smoltcp pass and cuts it into wire
+    /// segments, for one more copy of the bytes [default: on for xdp, off
+    /// for dpdk, where over net_memif the copy cost more than it saved].
+    #[arg(long, env = "WARPWIRE_TCP_GSO", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tcp_gso: Option<bool>,
 }
 
 /// `warpwire bench --protocol`.

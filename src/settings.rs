@@ -150,6 +150,7 @@ impl FileConfig {
             tcp_rx_buffer: b.tcp_rx_buffer.or(f.tcp_rx_buffer),
             tcp_tx_buffer: b.tcp_tx_buffer.or(f.tcp_tx_buffer),
             tcp_backlog: b.tcp_backlog.or(f.tcp_backlog),
+            tcp_gso: b.tcp_gso.or(f.tcp_gso),
         }
     }
 }
@@ -377,7 +378,8 @@ mod tests {
         let file = "[bypass]\niface = \"veth0\"\nip = \"10.77.0.1/24\"\ngateway = \"10.77.0.254\"\n\
                     mac = \"02:00:00:00:00:01\"\nqueues = 2\nport = 1\ndpdk_args = \"--no-huge\"\n\
                     pcap = \"/tmp/x.pcap\"\nrdma_depth = 8\nrdma_buffer = 4096\n\
-                    tcp_rx_buffer = 16384\ntcp_tx_buffer = 8192\ntcp_backlog = 100\n";
+                    tcp_rx_buffer = 16384\ntcp_tx_buffer = 8192\ntcp_backlog = 100\n\
+                    tcp_gso = false\n";
         let s = serve(file, &[]);
         let b = &s.bypass;
         assert_eq!(b.iface.as_deref(), Some("veth0"));
@@ -392,6 +394,9 @@ mod tests {
             (b.tcp_rx_buffer, b.tcp_tx_buffer, b.tcp_backlog),
             (Some(16384), Some(8192), Some(100))
         );
+        assert_eq!(b.tcp_gso, Some(false));
+        let s = serve(file, &["--tcp-gso=on"]);
+        assert_eq!(s.bypass.tcp_gso, Some(true), "the flag wins over the file");
         let s = serve(file, &["--iface=veth9", "--queues=3"]);
         assert_eq!(
             (s.bypass.iface.as_deref(), s.bypass.queues),
