@@ -209,6 +209,31 @@ fn two_warpwire_processes_over_memif() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
+/// `--tcp-gso on` over a real poll-mode driver (it is off by default on
+/// dpdk): 50 MB of DATA from a client whose stack cuts its own large
+/// packets into wire segments, into a server doing the same for its
+/// replies, SHA-256-identical where the server stored it.
+#[test]
+#[ignore = "needs root and DPDK (net_memif): scripts/test.sh runs it as root"]
+fn segmentation_offload_over_memif_delivers_every_byte() {
+    let data_dir = common::data_dir("memif-gso");
+    let dir = data_dir.to_str().unwrap().to_owned();
+    let m = Memif::start(&["--tcp-gso", "on", "--data-dir", &dir]);
+    let payload = common::Payload::random("memif-gso", 50_000_000);
+    let out = m.ok(
+        "client",
+        &["--tcp-gso", "on", "data", "--file", payload.arg()],
+    );
+    eprintln!("50 MB over memif with --tcp-gso on: {out}");
+    assert!(out.contains("sent 50000000 bytes"), "{out}");
+    payload.assert_stored_in(&data_dir);
+    assert_eq!(
+        m.ok("client", &["--tcp-gso", "on", "echo", "after the upload"])
+            .trim(),
+        "after the upload"
+    );
+}
+
 /// Issue 13's bulk check over memif: 1 GB of DATA from a DPDK client into
 /// a DPDK server (release build, MTU 1500), SHA-256-identical where the
 /// server stored it, failing if the transfer falls 5x below its target:
