@@ -1551,6 +1551,22 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         })
     }
 
+    fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
+        let s = self.stats();
+        report("stack_rx_frames_total", s.rx_frames);
+        report("stack_tx_frames_total", s.tx_frames);
+        report("stack_rx_corrupt_total", s.rx_corrupt);
+        report("stack_syn_dropped_total", s.syn_dropped);
+        report("stack_syn_evicted_total", s.syn_evicted);
+        report("stack_handshake_timeouts_total", s.handshake_timeouts);
+        report("stack_arp_requests_total", s.arp_requests);
+        report("stack_arp_held_dropped_total", s.arp_held_dropped);
+        report("stack_no_route_total", s.no_route);
+        report("stack_gso_packets_total", s.gso_packets);
+        report("stack_gso_segments_total", s.gso_segments);
+        report("stack_gso_dropped_total", s.gso_dropped);
+    }
+
     fn waker(&self) -> Result<Arc<dyn Wake>, TransportError> {
         Ok(self.waker.clone())
     }
