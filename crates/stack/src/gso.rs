@@ -14,7 +14,7 @@
 //!
 //! What the peer sees is unchanged: segments no larger than its MSS and
 //! our MTU, our own SYN's MSS option lowered back to the wire's
-//! ([`set_syn_mss`] on the way out). A peer whose MSS is below the wire's
+//! ([`finish_tcp`] on the way out). A peer whose MSS is below the wire's
 //! (or that sends none) keeps it, so smoltcp never makes a large packet
 //! for that flow and nothing needs cutting. smoltcp also sends an
 //! immediate ACK after every `remote_mss` bytes received, so `super_mss`
@@ -63,13 +63,10 @@ fn add(a: u16, b: u16) -> u16 {
     s + u16::from(carry)
 }
 
-/// If `p` is a TCP SYN (with or without ACK) carrying an MSS option,
-/// replaces the option's value with `to(old)` and keeps the TCP checksum
-/// valid (RFC 1624's incremental update: a complete checksum stays
-/// complete). Returns the old value.
-pub(crate) fn set_syn_mss(p: &mut [u8], to: impl FnOnce(u16) -> u16) -> Option<u16> {
-    let (ihl, thl, total) = headers(p)?;
-    let tcp = &mut p[ihl..total];
+/// Where the value of the MSS option of `tcp` (a TCP header of `thl`
+/// bytes and what follows) starts, if it is a SYN (with or without ACK)
+/// that carries one.
+fn syn_mss_at(tcp: &[u8], thl: usize) -> Option<usize> {
     if tcp[13] & SYN == 0 {
         return None;
     }
@@ -84,24 +81,7 @@ pub(crate) fn set_syn_mss(p: &mut [u8], to: impl FnOnce(u16) -> u16) -> Option<u
                     return None;
                 }
                 if kind == 2 && len == 4 {
-                    let at = i + 2;
-                    let old = u16::from_be_bytes([tcp[at], tcp[at + 1]]);
-                    let new = to(old);
-                    if new != old {
-                        tcp[at..at + 2].copy_from_slice(&new.to_be_bytes());
-                        // At an odd offset the value's bytes sit in two
-                        // checksum words, each in the other half: the sum
-                        // of byte-swapped words is the byte-swapped sum.
-                        let (m, m2) = if at % 2 == 0 {
-                            (old, new)
-                        } else {
-                            (old.swap_bytes(), new.swap_bytes())
-                        };
-                        let hc = u16::from_be_bytes([tcp[16], tcp[17]]);
-                        let sum = !add(add(!hc, !m), m2);
-                        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-                    }
-                    return Some(old);
+                    return Some(i + 2);
                 }
                 i += len;
             }
@@ -110,23 +90,47 @@ pub(crate) fn set_syn_mss(p: &mut [u8], to: impl FnOnce(u16) -> u16) -> Option<u
     None
 }
 
-/// The TCP checksum field of a TCP packet, as it is.
-pub(crate) fn tcp_checksum_field(p: &[u8]) -> Option<[u8; 2]> {
-    let (ihl, _, _) = headers(p)?;
-    Some([p[ihl + 16], p[ihl + 17]])
-}
-
-/// Writes the TCP checksum field of a TCP packet (nothing else is touched).
-pub(crate) fn set_tcp_checksum_field(p: &mut [u8], v: [u8; 2]) {
-    if let Some((ihl, _, _)) = headers(p) {
-        p[ihl + 16..ihl + 18].copy_from_slice(&v);
+/// If `p` is a TCP SYN (with or without ACK) carrying an MSS option,
+/// replaces the option's value with `to(old)` and keeps the TCP checksum
+/// valid (RFC 1624's incremental update: a complete checksum stays
+/// complete). Returns the old value.
+pub(crate) fn set_syn_mss(p: &mut [u8], to: impl FnOnce(u16) -> u16) -> Option<u16> {
+    let (ihl, thl, total) = headers(p)?;
+    let tcp = &mut p[ihl..total];
+    let at = syn_mss_at(tcp, thl)?;
+    let old = u16::from_be_bytes([tcp[at], tcp[at + 1]]);
+    let new = to(old);
+    if new != old {
+        tcp[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        // At an odd offset the value's bytes sit in two checksum words,
+        // each in the other half: the sum of byte-swapped words is the
+        // byte-swapped sum.
+        let (m, m2) = if at % 2 == 0 {
+            (old, new)
+        } else {
+            (old.swap_bytes(), new.swap_bytes())
+        };
+        let hc = u16::from_be_bytes([tcp[16], tcp[17]]);
+        let sum = !add(add(!hc, !m), m2);
+        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
     }
+    Some(old)
 }
 
-/// Fills the TCP checksum of a TCP packet that fits the wire (nothing
-/// else is touched; a packet that is not TCP is left as it is).
-pub(crate) fn fill_tcp_checksum(p: &mut [u8]) {
-    if let Some((ihl, _, total)) = headers(p) {
+/// What a TCP packet smoltcp emitted needs before the wire, with one
+/// parse: a SYN's MSS option at most `wire_mss` (smoltcp offers its
+/// interface's large MTU), then, with `checksum`, its TCP checksum (else
+/// the field stays as smoltcp left it, for a device that fills it).
+pub(crate) fn finish_tcp(p: &mut [u8], wire_mss: u16, checksum: bool) {
+    let Some((ihl, thl, total)) = headers(p) else {
+        return;
+    };
+    let tcp = &mut p[ihl..total];
+    if let Some(at) = syn_mss_at(tcp, thl) {
+        let mss = u16::from_be_bytes([tcp[at], tcp[at + 1]]).min(wire_mss);
+        tcp[at..at + 2].copy_from_slice(&mss.to_be_bytes());
+    }
+    if checksum {
         let (src, dst) = addrs(p);
         TcpPacket::new_unchecked(&mut p[ihl..total]).fill_checksum(&src, &dst);
     }
@@ -306,7 +310,7 @@ mod tests {
             let _ = Split::new(&data[..n], 1500);
             let mut d = data[..n].to_vec();
             let _ = set_syn_mss(&mut d, |_| 9000);
-            fill_tcp_checksum(&mut d);
+            finish_tcp(&mut d, u16::MAX, true);
         }
     }
 
@@ -320,7 +324,7 @@ mod tests {
                 let opts = &mut p[20 + 20..];
                 opts.fill(1);
                 opts[1..5].copy_from_slice(&[2, 4, 0x05, 0xb4]);
-                fill_tcp_checksum(&mut p);
+                finish_tcp(&mut p, u16::MAX, true);
             }
             assert!(tcp_ok(&p));
             assert_eq!(set_syn_mss(&mut p, |m| m * 11), Some(1460), "nop {nop}");
@@ -335,6 +339,16 @@ mod tests {
             )
             .unwrap();
             assert_eq!(repr.max_seg_size, Some(1460 * 11));
+            // On the way out, our own SYN's offer is lowered to the wire's,
+            // checksum refilled.
+            finish_tcp(&mut p, 1400, true);
+            assert!(tcp_ok(&p), "checksum after lowering, nop {nop}");
+            let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+            let t = TcpPacket::new_checked(ip.payload()).unwrap();
+            let caps = ChecksumCapabilities::default();
+            let (src, dst) = (IpAddress::Ipv4(SRC), IpAddress::Ipv4(DST));
+            let repr = TcpRepr::parse(&t, &src, &dst, &caps).unwrap();
+            assert_eq!(repr.max_seg_size, Some(1400));
         }
         let mut ack = packet(TcpControl::None, None, &[1; 10], 9);
         assert_eq!(set_syn_mss(&mut ack, |_| 1), None, "not a SYN");

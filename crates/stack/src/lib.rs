@@ -311,10 +311,10 @@ struct Core {
     t: smoltcp::time::Instant,
     next_port: u16,
     own_tcp_check: bool,
-    /// What a peer's SYN MSS option becomes when it allows the wire's
-    /// full segment ([`StackConfig::super_segment`]), and that segment.
-    super_mss: u16,
-    wire_mss: u16,
+    /// With segmentation offload, what a peer's SYN MSS option becomes
+    /// when it allows the wire's full segment
+    /// ([`StackConfig::super_segment`]).
+    super_mss: Option<u16>,
     /// A SYN's frame, copied to rewrite its MSS option.
     syn_frame: Vec<u8>,
     members: usize,
@@ -671,14 +671,14 @@ impl Core {
                 src_mac,
             } => {
                 self.link.borrow_mut().confirm(key.remote, src_mac, now);
-                if any_syn && self.super_mss > self.wire_mss {
+                if any_syn && let Some(big) = self.super_mss {
                     // A SYN or SYN-ACK: a peer that takes the wire's full
                     // segment is offered to smoltcp as taking super_mss
                     // (gso.rs), on a copy of the frame.
                     let mut f = std::mem::take(&mut self.syn_frame);
                     f.clear();
                     f.extend_from_slice(frame);
-                    let (wire, big) = (self.wire_mss, self.super_mss);
+                    let wire = self.link.borrow().wire_mss;
                     gso::set_syn_mss(&mut f[ETH..], |m| if m >= wire { big } else { m });
                     self.on_tcp(&f, key, syn, tx, now);
                     self.syn_frame = f;
@@ -1213,8 +1213,7 @@ impl<D: PacketDevice> StackTransport<D> {
             t: ts(now, now),
             next_port: 1024 + (seed % 64_000) as u16,
             own_tcp_check,
-            super_mss: u16::try_from(super_mss).unwrap_or(u16::MAX),
-            wire_mss: u16::try_from(wire_mss).unwrap_or(u16::MAX),
+            super_mss: gso.then(|| u16::try_from(super_mss).unwrap_or(u16::MAX)),
             syn_frame: Vec::new(),
             members: 0,
             backlog_full: 0,

@@ -70,8 +70,10 @@ pub(crate) struct Link {
     pub gso_packets: u64,
     pub gso_segments: u64,
     pub gso_dropped: u64,
-    /// The largest IP packet the device carries.
+    /// The largest IP packet the device carries, and the TCP payload of
+    /// one without options (the MSS our SYN offers).
     ip_mtu: usize,
+    pub wire_mss: u16,
     /// Segmentation offload is on: packets may be larger than `ip_mtu`.
     gso_on: bool,
     /// TCP checksums are filled here, not by smoltcp (segmentation
@@ -116,6 +118,7 @@ impl Link {
             gso_segments: 0,
             gso_dropped: 0,
             ip_mtu: dev.max_frame.saturating_sub(ETH),
+            wire_mss: u16::try_from(dev.max_frame.saturating_sub(ETH + 40)).unwrap_or(u16::MAX),
             gso_on: gso,
             tcp_checksum: gso && !dev.tx_checksum_offload,
             gso: VecDeque::new(),
@@ -468,26 +471,11 @@ pub(crate) struct Cut {
 }
 
 impl Link {
-    /// With segmentation offload: our own SYN's MSS option back to what
-    /// the wire carries (smoltcp offers its interface's large MTU), then
-    /// the TCP checksum. Without, smoltcp did both.
+    /// With segmentation offload, our own SYN's MSS back to the wire's and
+    /// the TCP checksum ([`gso::finish_tcp`]). Without, smoltcp did both.
     fn finish_tcp(&self, packet: &mut [u8]) {
-        if !self.gso_on {
-            return;
-        }
-        let wire_mss = u16::try_from(self.ip_mtu.saturating_sub(40)).unwrap_or(u16::MAX);
-        if self.tcp_checksum {
-            gso::set_syn_mss(packet, |m| m.min(wire_mss));
-            gso::fill_tcp_checksum(packet);
-        } else {
-            // The device fills the checksum from what smoltcp left in the
-            // field: leave that, not an incremental update of it.
-            let field = gso::tcp_checksum_field(packet);
-            if gso::set_syn_mss(packet, |m| m.min(wire_mss)).is_some()
-                && let Some(v) = field
-            {
-                gso::set_tcp_checksum_field(packet, v);
-            }
+        if self.gso_on {
+            gso::finish_tcp(packet, self.wire_mss, self.tcp_checksum);
         }
     }
 
