@@ -40,6 +40,11 @@ pub enum Frame {
         syn: bool,
         /// SYN set, with or without ACK: it may carry an MSS option.
         any_syn: bool,
+        /// Its sequence number.
+        seq: u32,
+        /// The data bytes it carries, by its headers' lengths (0 when
+        /// they do not add up).
+        data: u32,
         /// The sender's MAC (learnt as a neighbour).
         src_mac: [u8; 6],
     },
@@ -88,6 +93,8 @@ pub fn classify(frame: &[u8], ours: Ipv4Addr) -> Frame {
         return Frame::Drop;
     }
     let flags = tcp[13];
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+    let data = total.saturating_sub(ihl + usize::from(tcp[12] >> 4) * 4);
     Frame::Tcp {
         key: FlowKey {
             remote: src,
@@ -96,6 +103,8 @@ pub fn classify(frame: &[u8], ours: Ipv4Addr) -> Frame {
         },
         syn: flags & 0x02 != 0 && flags & 0x10 == 0 && flags & 0x04 == 0,
         any_syn: flags & 0x02 != 0,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        data: data as u32,
         src_mac,
     }
 }
@@ -193,12 +202,16 @@ mod tests {
             key,
             syn,
             any_syn,
+            seq,
+            data,
             src_mac,
         } = classify(&f, US)
         else {
             panic!("not tcp");
         };
         assert!(syn && any_syn);
+        // Lengths that do not add up (total 0) count no data.
+        assert_eq!((seq, data), (0, 0));
         assert_eq!(src_mac, [2, 0, 0, 0, 0, 9]);
         assert_eq!(
             key,
@@ -208,6 +221,21 @@ mod tests {
                 local_port: 80
             }
         );
+        // A data segment: its sequence number and data length, by the IP
+        // total length less both headers (padding after it not counted).
+        let mut d = frame([10, 0, 0, 2], [10, 0, 0, 1], 5000, 80, 0x10);
+        d[16..18].copy_from_slice(&(40u16 + 7).to_be_bytes());
+        d[38..42].copy_from_slice(&0xfffffff0u32.to_be_bytes());
+        d[46] = 5 << 4;
+        d.extend_from_slice(b"payload\0\0\0");
+        assert!(matches!(
+            classify(&d, US),
+            Frame::Tcp {
+                seq: 0xfffffff0,
+                data: 7,
+                ..
+            }
+        ));
         let f = frame([10, 0, 0, 2], [10, 0, 0, 1], 5000, 80, 0x12);
         assert!(matches!(
             classify(&f, US),

@@ -38,7 +38,7 @@ const PSH: u8 = 0x08;
 /// Header lengths and total length of an IPv4 TCP packet, `(ip, tcp,
 /// total)`, when `p` holds one (and perhaps a link layer's padding after
 /// it) that is not a fragment.
-fn headers(p: &[u8]) -> Option<(usize, usize, usize)> {
+pub(crate) fn headers(p: &[u8]) -> Option<(usize, usize, usize)> {
     if p.len() < 40 || p[0] >> 4 != 4 || p[9] != TCP {
         return None;
     }
@@ -52,7 +52,7 @@ fn headers(p: &[u8]) -> Option<(usize, usize, usize)> {
     (thl >= 20 && ihl + thl <= total).then_some((ihl, thl, total))
 }
 
-fn addrs(p: &[u8]) -> (IpAddress, IpAddress) {
+pub(crate) fn addrs(p: &[u8]) -> (IpAddress, IpAddress) {
     let a = |o: usize| IpAddress::Ipv4(Ipv4Address::new(p[o], p[o + 1], p[o + 2], p[o + 3]));
     (a(12), a(16))
 }

@@ -53,6 +53,7 @@ pub mod demux;
 mod gso;
 mod link;
 pub mod pcap;
+mod sack;
 pub mod sim;
 
 use std::cell::RefCell;
@@ -118,6 +119,11 @@ pub struct StackConfig {
     /// them to the wire's size (what a NIC's TSO does), so its
     /// per-segment cost is paid once per many wire segments. On by default.
     pub gso: bool,
+    /// Every ACK carries the SACK blocks smoltcp reported for its flow
+    /// (up to four, most recent first) and a D-SACK block for a
+    /// duplicate segment, where smoltcp sends one block in some ACKs and
+    /// no D-SACK (`sack.rs`). On by default.
+    pub sack_blocks: bool,
 }
 
 /// Default receive buffer per connection (see [`StackConfig::new`]).
@@ -159,6 +165,7 @@ impl StackConfig {
             pcap: None,
             name: "stack",
             gso: true,
+            sack_blocks: true,
         }
     }
 
@@ -212,6 +219,10 @@ pub struct StackStats {
     pub gso_packets: u64,
     /// The wire segments they made.
     pub gso_segments: u64,
+    /// ACKs given SACK blocks smoltcp left out ([`StackConfig::sack_blocks`]).
+    pub sack_added: u64,
+    /// D-SACK blocks sent (a duplicate segment reported to its sender).
+    pub sack_dsack: u64,
     /// Packets larger than the wire that could not be cut (not one whole
     /// IPv4 TCP packet): dropped.
     pub gso_dropped: u64,
@@ -605,6 +616,7 @@ impl Core {
     /// Drops a half-open handshake silently (evicted or timed out).
     fn drop_half_open(&mut self, li: usize, key: FlowKey, p: Place) {
         self.flows.remove(&key, p);
+        self.link.borrow_mut().forget_flow(&key);
         self.drop_member(p);
         self.listeners[li].half -= 1;
     }
@@ -668,9 +680,17 @@ impl Core {
                 key,
                 syn,
                 any_syn,
+                seq,
+                data,
                 src_mac,
             } => {
-                self.link.borrow_mut().confirm(key.remote, src_mac, now);
+                // A data segment's range is noted for a D-SACK in its reply
+                // (sack.rs).
+                let seg = {
+                    let mut l = self.link.borrow_mut();
+                    l.confirm(key.remote, src_mac, now);
+                    data > 0 && !any_syn && l.rx_segment(key, seq, data)
+                };
                 if any_syn && let Some(big) = self.super_mss {
                     // A SYN or SYN-ACK: a peer that takes the wire's full
                     // segment is offered to smoltcp as taking super_mss
@@ -685,6 +705,9 @@ impl Core {
                     return;
                 }
                 self.on_tcp(frame, key, syn, tx, now);
+                if seg {
+                    self.link.borrow_mut().rx_done();
+                }
             }
         }
     }
@@ -786,6 +809,7 @@ impl Core {
                         queued: false,
                     }) else {
                         self.flows.remove(&key, p);
+                        self.link.borrow_mut().forget_flow(&key);
                         self.drop_member(p);
                         return;
                     };
@@ -811,6 +835,7 @@ impl Core {
             return;
         };
         self.flows.remove(&c.key, c.place);
+        self.link.borrow_mut().forget_flow(&c.key);
         self.drop_member(c.place);
         self.pending.push(Event::Closed(id, reason));
     }
@@ -1180,6 +1205,9 @@ impl<D: PacketDevice> StackTransport<D> {
             &dcaps,
             gso,
         );
+        if config.sack_blocks {
+            link.sack = Some(sack::Sack::default());
+        }
         if let Some(p) = &config.pcap {
             link.pcap =
                 Some(
@@ -1264,6 +1292,8 @@ impl<D: PacketDevice> StackTransport<D> {
             gso_packets: l.gso_packets,
             gso_segments: l.gso_segments,
             gso_dropped: l.gso_dropped,
+            sack_added: l.sack.as_ref().map_or(0, |s| s.added),
+            sack_dsack: l.sack.as_ref().map_or(0, |s| s.dsack),
         }
     }
 
@@ -1564,6 +1594,8 @@ impl<D: PacketDevice> Transport for StackTransport<D> {
         report("stack_gso_packets_total", s.gso_packets);
         report("stack_gso_segments_total", s.gso_segments);
         report("stack_gso_dropped_total", s.gso_dropped);
+        report("stack_sack_added_total", s.sack_added);
+        report("stack_dsack_total", s.sack_dsack);
     }
 
     fn waker(&self) -> Result<Arc<dyn Wake>, TransportError> {

@@ -24,8 +24,10 @@ use smoltcp::wire::{
 };
 use warpwire_transport::TxToken;
 
+use crate::demux::FlowKey;
 use crate::gso::{self, Split};
 use crate::pcap::PcapWriter;
+use crate::sack::{self, Sack};
 
 /// Ethernet header length.
 pub(crate) const ETH: usize = 14;
@@ -76,6 +78,10 @@ pub(crate) struct Link {
     pub wire_mss: u16,
     /// Segmentation offload is on: packets may be larger than `ip_mtu`.
     gso_on: bool,
+    /// SACK blocks added to ACKs (`StackConfig::sack_blocks`).
+    pub sack: Option<Sack>,
+    /// The device fills TCP checksums.
+    device_checksum: bool,
     /// TCP checksums are filled here, not by smoltcp (segmentation
     /// offload is on and the device does not offload them).
     tcp_checksum: bool,
@@ -120,6 +126,8 @@ impl Link {
             ip_mtu: dev.max_frame.saturating_sub(ETH),
             wire_mss: u16::try_from(dev.max_frame.saturating_sub(ETH + 40)).unwrap_or(u16::MAX),
             gso_on: gso,
+            sack: None,
+            device_checksum: dev.tx_checksum_offload,
             tcp_checksum: gso && !dev.tx_checksum_offload,
             gso: VecDeque::new(),
             gso_spare: Vec::new(),
@@ -493,6 +501,31 @@ impl Link {
         self.capture(now, buf);
     }
 
+    /// A segment of `key` with `data` bytes from `seq` is about to reach
+    /// smoltcp: [`Sack`] notes its range (a duplicate gets a D-SACK in
+    /// the reply). Returns whether [`Link::rx_done`] is due.
+    pub fn rx_segment(&mut self, key: FlowKey, seq: u32, data: u32) -> bool {
+        let Some(s) = self.sack.as_mut() else {
+            return false;
+        };
+        s.rx_segment(key, seq, seq.wrapping_add(data));
+        true
+    }
+
+    /// The frame of [`Link::rx_segment`] was processed.
+    pub fn rx_done(&mut self) {
+        if let Some(s) = self.sack.as_mut() {
+            s.rx_done();
+        }
+    }
+
+    /// The flow `key` ended.
+    pub fn forget_flow(&mut self, key: &FlowKey) {
+        if let Some(s) = self.sack.as_mut() {
+            s.forget(key);
+        }
+    }
+
     /// Whether segments of large packets still wait for device buffers.
     pub fn gso_pending(&self) -> bool {
         !self.gso.is_empty()
@@ -534,8 +567,16 @@ pub(crate) struct EthTx<'b, T> {
 impl<T: TxToken> phy::TxToken for EthTx<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let (now, link) = (self.now, self.link);
-        if len > link.borrow().ip_mtu {
-            return self.consume_large(len, f);
+        {
+            let l = link.borrow();
+            if len > l.ip_mtu {
+                drop(l);
+                return self.consume_large(len, f);
+            }
+            if len <= sack::MAX_ACK && l.sack.is_some() {
+                drop(l);
+                return self.consume_small(len, f);
+            }
         }
         // An ARP request needs 42 bytes; shorter IP packets do not occur
         // (20 IP + 20 TCP at least), but pad the frame to be safe.
@@ -553,6 +594,31 @@ impl<T: TxToken> phy::TxToken for EthTx<'_, T> {
 }
 
 impl<T: TxToken> EthTx<'_, T> {
+    /// A packet small enough to be a pure ACK: written into a buffer of
+    /// ours first, because [`Sack`] may add SACK blocks to it and the
+    /// device buffer's length must be known before it is taken.
+    fn consume_small<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let (now, link) = (self.now, self.link);
+        let mut p = [0u8; sack::MAX_ACK];
+        let r = f(&mut p[..len]);
+        let mut l = link.borrow_mut();
+        // Checksums left to finish_tcp or the device are not filled here.
+        let leave = l.tcp_checksum || l.device_checksum;
+        let len = match l.sack.as_mut() {
+            Some(s) => s.on_ack(&mut p, len, leave),
+            None => len,
+        };
+        l.finish_tcp(&mut p[..len]);
+        let total = (ETH + len).max(Link::ARP_LEN);
+        self.inner.consume(total, |buf| {
+            buf[ETH..ETH + len].copy_from_slice(&p[..len]);
+            l.frame_ip(&mut buf[..ETH + len.max(Link::ARP_LEN - ETH)], now);
+            l.tx_frames += 1;
+            l.capture(now, buf);
+        });
+        r
+    }
+
     /// A packet larger than the device carries (smoltcp's segment of up
     /// to the raised MSS): written into a buffer of ours, its first wire
     /// segment into this token, the rest queued for [`Link::send_gso`].
