@@ -702,13 +702,27 @@ impl Core {
                     gso::set_syn_mss(&mut f[ETH..], |m| if m >= wire { big } else { m });
                     self.on_tcp(&f, key, syn, tx, now);
                     self.syn_frame = f;
+                    self.peer_syn(key, frame);
                     return;
                 }
                 self.on_tcp(frame, key, syn, tx, now);
+                if any_syn {
+                    self.peer_syn(key, frame);
+                }
                 if seg {
                     self.link.borrow_mut().rx_done();
                 }
             }
+        }
+    }
+
+    /// After a peer's SYN or SYN-ACK: whether its flow (if smoltcp took
+    /// it) may get SACK blocks (sack.rs). A SYN that made no flow leaves
+    /// nothing behind.
+    fn peer_syn(&mut self, key: FlowKey, frame: &[u8]) {
+        let known = self.flows.contains(&key);
+        if let Some(s) = self.link.borrow_mut().sack.as_mut() {
+            s.peer_syn(key, known && sack::permits_sack(&frame[ETH..]));
         }
     }
 
@@ -1206,7 +1220,7 @@ impl<D: PacketDevice> StackTransport<D> {
             gso,
         );
         if config.sack_blocks {
-            link.sack = Some(sack::Sack::default());
+            link.sack = Some(sack::Sack::new(config.rx_buffer));
         }
         if let Some(p) = &config.pcap {
             link.pcap =

@@ -48,6 +48,7 @@ const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 const NOP: u8 = 1;
+const SACK_PERMITTED: u8 = 4;
 const SACK: u8 = 5;
 
 /// A sequence range `[start, end)`.
@@ -86,13 +87,14 @@ impl Flow {
         &self.b[..self.n]
     }
 
-    /// Drops what the cumulative ACK `ack` covers.
-    fn acked(&mut self, ack: u32) {
+    /// Drops what the cumulative ACK `ack` covers, and any block ending
+    /// more than `window` past it (kept too long to be trusted).
+    fn acked(&mut self, ack: u32, window: u32) {
         self.ack = Some(ack);
         let mut n = 0;
         for i in 0..self.n {
             let mut b = self.b[i];
-            if le(b.1, ack) {
+            if le(b.1, ack) || b.1.wrapping_sub(ack) > window {
                 continue;
             }
             if lt(b.0, ack) {
@@ -121,16 +123,25 @@ impl Flow {
     }
 
     /// Whether `seg` was all received before this ACK: below the last
-    /// cumulative ACK sent, or inside a block already reported.
-    fn holds(&self, seg: Block) -> bool {
-        self.ack.is_some_and(|a| le(seg.1, a)) || self.blocks().iter().any(|&b| within(seg, b))
+    /// cumulative ACK sent (and not more than `window` below it), or
+    /// inside a block already reported.
+    fn holds(&self, seg: Block, window: u32) -> bool {
+        self.ack
+            .is_some_and(|a| le(seg.1, a) && a.wrapping_sub(seg.0) <= window)
+            || self.blocks().iter().any(|&b| within(seg, b))
     }
 }
 
 /// Per-flow SACK memory and its counters; see the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sack {
+    /// Flows whose peer sent SACK-permitted in its SYN or SYN-ACK.
     flows: HashMap<FlowKey, Flow>,
+    /// The receive buffer: no block ends further than this past the
+    /// cumulative ACK, and no duplicate starts further than this below it
+    /// (a bound against a block or an ACK kept too long, as when a flow's
+    /// ACKs all ride on data for gigabytes and its memory is not updated).
+    window: u32,
     /// The data segment being delivered, for a D-SACK in its reply.
     rx: Option<(FlowKey, Block)>,
     /// ACKs that got blocks smoltcp did not put in, and D-SACK blocks.
@@ -164,6 +175,35 @@ fn parse_ack(p: &[u8]) -> Option<Ack> {
         ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         flags: t[13],
     })
+}
+
+/// Whether the TCP SYN or SYN-ACK in the IPv4 packet `p` carries the
+/// SACK-permitted option.
+pub(crate) fn permits_sack(p: &[u8]) -> bool {
+    let Some((ihl, thl, _)) = gso::headers(p) else {
+        return false;
+    };
+    let opts = &p[ihl + 20..ihl + thl];
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return false,
+            NOP => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else {
+                    return false;
+                };
+                if kind == SACK_PERMITTED && len == 2 {
+                    return true;
+                }
+                if len < 2 {
+                    return false;
+                }
+                i += usize::from(len);
+            }
+        }
+    }
+    false
 }
 
 /// A TCP header's options other than SACK and padding, in order, and its
@@ -222,13 +262,37 @@ impl Options {
 }
 
 impl Sack {
+    /// SACK memory for connections with receive buffers of `rx_buffer`
+    /// bytes.
+    pub(crate) fn new(rx_buffer: usize) -> Self {
+        Self {
+            flows: HashMap::new(),
+            window: u32::try_from(rx_buffer).unwrap_or(u32::MAX),
+            rx: None,
+            added: 0,
+            dsack: 0,
+        }
+    }
+
+    /// The peer of `key` sent a SYN or SYN-ACK, with SACK-permitted or
+    /// not: a connection starts on the four-tuple, with nothing kept, and
+    /// only a peer that permits SACK ever gets blocks (RFC 2018).
+    pub(crate) fn peer_syn(&mut self, key: FlowKey, sack_permitted: bool) {
+        if sack_permitted && (self.flows.len() < MAX_FLOWS || self.flows.contains_key(&key)) {
+            self.flows.insert(key, Flow::default());
+        } else {
+            self.flows.remove(&key);
+        }
+    }
+
     /// A data segment `[seq, end)` of `key` is about to reach smoltcp; its
     /// immediate reply, if any, is written before [`Sack::rx_done`].
     pub(crate) fn rx_segment(&mut self, key: FlowKey, seq: u32, end: u32) {
         self.rx = Some((key, (seq, end)));
     }
 
-    /// The segment of [`Sack::rx_segment`] has been processed.
+    /// The segment of [`Sack::rx_segment`] has been processed (and
+    /// answered, or not).
     pub(crate) fn rx_done(&mut self) {
         self.rx = None;
     }
@@ -248,39 +312,38 @@ impl Sack {
     /// `p.len()`: when it is a pure ACK of a flow with SACK blocks to
     /// report, its options are rewritten to carry them (IP length and
     /// header checksum updated, the TCP checksum too unless
-    /// `device_checksum`). Returns the packet's length, changed or not.
-    /// Anything else (data, SYN, RST, what does not parse) passes as it is.
-    pub(crate) fn on_ack(&mut self, p: &mut [u8], len: usize, device_checksum: bool) -> usize {
+    /// `leave_checksum`: another layer fills it). Returns the packet's
+    /// length, changed or not. Anything else (data, SYN, RST, what does
+    /// not parse, a flow whose peer did not permit SACK) passes as it is.
+    pub(crate) fn on_ack(&mut self, p: &mut [u8], len: usize, leave_checksum: bool) -> usize {
         let Some(a) = parse_ack(&p[..len]) else {
             return len;
         };
-        if a.flags & (SYN | RST) != 0 || a.flags & ACK == 0 {
-            // A new connection on this four-tuple, or its end: nothing
-            // kept applies.
+        if a.flags & RST != 0 {
+            // The connection ends: nothing kept applies.
             self.forget(&a.key);
+            return len;
+        }
+        if a.flags & SYN != 0 || a.flags & ACK == 0 {
             return len;
         }
         let Some(opts) = Options::parse(&p[a.ihl + 20..a.ihl + a.thl]) else {
             return len;
         };
-        let known = self.flows.len() < MAX_FLOWS || self.flows.contains_key(&a.key);
-        let flow = if known {
-            self.flows.entry(a.key).or_default()
-        } else {
+        let window = self.window;
+        let Some(flow) = self.flows.get_mut(&a.key) else {
             return len;
         };
         // A D-SACK when the segment this ACK answers was all received
         // before (checked before the ACK and smoltcp's block update the
-        // flow).
-        let dsack = self
-            .rx
-            .filter(|&(k, seg)| k == a.key && lt(seg.0, seg.1) && flow.holds(seg))
-            .map(|(_, seg)| seg);
-        flow.acked(a.ack);
+        // flow). The segment is taken: no later ACK can answer it.
+        let rx = self.rx.take_if(|(k, _)| *k == a.key).map(|(_, seg)| seg);
+        let dsack = rx.filter(|&seg| lt(seg.0, seg.1) && flow.holds(seg, window));
+        flow.acked(a.ack, window);
         // smoltcp reports one block: the one holding the segment that
         // triggered the ACK, else its lowest.
         for &b in opts.sack().iter().rev() {
-            if lt(a.ack, b.0) && lt(b.0, b.1) {
+            if lt(a.ack, b.0) && lt(b.0, b.1) && b.1.wrapping_sub(a.ack) <= window {
                 flow.report(b);
             }
         }
@@ -319,13 +382,13 @@ impl Sack {
         if dsack.is_some() {
             self.dsack += 1;
         }
-        if n > opts.sack_n {
+        if n - usize::from(dsack.is_some()) > opts.sack_n {
             self.added += 1;
         }
         p[a.ihl + 12] = ((thl / 4) as u8) << 4 | (p[a.ihl + 12] & 0x0f);
         p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         Ipv4Packet::new_unchecked(&mut p[..total]).fill_checksum();
-        if !device_checksum {
+        if !leave_checksum {
             let (src, dst) = gso::addrs(p);
             TcpPacket::new_unchecked(&mut p[a.ihl..total]).fill_checksum(&src, &dst);
         }
@@ -343,6 +406,13 @@ mod tests {
 
     const PEER: Ipv4Address = Ipv4Address::new(10, 77, 0, 2);
     const US: Ipv4Address = Ipv4Address::new(10, 77, 0, 1);
+
+    /// SACK memory for 1 MiB buffers, with the peer of `key()` permitting SACK.
+    fn sack() -> Sack {
+        let mut s = Sack::new(1 << 20);
+        s.peer_syn(key(), true);
+        s
+    }
 
     fn key() -> FlowKey {
         FlowKey {
@@ -415,7 +485,7 @@ mod tests {
 
     #[test]
     fn blocks_reported_once_are_repeated_most_recent_first_until_acked() {
-        let mut s = Sack::default();
+        let mut s = sack();
         // Holes at 100..200 and 300..400: smoltcp reports each block once.
         assert_eq!(
             pass(
@@ -455,15 +525,78 @@ mod tests {
         let mut p = plain.clone();
         let n = s.on_ack(&mut p, plain.len(), false);
         assert_eq!(&p[..n], &plain[..]);
-        // The flow's end forgets it.
+        // The flow's end forgets it: nothing is added after.
         assert_eq!(s.remembered(), 1);
         s.forget(&key());
         assert_eq!(s.remembered(), 0);
+        assert_eq!(
+            pass(
+                &mut s,
+                ack(TcpControl::None, 500, [Some((600, 700)), None, None])
+            ),
+            (500, vec![(600, 700)])
+        );
+        assert_eq!(
+            pass(&mut s, ack(TcpControl::None, 500, [None; 3])),
+            (500, vec![])
+        );
+    }
+
+    #[test]
+    fn a_peer_without_sack_permitted_gets_no_blocks_and_no_dsack() {
+        let mut s = Sack::new(1 << 20);
+        s.peer_syn(key(), false);
+        pass(&mut s, ack(TcpControl::None, 100, [None; 3]));
+        s.rx_segment(key(), 50, 100);
+        assert_eq!(
+            pass(&mut s, ack(TcpControl::None, 100, [None; 3])),
+            (100, vec![])
+        );
+        s.rx_done();
+        assert_eq!((s.dsack, s.added, s.remembered()), (0, 0, 0));
+        // A SYN with the option, after one without, starts the memory.
+        s.peer_syn(key(), true);
+        pass(
+            &mut s,
+            ack(TcpControl::None, 100, [Some((200, 300)), None, None]),
+        );
+        assert_eq!(
+            pass(&mut s, ack(TcpControl::None, 100, [None; 3])),
+            (100, vec![(200, 300)])
+        );
+    }
+
+    #[test]
+    fn nothing_is_reported_beyond_the_receive_window() {
+        let mut s = Sack::new(1000);
+        s.peer_syn(key(), true);
+        // A block ending more than the buffer past the ACK is not kept.
+        assert_eq!(
+            pass(
+                &mut s,
+                ack(TcpControl::None, 100, [Some((900, 1200)), None, None])
+            ),
+            (100, vec![])
+        );
+        pass(
+            &mut s,
+            ack(TcpControl::None, 100, [Some((200, 300)), None, None]),
+        );
+        // An ACK kept far too long (the stream moved on 3 GiB meanwhile)
+        // does not make new data look like a duplicate, nor keep old blocks.
+        let far = 100u32.wrapping_add(3 << 30);
+        s.rx_segment(key(), far, far + 50);
+        assert_eq!(
+            pass(&mut s, ack(TcpControl::None, far, [None; 3])),
+            (far, vec![])
+        );
+        s.rx_done();
+        assert_eq!(s.dsack, 0);
     }
 
     #[test]
     fn at_most_four_blocks_fit_and_sequence_numbers_wrap() {
-        let mut s = Sack::default();
+        let mut s = sack();
         let base = u32::MAX - 250;
         for i in 0..6u32 {
             let b = (
@@ -491,7 +624,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_segment_is_reported_with_a_dsack_block_first() {
-        let mut s = Sack::default();
+        let mut s = sack();
         pass(&mut s, ack(TcpControl::None, 100, [None; 3]));
         // All below the cumulative ACK sent before.
         s.rx_segment(key(), 50, 100);
@@ -546,8 +679,8 @@ mod tests {
     }
 
     #[test]
-    fn syn_rst_and_data_packets_pass_unchanged_and_a_syn_forgets() {
-        let mut s = Sack::default();
+    fn syn_rst_and_data_packets_pass_unchanged_and_a_rst_forgets() {
+        let mut s = sack();
         pass(
             &mut s,
             ack(TcpControl::None, 100, [Some((200, 300)), None, None]),
@@ -559,6 +692,14 @@ mod tests {
         assert_eq!(s.on_ack(&mut p, rst.len(), false), rst.len());
         assert_eq!(&p[..rst.len()], &rst[..]);
         assert_eq!(s.remembered(), 0);
+        // Our SYN-ACK passes as it is and keeps what the peer's SYN set up.
+        s.peer_syn(key(), true);
+        let synack = ack(TcpControl::Syn, 100, [None; 3]);
+        let mut p = synack.clone();
+        p.resize(MAX_ACK, 0);
+        assert_eq!(s.on_ack(&mut p, synack.len(), false), synack.len());
+        assert_eq!(&p[..synack.len()], &synack[..]);
+        assert_eq!(s.remembered(), 1);
         // A packet with data is never rewritten.
         pass(
             &mut s,
@@ -568,15 +709,16 @@ mod tests {
         data.extend_from_slice(b"payload");
         let total = data.len() as u16;
         data[2..4].copy_from_slice(&total.to_be_bytes());
-        let before = data.clone();
         let n = data.len();
+        data.resize(MAX_ACK + n, 0);
+        let before = data.clone();
         assert_eq!(s.on_ack(&mut data, n, false), n);
         assert_eq!(data, before);
     }
 
     #[test]
     fn without_room_or_with_a_garbled_packet_nothing_changes() {
-        let mut s = Sack::default();
+        let mut s = sack();
         pass(
             &mut s,
             ack(TcpControl::None, 100, [Some((200, 300)), None, None]),
