@@ -20,7 +20,12 @@
 #             kernel -> kernel (socket) and kernel -> xdp beside iperf3
 #             through the same bridge (GRO/TSO/GSO off on the bridged
 #             ends, so every side sends wire-sized frames). A smaller file
-#             (IMPAIRED_MB), this wire being slow. IMPAIRED=0 skips it;
+#             (IMPAIRED_MB), this wire being slow. The xdp server runs
+#             twice: with the default 64 KiB receive buffer, and with
+#             IMPAIRED_RX_BUFFER (1 MiB), about this path's bandwidth-delay
+#             product, which the kernel's receiver reaches by autotuning
+#             (its buffer grows to megabytes) and ours is told. IMPAIRED=0
+#             skips it;
 #   memif:    dpdk -> dpdk over net_memif (two processes, shared memory,
 #             server on lcore 0, client on lcore 1), MTU 1500 (net_memif
 #             in DPDK 22.11 refuses more), beside issue 13's 2 GB/s: no
@@ -44,6 +49,7 @@ LOOP_MB=${LOOP_MB:-2000}
 ROUNDS=${ROUNDS:-3}
 IMPAIRED=${IMPAIRED:-1}
 IMPAIRED_MB=${IMPAIRED_MB:-50}
+IMPAIRED_RX_BUFFER=${IMPAIRED_RX_BUFFER:-1048576}
 MEMIF=${MEMIF:-1}
 JUMBO_MTU=${JUMBO_MTU:-3500}
 [ "$(id -u)" -eq 0 ] || { echo "bench-bulk.sh needs root (namespaces, AF_XDP)"; exit 1; }
@@ -180,6 +186,9 @@ for r in $(seq "$ROUNDS"); do
         start_server "$A2" 0.0.0.0:7077 --transport xdp --iface "$VA2" --ip 10.77.0.1/24
         add "impaired warpwire xdp <- socket" "$(UPLOAD_FILE=$TMP/small.bin UPLOAD_MB=$IMPAIRED_MB upload "$B2" 10.77.0.1:7077 --transport socket)"
         stop_server
+        start_server "$A2" 0.0.0.0:7077 --transport xdp --iface "$VA2" --ip 10.77.0.1/24 --tcp-rx-buffer "$IMPAIRED_RX_BUFFER"
+        add "impaired warpwire xdp <- socket, rx buffer $IMPAIRED_RX_BUFFER" "$(UPLOAD_FILE=$TMP/small.bin UPLOAD_MB=$IMPAIRED_MB upload "$B2" 10.77.0.1:7077 --transport socket)"
+        stop_server
     fi
     if [ "$MEMIF" = 1 ]; then
         start_server - 0.0.0.0:7077 --transport dpdk --dpdk-args "$(memif_eal server 0)" --ip 10.77.0.1/24
@@ -206,7 +215,8 @@ if [ "$JUMBO_MTU" != 0 ]; then
         "veth$JUMBO_MTU warpwire xdp <- socket" "veth$JUMBO_MTU warpwire xdp <- xdp")
 fi
 if [ "$IMPAIRED" = 1 ]; then
-    KEYS+=("impaired iperf3" "impaired warpwire socket <- socket" "impaired warpwire xdp <- socket")
+    KEYS+=("impaired iperf3" "impaired warpwire socket <- socket" "impaired warpwire xdp <- socket"
+        "impaired warpwire xdp <- socket, rx buffer $IMPAIRED_RX_BUFFER")
 fi
 for key in "${KEYS[@]}"; do
     m=$(median "${SUM[$key]}")

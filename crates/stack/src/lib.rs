@@ -119,10 +119,11 @@ pub struct StackConfig {
     /// them to the wire's size (what a NIC's TSO does), so its
     /// per-segment cost is paid once per many wire segments. On by default.
     pub gso: bool,
-    /// Every ACK carries the SACK blocks smoltcp reported for its flow
-    /// (up to four, most recent first) and a D-SACK block for a
-    /// duplicate segment, where smoltcp sends one block in some ACKs and
-    /// no D-SACK (`sack.rs`). On by default.
+    /// Every pure ACK to a peer that permitted SACK carries the blocks
+    /// smoltcp reported for its flow (up to four, most recent first), and
+    /// a D-SACK block when it answers a duplicate segment, where smoltcp
+    /// puts one block in some ACKs and sends no D-SACK (`sack.rs`). On by
+    /// default.
     pub sack_blocks: bool,
 }
 
