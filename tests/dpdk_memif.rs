@@ -261,20 +261,22 @@ fn segmentation_offload_over_memif_delivers_every_byte() {
                 .output()
                 .ok()?;
             let m = String::from_utf8(o.stdout).ok()?;
-            (per_worker(&m, "stack_gso_packets_total")
+            (common::per_worker(&m, "stack_gso_packets_total")
                 .iter()
                 .sum::<u64>()
                 > 0)
             .then_some(m)
         })
         .expect("the server's stack cut no large packet into segments");
-    let segments: u64 = per_worker(&metrics, "stack_gso_segments_total")
+    let segments: u64 = common::per_worker(&metrics, "stack_gso_segments_total")
         .iter()
         .sum();
-    let packets: u64 = per_worker(&metrics, "stack_gso_packets_total").iter().sum();
+    let packets: u64 = common::per_worker(&metrics, "stack_gso_packets_total")
+        .iter()
+        .sum();
     assert!(segments > 2 * packets, "{metrics}");
     assert_eq!(
-        per_worker(&metrics, "stack_gso_dropped_total"),
+        common::per_worker(&metrics, "stack_gso_dropped_total"),
         [0],
         "{metrics}"
     );
@@ -748,22 +750,6 @@ fn dpdk_server_on_net_tap_with_kernel_clients() {
     common::assert_bench_clean(&bench);
 }
 
-/// `warpwire_<name>{worker="i",...} value` per worker, from a Prometheus page.
-fn per_worker(metrics: &str, name: &str) -> Vec<u64> {
-    let prefix = format!("warpwire_{name}{{worker=\"");
-    let mut v: Vec<(usize, u64)> = metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
-            let (worker, rest) = rest.split_once('"')?;
-            let value = rest.rsplit_once(' ')?.1;
-            Some((worker.parse().ok()?, value.parse().ok()?))
-        })
-        .collect();
-    v.sort_unstable();
-    v.into_iter().map(|(_, n)| n).collect()
-}
-
 /// `serve --queues 2` on a multi-queue TAP: the tap PMD opens one queue of
 /// the kernel's multi-queue tun device per DPDK queue, and the tun driver
 /// picks a queue per flow (by flow hash, then by the queue the flow's
@@ -846,8 +832,8 @@ fn dpdk_server_with_two_queues_on_net_tap_spreads_kernel_clients_over_workers() 
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let metrics = String::from_utf8(o.stdout).unwrap();
-    let accepted = per_worker(&metrics, "accepted_total");
-    let messages = per_worker(&metrics, "messages_in_total");
+    let accepted = common::per_worker(&metrics, "accepted_total");
+    let messages = common::per_worker(&metrics, "messages_in_total");
     eprintln!(
         "2 queues: accepted per worker {accepted:?}, messages in {messages:?} ({:?})",
         started.elapsed()

@@ -501,3 +501,19 @@ impl Drop for DevCerts {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `warpwire_<name>{worker="i",...} value` per worker, from a Prometheus page.
+pub fn per_worker(metrics: &str, name: &str) -> Vec<u64> {
+    let prefix = format!("warpwire_{name}{{worker=\"");
+    let mut v: Vec<(usize, u64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (worker, rest) = rest.split_once('"')?;
+            let value = rest.rsplit_once(' ')?.1;
+            Some((worker.parse().ok()?, value.parse().ok()?))
+        })
+        .collect();
+    v.sort_unstable();
+    v.into_iter().map(|(_, n)| n).collect()
+}
