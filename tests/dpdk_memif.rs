@@ -252,28 +252,15 @@ fn segmentation_offload_over_memif_delivers_every_byte() {
         ],
     );
     common::assert_bench_clean(&bench);
-    // The server's metrics (published every 100 ms) show the cutting.
-    let metrics = (0..50)
-        .find_map(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let o = std::process::Command::new("curl")
-                .args(["-sS", "--max-time", "5", "http://127.0.0.1:9179/metrics"])
-                .output()
-                .ok()?;
-            let m = String::from_utf8(o.stdout).ok()?;
-            (common::per_worker(&m, "stack_gso_packets_total")
-                .iter()
-                .sum::<u64>()
-                > 0)
-            .then_some(m)
-        })
-        .expect("the server's stack cut no large packet into segments");
-    let segments: u64 = common::per_worker(&metrics, "stack_gso_segments_total")
-        .iter()
-        .sum();
-    let packets: u64 = common::per_worker(&metrics, "stack_gso_packets_total")
-        .iter()
-        .sum();
+    // The server's metrics show the cutting.
+    let metrics = common::metrics_showing(
+        &[],
+        "http://127.0.0.1:9179/metrics",
+        "stack_gso_packets_total",
+    )
+    .expect("the server's stack cut no large packet into segments");
+    let segments = common::metric_sum(&metrics, "stack_gso_segments_total");
+    let packets = common::metric_sum(&metrics, "stack_gso_packets_total");
     assert!(segments > 2 * packets, "{metrics}");
     assert_eq!(
         common::per_worker(&metrics, "stack_gso_dropped_total"),

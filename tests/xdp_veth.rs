@@ -567,26 +567,14 @@ fn data_through_an_impaired_wire() {
     eprintln!("50 MB through netem faults in {took:?}");
     // The stack's ACKs to this kernel sender carried SACK blocks smoltcp
     // leaves out, and D-SACKs for the bridge's duplicates (sack.rs); the
-    // stored file above is whole. Metrics are published every 100 ms.
-    let metrics = (0..50)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            let o = Command::new("ip")
-                .args(["netns", "exec", &p.a, "curl", "-sS", "--max-time", "5"])
-                .arg("http://127.0.0.1:9181/metrics")
-                .output()
-                .ok()?;
-            let m = String::from_utf8(o.stdout).ok()?;
-            (common::per_worker(&m, "stack_dsack_total")
-                .iter()
-                .sum::<u64>()
-                > 0)
-            .then_some(m)
-        })
-        .expect("the server sent no D-SACK through a wire that duplicates 1 % of frames");
-    let added: u64 = common::per_worker(&metrics, "stack_sack_added_total")
-        .iter()
-        .sum();
+    // stored file above is whole.
+    let metrics = common::metrics_showing(
+        &["ip", "netns", "exec", &p.a],
+        "http://127.0.0.1:9181/metrics",
+        "stack_dsack_total",
+    )
+    .expect("the server sent no D-SACK through a wire that duplicates 1 % of frames");
+    let added = common::metric_sum(&metrics, "stack_sack_added_total");
     assert!(added > 0, "{metrics}");
 
     assert!(srv.terminate().success());

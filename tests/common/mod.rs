@@ -517,3 +517,29 @@ pub fn per_worker(metrics: &str, name: &str) -> Vec<u64> {
     v.sort_unstable();
     v.into_iter().map(|(_, n)| n).collect()
 }
+
+/// The sum over workers of `warpwire_<name>` in a Prometheus page.
+pub fn metric_sum(metrics: &str, name: &str) -> u64 {
+    per_worker(metrics, name).iter().sum()
+}
+
+/// A server's metrics page at `url`, fetched with curl (run under
+/// `prefix`, say `ip netns exec NS`, or none) every 100 ms for up to 5 s
+/// (servers publish every 100 ms) until `warpwire_<name>` is above zero.
+pub fn metrics_showing(prefix: &[&str], url: &str, name: &str) -> Option<String> {
+    let (cmd, pre) = match prefix.split_first() {
+        Some((c, rest)) => (*c, rest),
+        None => ("curl", &[][..]),
+    };
+    (0..50).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut c = std::process::Command::new(cmd);
+        c.args(pre);
+        if !prefix.is_empty() {
+            c.arg("curl");
+        }
+        let o = c.args(["-sS", "--max-time", "5", url]).output().ok()?;
+        let m = String::from_utf8(o.stdout).ok()?;
+        (metric_sum(&m, name) > 0).then_some(m)
+    })
+}

@@ -63,6 +63,50 @@ fn add(a: u16, b: u16) -> u16 {
     s + u16::from(carry)
 }
 
+/// The options of a TCP header: `opts` is what follows its fixed 20
+/// bytes. Yields `(kind, offset, value)` per option, NOPs skipped, up to
+/// an end-of-list; an option whose length is malformed yields one
+/// `Err(())` and ends the walk. The one option parser of the stack's
+/// header rewrites (here and in `sack.rs`).
+pub(crate) fn tcp_options(opts: &[u8]) -> TcpOptions<'_> {
+    TcpOptions { opts, i: 0 }
+}
+
+/// One option of [`tcp_options`]: `(kind, offset, value)`, or `Err(())`
+/// for a malformed length.
+pub(crate) type TcpOption<'a> = Result<(u8, usize, &'a [u8]), ()>;
+
+/// See [`tcp_options`].
+pub(crate) struct TcpOptions<'a> {
+    opts: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Iterator for TcpOptions<'a> {
+    type Item = TcpOption<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.i < self.opts.len() {
+            let at = self.i;
+            match self.opts[at] {
+                0 => break,
+                1 => self.i += 1,
+                kind => {
+                    let len = self.opts.get(at + 1).map_or(0, |&l| usize::from(l));
+                    if len < 2 || at + len > self.opts.len() {
+                        self.i = self.opts.len();
+                        return Some(Err(()));
+                    }
+                    self.i = at + len;
+                    return Some(Ok((kind, at, &self.opts[at + 2..at + len])));
+                }
+            }
+        }
+        self.i = self.opts.len();
+        None
+    }
+}
+
 /// Where the value of the MSS option of `tcp` (a TCP header of `thl`
 /// bytes and what follows) starts, if it is a SYN (with or without ACK)
 /// that carries one.
@@ -70,21 +114,10 @@ fn syn_mss_at(tcp: &[u8], thl: usize) -> Option<usize> {
     if tcp[13] & SYN == 0 {
         return None;
     }
-    let mut i = 20;
-    while i < thl {
-        match tcp[i] {
-            0 => return None,
-            1 => i += 1,
-            kind => {
-                let len = usize::from(*tcp.get(i + 1)?);
-                if len < 2 || i + len > thl {
-                    return None;
-                }
-                if kind == 2 && len == 4 {
-                    return Some(i + 2);
-                }
-                i += len;
-            }
+    for o in tcp_options(&tcp[20..thl]) {
+        let (kind, at, value) = o.ok()?;
+        if kind == 2 && value.len() == 2 {
+            return Some(20 + at + 2);
         }
     }
     None
@@ -255,6 +288,26 @@ mod tests {
             && TcpPacket::new_checked(ip.payload())
                 .unwrap()
                 .verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST))
+    }
+
+    #[test]
+    fn the_option_walk_skips_nops_stops_at_the_end_and_reports_bad_lengths() {
+        fn walk(o: &[u8]) -> Vec<TcpOption<'_>> {
+            tcp_options(o).collect()
+        }
+        // MSS, NOP, NOP, SACK-permitted, EOL, then bytes past the end.
+        let ok = [2, 4, 5, 180, 1, 1, 4, 2, 0, 9, 9];
+        assert_eq!(
+            walk(&ok),
+            vec![Ok((2, 0, &[5u8, 180][..])), Ok((4, 6, &[][..]))]
+        );
+        assert_eq!(walk(&[]), vec![]);
+        assert_eq!(walk(&[1, 1, 1]), vec![]);
+        // A length below 2, past the end, or missing: one error, then done.
+        for bad in [&[8u8, 1, 0, 0][..], &[8, 10, 0, 0], &[1, 8]] {
+            assert_eq!(walk(bad), vec![Err(())], "{bad:?}");
+        }
+        assert_eq!(walk(&[4, 2, 8, 0]), vec![Ok((4, 0, &[][..])), Err(())]);
     }
 
     #[test]

@@ -23,9 +23,10 @@
 //! out-of-order data (its reassembly refuses new ranges when full,
 //! never old ones), so a remembered block stays true until the
 //! cumulative ACK passes it, when it is dropped. SACKing data the
-//! receiver does not hold would make the sender never resend it. A flow's
-//! memory is dropped on its SYN (a new connection on the same four-tuple)
-//! and when the flow ends.
+//! receiver does not hold would make the sender never resend it. A flow
+//! gets memory only when its peer's SYN or SYN-ACK permitted SACK (and
+//! smoltcp took the flow); a new SYN on the four-tuple starts it afresh,
+//! and it goes when the flow ends.
 
 use std::collections::HashMap;
 
@@ -36,7 +37,7 @@ use crate::gso;
 
 /// Blocks remembered per flow.
 const REMEMBER: usize = 4;
-/// Flows with remembered blocks at most (more go without).
+/// Flows kept at most (more go without added blocks).
 const MAX_FLOWS: usize = 65_536;
 /// TCP option space.
 const OPTIONS_MAX: usize = 40;
@@ -135,8 +136,9 @@ impl Flow {
 /// Per-flow SACK memory and its counters; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Sack {
-    /// Flows whose peer sent SACK-permitted in its SYN or SYN-ACK.
-    flows: HashMap<FlowKey, Flow>,
+    /// Flows whose peer sent SACK-permitted in its SYN or SYN-ACK (keyed
+    /// hash, as the demux's: peers choose their four-tuples).
+    flows: HashMap<FlowKey, Flow, foldhash::quality::RandomState>,
     /// The receive buffer: no block ends further than this past the
     /// cumulative ACK, and no duplicate starts further than this below it
     /// (a bound against a block or an ACK kept too long, as when a flow's
@@ -183,27 +185,9 @@ pub(crate) fn permits_sack(p: &[u8]) -> bool {
     let Some((ihl, thl, _)) = gso::headers(p) else {
         return false;
     };
-    let opts = &p[ihl + 20..ihl + thl];
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            0 => return false,
-            NOP => i += 1,
-            kind => {
-                let Some(&len) = opts.get(i + 1) else {
-                    return false;
-                };
-                if kind == SACK_PERMITTED && len == 2 {
-                    return true;
-                }
-                if len < 2 {
-                    return false;
-                }
-                i += usize::from(len);
-            }
-        }
-    }
-    false
+    gso::tcp_options(&p[ihl + 20..ihl + thl])
+        .map_while(Result::ok)
+        .any(|(kind, _, value)| kind == SACK_PERMITTED && value.is_empty())
 }
 
 /// A TCP header's options other than SACK and padding, in order, and its
@@ -224,33 +208,23 @@ impl Options {
             sack: [(0, 0); 4],
             sack_n: 0,
         };
-        let mut i = 0;
-        while i < opts.len() {
-            match opts[i] {
-                0 => break,
-                NOP => i += 1,
-                kind => {
-                    let len = usize::from(*opts.get(i + 1)?);
-                    if len < 2 || i + len > opts.len() {
-                        return None;
-                    }
-                    if kind == SACK {
-                        if (len - 2) % 8 != 0 || o.sack_n > 0 {
-                            return None;
-                        }
-                        for b in opts[i + 2..i + len].chunks_exact(8).take(4) {
-                            o.sack[o.sack_n] = (
-                                u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-                            );
-                            o.sack_n += 1;
-                        }
-                    } else {
-                        o.other[o.other_len..o.other_len + len].copy_from_slice(&opts[i..i + len]);
-                        o.other_len += len;
-                    }
-                    i += len;
+        for opt in gso::tcp_options(opts) {
+            let (kind, at, value) = opt.ok()?;
+            if kind == SACK {
+                if value.len() % 8 != 0 || o.sack_n > 0 {
+                    return None;
                 }
+                for b in value.chunks_exact(8).take(4) {
+                    o.sack[o.sack_n] = (
+                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                        u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                    );
+                    o.sack_n += 1;
+                }
+            } else {
+                let len = 2 + value.len();
+                o.other[o.other_len..o.other_len + len].copy_from_slice(&opts[at..at + len]);
+                o.other_len += len;
             }
         }
         Some(o)
@@ -266,7 +240,7 @@ impl Sack {
     /// bytes.
     pub(crate) fn new(rx_buffer: usize) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             window: u32::try_from(rx_buffer).unwrap_or(u32::MAX),
             rx: None,
             added: 0,
