@@ -114,7 +114,7 @@ fn syn_mss_at(tcp: &[u8], thl: usize) -> Option<usize> {
     if tcp[13] & SYN == 0 {
         return None;
     }
-    for o in tcp_options(&tcp[20..thl]) {
+    for o in tcp_options(tcp.get(20..thl)?) {
         let (kind, at, value) = o.ok()?;
         if kind == 2 && value.len() == 2 {
             return Some(20 + at + 2);

@@ -692,6 +692,10 @@ impl Core {
                     l.confirm(key.remote, src_mac, now);
                     data > 0 && !any_syn && l.rx_segment(key, seq, data)
                 };
+                // A SYN that may open a connection (no flow yet, or ours
+                // waiting for its SYN-ACK); smoltcp ignores the options of
+                // any other.
+                let opening = any_syn && self.syn_may_open(&key);
                 if any_syn && let Some(big) = self.super_mss {
                     // A SYN or SYN-ACK: a peer that takes the wire's full
                     // segment is offered to smoltcp as taking super_mss
@@ -703,11 +707,13 @@ impl Core {
                     gso::set_syn_mss(&mut f[ETH..], |m| if m >= wire { big } else { m });
                     self.on_tcp(&f, key, syn, tx, now);
                     self.syn_frame = f;
-                    self.peer_syn(key, frame);
+                    if opening {
+                        self.peer_syn(key, frame);
+                    }
                     return;
                 }
                 self.on_tcp(frame, key, syn, tx, now);
-                if any_syn {
+                if opening {
                     self.peer_syn(key, frame);
                 }
                 if seg {
@@ -717,9 +723,18 @@ impl Core {
         }
     }
 
-    /// After a peer's SYN or SYN-ACK: whether its flow (if smoltcp took
-    /// it) may get SACK blocks (sack.rs). A SYN that made no flow leaves
-    /// nothing behind.
+    /// Whether a SYN or SYN-ACK of `key` may open a connection: no flow
+    /// yet (a listener may take it), or ours still waiting in SYN-SENT.
+    fn syn_may_open(&mut self, key: &FlowKey) -> bool {
+        match self.flows.get(key) {
+            None => true,
+            Some(p) => self.socket(p).state() == tcp::State::SynSent,
+        }
+    }
+
+    /// After a peer's SYN or SYN-ACK that may open a connection: whether
+    /// its flow (if smoltcp took it) may get SACK blocks (sack.rs). A SYN
+    /// that made no flow leaves nothing behind.
     fn peer_syn(&mut self, key: FlowKey, frame: &[u8]) {
         let known = self.flows.contains(&key);
         if let Some(s) = self.link.borrow_mut().sack.as_mut() {

@@ -6,10 +6,10 @@
 //! receiver to repeat the most recent ones in every ACK while data is
 //! missing), and it sends no D-SACK (RFC 2883). A Linux sender on a lossy,
 //! reordering path then sees one hole in a window of many, declares
-//! received segments lost, resends them and falls back to its
-//! retransmission timer, which resends the whole window; and without
-//! D-SACK it never learns which resends were spurious, so it never
-//! undoes the window cuts they caused.
+//! received segments lost and resends them, and waits out its
+//! retransmission timer when a resend is lost too; and without D-SACK it
+//! never learns which resends were spurious, so it never undoes the
+//! window cuts they caused.
 //!
 //! So every pure ACK a shard sends passes through [`Sack::on_ack`], which
 //! remembers, per flow, the blocks smoltcp reported and writes the most
@@ -25,7 +25,8 @@
 //! cumulative ACK passes it, when it is dropped. SACKing data the
 //! receiver does not hold would make the sender never resend it. A flow
 //! gets memory only when its peer's SYN or SYN-ACK permitted SACK (and
-//! smoltcp took the flow); a new SYN on the four-tuple starts it afresh,
+//! smoltcp took the flow); a SYN that opens a new connection on the
+//! four-tuple starts it afresh,
 //! and it goes when the flow ends.
 
 use std::collections::HashMap;
@@ -293,12 +294,9 @@ impl Sack {
         let Some(a) = parse_ack(&p[..len]) else {
             return len;
         };
-        if a.flags & RST != 0 {
-            // The connection ends: nothing kept applies.
-            self.forget(&a.key);
-            return len;
-        }
-        if a.flags & SYN != 0 || a.flags & ACK == 0 {
+        // A SYN or RST passes as it is; the memory goes with the flow
+        // (smoltcp also sends a RST that does not end its connection).
+        if a.flags & (SYN | RST) != 0 || a.flags & ACK == 0 {
             return len;
         }
         let Some(opts) = Options::parse(&p[a.ihl + 20..a.ihl + a.thl]) else {
@@ -331,7 +329,9 @@ impl Sack {
         // kind and length, then 8 bytes a block.
         let n = n.min(OPTIONS_MAX.saturating_sub(opts.other_len + 4) / 8);
         let out = &out[..n];
-        if out == opts.sack() {
+        // Never fewer blocks than smoltcp wrote (no room left by other
+        // options), and nothing to do when they are the same.
+        if n < opts.sack_n || out == opts.sack() {
             return len;
         }
         let opt_len = opts.other_len + if n == 0 { 0 } else { 4 + 8 * n };
@@ -544,12 +544,17 @@ mod tests {
     fn nothing_is_reported_beyond_the_receive_window() {
         let mut s = Sack::new(1000);
         s.peer_syn(key(), true);
-        // A block ending more than the buffer past the ACK is not kept.
+        // A block ending more than the buffer past the ACK is not kept
+        // (smoltcp's own report of it passes as smoltcp wrote it).
         assert_eq!(
             pass(
                 &mut s,
                 ack(TcpControl::None, 100, [Some((900, 1200)), None, None])
             ),
+            (100, vec![(900, 1200)])
+        );
+        assert_eq!(
+            pass(&mut s, ack(TcpControl::None, 100, [None; 3])),
             (100, vec![])
         );
         pass(
@@ -653,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn syn_rst_and_data_packets_pass_unchanged_and_a_rst_forgets() {
+    fn syn_rst_and_data_packets_pass_unchanged() {
         let mut s = sack();
         pass(
             &mut s,
@@ -665,6 +670,9 @@ mod tests {
         p.resize(MAX_ACK, 0);
         assert_eq!(s.on_ack(&mut p, rst.len(), false), rst.len());
         assert_eq!(&p[..rst.len()], &rst[..]);
+        // The memory goes with the flow, not with a RST.
+        assert_eq!(s.remembered(), 1);
+        s.forget(&key());
         assert_eq!(s.remembered(), 0);
         // Our SYN-ACK passes as it is and keeps what the peer's SYN set up.
         s.peer_syn(key(), true);
@@ -706,6 +714,22 @@ mod tests {
             p.resize(MAX_ACK, 0);
             let _ = s.on_ack(&mut p, cut, false);
         }
+        // Other options fill the space but for smoltcp's one block: with a
+        // D-SACK due, nothing fits beside it, and smoltcp's block stays.
+        pass(&mut s, ack(TcpControl::None, 100, [None; 3]));
+        let mut full = ack(TcpControl::None, 100, [None; 3]);
+        full.push(30);
+        full.push(30);
+        full.extend_from_slice(&[7; 28]);
+        full.extend_from_slice(&[SACK, 10, 0, 0, 0, 200, 0, 0, 1, 44]);
+        full[32] = 15 << 4;
+        full[2..4].copy_from_slice(&80u16.to_be_bytes());
+        let before = full.clone();
+        full.resize(MAX_ACK + 20, 0);
+        s.rx_segment(key(), 50, 100);
+        assert_eq!(s.on_ack(&mut full, 80, false), 80);
+        s.rx_done();
+        assert_eq!(&full[..80], &before[..]);
         let mut bad = ack(TcpControl::None, 100, [Some((200, 300)), None, None]);
         let at = (40..bad.len()).find(|&i| bad[i] == SACK).unwrap();
         bad[at + 1] = 9; // the SACK option's length, not 2 + 8n
