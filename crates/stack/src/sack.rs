@@ -26,8 +26,7 @@
 //! receiver does not hold would make the sender never resend it. A flow
 //! gets memory only when its peer's SYN or SYN-ACK permitted SACK (and
 //! smoltcp took the flow); a SYN that opens a new connection on the
-//! four-tuple starts it afresh,
-//! and it goes when the flow ends.
+//! four-tuple starts it afresh, and it goes when the flow ends.
 
 use std::collections::HashMap;
 
