@@ -558,14 +558,16 @@ fn data_dir_stores_each_sessions_bytes() {
 /// `serve --print-config` with a config file, an environment and flags:
 /// the effective settings, one process per combination.
 fn effective(file: &str, env: &[(&str, &str)], flags: &[&str]) -> String {
-    let dir = std::env::temp_dir().join(format!("ww-cli-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{:x}.toml", {
+    let case = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (file, env, flags).hash(&mut h);
         h.finish()
-    }));
+    };
+    // One directory per case, removed when it is dropped.
+    let dir = common::data_dir(&format!("cli-cfg-{case:x}"));
+    std::fs::create_dir_all(&*dir).unwrap();
+    let path = dir.join("config.toml");
     std::fs::write(&path, file).unwrap();
     let mut c = Command::new(BIN);
     c.args([
@@ -585,7 +587,6 @@ fn effective(file: &str, env: &[(&str, &str)], flags: &[&str]) -> String {
     }
     c.envs(env.iter().copied());
     let o = c.output().unwrap();
-    let _ = std::fs::remove_file(&path);
     assert!(
         o.status.success(),
         "{file:?} {env:?} {flags:?}: {}",
@@ -732,8 +733,8 @@ fn unknown_config_keys_are_refused() {
         ("[bypass]\nifcae = \"x\"\n", "ifcae"),
         ("transprot = \"socket\"\n", "transprot"),
     ] {
-        let dir = std::env::temp_dir().join(format!("ww-cli-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::data_dir("cli-bad");
+        std::fs::create_dir_all(&*dir).unwrap();
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).unwrap();
         let o = run(&[
