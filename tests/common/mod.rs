@@ -527,18 +527,17 @@ pub fn metric_sum(metrics: &str, name: &str) -> u64 {
 /// `prefix`, say `ip netns exec NS`, or none) every 100 ms for up to 5 s
 /// (servers publish every 100 ms) until `warpwire_<name>` is above zero.
 pub fn metrics_showing(prefix: &[&str], url: &str, name: &str) -> Option<String> {
-    let (cmd, pre) = match prefix.split_first() {
-        Some((c, rest)) => (*c, rest),
-        None => ("curl", &[][..]),
-    };
+    let argv: Vec<&str> = prefix
+        .iter()
+        .copied()
+        .chain(["curl", "-sS", "--max-time", "5", url])
+        .collect();
     (0..50).find_map(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let mut c = std::process::Command::new(cmd);
-        c.args(pre);
-        if !prefix.is_empty() {
-            c.arg("curl");
-        }
-        let o = c.args(["-sS", "--max-time", "5", url]).output().ok()?;
+        let o = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .ok()?;
         let m = String::from_utf8(o.stdout).ok()?;
         (metric_sum(&m, name) > 0).then_some(m)
     })

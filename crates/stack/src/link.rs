@@ -487,6 +487,24 @@ impl Link {
         }
     }
 
+    /// The frame an IP packet of `len` bytes takes: an ARP request needs
+    /// 42 bytes; shorter IP packets do not occur (20 IP + 20 TCP at
+    /// least), but the frame is padded to be safe.
+    fn frame_len(len: usize) -> usize {
+        (ETH + len).max(Link::ARP_LEN)
+    }
+
+    /// The IP packet smoltcp wrote at `buf[ETH..ETH + len]` (in a frame
+    /// of [`Link::frame_len`] bytes) made ready for the wire: its TCP
+    /// finished, its Ethernet header (or an ARP request in its place),
+    /// counted and captured.
+    fn frame_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) {
+        self.finish_tcp(&mut buf[ETH..ETH + len]);
+        self.frame_ip(&mut buf[..ETH + len.max(Link::ARP_LEN - ETH)], now);
+        self.tx_frames += 1;
+        self.capture(now, buf);
+    }
+
     /// Writes segment `i` of `cut` into a device buffer and frames it.
     fn write_segment(&mut self, cut: &Cut, i: usize, buf: &mut [u8], now: Instant) {
         cut.split.write(
@@ -578,16 +596,9 @@ impl<T: TxToken> phy::TxToken for EthTx<'_, T> {
                 return self.consume_small(len, f);
             }
         }
-        // An ARP request needs 42 bytes; shorter IP packets do not occur
-        // (20 IP + 20 TCP at least), but pad the frame to be safe.
-        let total = (ETH + len).max(Link::ARP_LEN);
-        self.inner.consume(total, |buf| {
+        self.inner.consume(Link::frame_len(len), |buf| {
             let r = f(&mut buf[ETH..ETH + len]);
-            let mut l = link.borrow_mut();
-            l.finish_tcp(&mut buf[ETH..ETH + len]);
-            l.frame_ip(&mut buf[..ETH + len.max(Link::ARP_LEN - ETH)], now);
-            l.tx_frames += 1;
-            l.capture(now, buf);
+            link.borrow_mut().frame_packet(buf, len, now);
             r
         })
     }
@@ -608,13 +619,9 @@ impl<T: TxToken> EthTx<'_, T> {
             Some(s) => s.on_ack(&mut p, len, leave),
             None => len,
         };
-        l.finish_tcp(&mut p[..len]);
-        let total = (ETH + len).max(Link::ARP_LEN);
-        self.inner.consume(total, |buf| {
+        self.inner.consume(Link::frame_len(len), |buf| {
             buf[ETH..ETH + len].copy_from_slice(&p[..len]);
-            l.frame_ip(&mut buf[..ETH + len.max(Link::ARP_LEN - ETH)], now);
-            l.tx_frames += 1;
-            l.capture(now, buf);
+            l.frame_packet(buf, len, now);
         });
         r
     }

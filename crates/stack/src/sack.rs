@@ -330,10 +330,11 @@ impl Sack {
         let out = &out[..n];
         // Never fewer blocks than smoltcp wrote (no room left by other
         // options), and nothing to do when they are the same.
+        // (So at least one block is written from here on.)
         if n < opts.sack_n || out == opts.sack() {
             return len;
         }
-        let opt_len = opts.other_len + if n == 0 { 0 } else { 4 + 8 * n };
+        let opt_len = opts.other_len + 4 + 8 * n;
         let thl = 20 + opt_len.div_ceil(4) * 4;
         let total = a.ihl + thl;
         if total > p.len() {
@@ -342,14 +343,12 @@ impl Sack {
         let o = &mut p[a.ihl + 20..total];
         o[..opts.other_len].copy_from_slice(&opts.other[..opts.other_len]);
         let mut i = opts.other_len;
-        if n > 0 {
-            o[i..i + 4].copy_from_slice(&[NOP, NOP, SACK, (2 + 8 * n) as u8]);
-            i += 4;
-            for &(s, e) in out {
-                o[i..i + 4].copy_from_slice(&s.to_be_bytes());
-                o[i + 4..i + 8].copy_from_slice(&e.to_be_bytes());
-                i += 8;
-            }
+        o[i..i + 4].copy_from_slice(&[NOP, NOP, SACK, (2 + 8 * n) as u8]);
+        i += 4;
+        for &(s, e) in out {
+            o[i..i + 4].copy_from_slice(&s.to_be_bytes());
+            o[i + 4..i + 8].copy_from_slice(&e.to_be_bytes());
+            i += 8;
         }
         o[i..].fill(NOP);
         if dsack.is_some() {
